@@ -1,0 +1,184 @@
+/**
+ * Builds the HTTP server of the API: GraphQL and GraphiQL at /graphql (subscriptions over SSE),
+ * the local image files at /files/, and /health. Building does no I/O; `listen()` starts it and
+ * `close()` (safe to call twice) stops intake, ends open streams and closes what it opened.
+ */
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createYoga, maskError, type GraphiQLOptions, type Plugin } from 'graphql-yoga';
+import type { Knex } from 'knex';
+import { authenticate, bearerToken } from '../auth/tokens';
+import type { Config } from '../config';
+import { QueueInfo } from '../generation/queueInfo';
+import { SamplerCatalog } from '../generation/samplers';
+import { GenerationService } from '../generation/service';
+import { JobProducer, waitingKey } from '../jobs/queues';
+import type { Logger } from '../logger';
+import { ProgressHub } from '../progress/hub';
+import { ProgressPublisher } from '../progress/publisher';
+import { closeRedis, openRedis } from '../redis';
+import { buildSchema, type SchemaContext } from '../schema/index';
+import { resolveKey } from '../storage/localFolder';
+import { GRAPHIQL_ASSETS_PATH, readGraphiQLAsset, renderLocalGraphiQL } from './graphiql';
+
+export interface ApiOptions {
+  config: Config;
+  db: Knex;
+  log: Logger;
+  /** Serve files of the local-folder storage from this folder at /files/ (the embedded default). */
+  localFilesDir?: string;
+  /** GraphiQL's initial tab (dev mode fills in the demo user's token). */
+  graphiql?: GraphiQLOptions;
+}
+
+export interface ApiServer {
+  readonly server: http.Server;
+  listen(port?: number, host?: string): Promise<string>;
+  close(): Promise<void>;
+}
+
+/** Marks SSE responses so that nginx and similar proxies pass events through at once. */
+const sseHeaders: Plugin = {
+  onResponse({ response }) {
+    if (response.headers.get('content-type')?.includes('text/event-stream')) {
+      response.headers.set('x-accel-buffering', 'no');
+      response.headers.set('cache-control', 'no-cache');
+    }
+  },
+};
+
+export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
+  const { config, db, log } = opts;
+  const redis = openRedis(config.redis.url, 'api', log);
+  const subscriber = openRedis(config.redis.url, 'api-subscriber', log);
+  const producer = new JobProducer(config);
+  const publisher = new ProgressPublisher(redis, config.redis.prefix, config.progress.expiresS);
+  const hub = new ProgressHub(subscriber, config.redis.prefix, log);
+  const samplers = new SamplerCatalog(redis, config.redis.prefix, log);
+  await samplers.start();
+  const generations = new GenerationService({
+    db,
+    producer,
+    publisher,
+    hub,
+    queueInfo: new QueueInfo(redis, waitingKey(config, 'high_priority'), config.redis.prefix),
+    resyncMs: config.progress.resyncMs,
+    log,
+  });
+
+  const yoga = createYoga<Record<string, unknown>, SchemaContext>({
+    schema: buildSchema({ limits: config.limits, samplers }),
+    graphqlEndpoint: '/graphql',
+    landingPage: false,
+    graphiql: { title: 'Stable Diffusion jobs', subscriptionsProtocol: 'SSE', ...opts.graphiql },
+    renderGraphiQL: renderLocalGraphiQL,
+    plugins: [sseHeaders],
+    logging: {
+      debug: (...a: unknown[]) => log.debug({ yoga: a }, 'yoga'),
+      info: (...a: unknown[]) => log.info({ yoga: a }, 'yoga'),
+      warn: (...a: unknown[]) => log.warn({ yoga: a }, 'yoga'),
+      error: (...a: unknown[]) => log.error({ yoga: a }, 'yoga'),
+    },
+    maskedErrors: {
+      // Errors with a public code pass through; everything else is logged whole and masked.
+      maskError: (error, message, isDev) => {
+        log.error({ err: error }, 'unexpected error in a GraphQL operation');
+        return maskError(error, message, isDev);
+      },
+    },
+    context: async ({ request }): Promise<SchemaContext> => {
+      const token = bearerToken(request.headers.get('authorization'));
+      return {
+        user: token ? await authenticate(db, token) : null,
+        db,
+        generations,
+        log,
+        progressMemo: new Map(),
+      };
+    },
+  });
+
+  const server = http.createServer((req, res) => {
+    const url = req.url ?? '/';
+    if (req.method === 'GET' && url === '/health') {
+      void health(redis, db).then(
+        (body) => sendJson(res, body.ok ? 200 : 503, body),
+        () => sendJson(res, 503, { ok: false }),
+      );
+      return;
+    }
+    if (req.method === 'GET' && url.startsWith('/files/') && opts.localFilesDir) {
+      void serveFile(opts.localFilesDir, url.slice('/files/'.length), res);
+      return;
+    }
+    if (req.method === 'GET' && url.startsWith(GRAPHIQL_ASSETS_PATH)) {
+      void readGraphiQLAsset(url.split('?')[0] ?? '').then((asset) => {
+        if (!asset) return sendJson(res, 404, { error: 'not found' });
+        res.writeHead(200, { 'content-type': asset.type, 'cache-control': 'public, max-age=86400' });
+        res.end(asset.body);
+      });
+      return;
+    }
+    if (url === '/') {
+      res.writeHead(302, { location: '/graphql' }).end();
+      return;
+    }
+    void yoga(req, res);
+  });
+
+  let closing: Promise<void> | undefined;
+  return {
+    server,
+    listen(port = config.http.port, host = config.http.host) {
+      return new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          const addr = server.address() as AddressInfo;
+          resolve(`http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`);
+        });
+      });
+    },
+    close() {
+      closing ??= (async () => {
+        // Stop intake; open SSE streams are ended by closing their connections.
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        });
+        samplers.close();
+        await Promise.allSettled([producer.close(), closeRedis(subscriber), closeRedis(redis)]);
+      })();
+      return closing;
+    },
+  };
+}
+
+async function health(redis: import('ioredis').Redis, db: Knex) {
+  const [r, d] = await Promise.allSettled([redis.ping(), db.raw('select 1')]);
+  return { ok: r.status === 'fulfilled' && d.status === 'fulfilled', redis: r.status === 'fulfilled', database: d.status === 'fulfilled' };
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown) {
+  res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+}
+
+async function serveFile(root: string, key: string, res: http.ServerResponse) {
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(key.split('?')[0] ?? '');
+  } catch {
+    return sendJson(res, 400, { error: 'malformed path' });
+  }
+  const file = resolveKey(root, decoded);
+  const info = file ? await stat(file).catch(() => null) : null;
+  if (!file || !info?.isFile()) return sendJson(res, 404, { error: 'not found' });
+  res.writeHead(200, {
+    'content-type': file.endsWith('.webp') ? 'image/webp' : 'application/octet-stream',
+    'content-length': info.size,
+    // Keys never change content: a generation's files are written once.
+    'cache-control': 'public, max-age=31536000, immutable',
+  });
+  createReadStream(file).pipe(res);
+}

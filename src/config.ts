@@ -1,0 +1,191 @@
+/**
+ * The one place that reads the environment. `loadConfig()` applies defaults, validates every value,
+ * and returns a frozen, typed object; a bad or missing value fails fast with the variable's name.
+ * Nothing here runs at import: entry points call `loadConfig()` once and pass the result down.
+ *
+ * Names kept from the old Celery service: REDIS_URL, APP_SD_API_URL, DATABASE_URL (over
+ * APP_DATABASE_URL), CELERY_WORKER_CONCURRENCY (an alias of WORKER_CONCURRENCY).
+ */
+import os from 'node:os';
+import { z } from 'zod';
+
+export const QUEUE_NAMES = ['high_priority', 'normal_priority', 'low_priority'] as const;
+export type QueueName = (typeof QUEUE_NAMES)[number];
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+const int = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
+  z.coerce.number().int().min(min).max(max).default(def);
+const num = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
+  z.coerce.number().min(min).max(max).default(def);
+const optionalString = z
+  .string()
+  .trim()
+  .transform((v) => (v === '' ? undefined : v))
+  .optional();
+const url = (protocols: string[]) =>
+  z
+    .string()
+    .trim()
+    .refine((v) => {
+      try {
+        return protocols.includes(new URL(v).protocol);
+      } catch {
+        return false;
+      }
+    }, `must be a URL starting with ${protocols.join(' or ')}//`);
+
+/** Every environment variable the service reads, with its default. The README's table mirrors this. */
+const envSchema = z.object({
+  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+
+  HOST: z.string().trim().min(1).default('0.0.0.0'),
+  PORT: int(4000, 0, 65535),
+  /** Base of the URLs handed to clients (image files); defaults to http://localhost:PORT. */
+  PUBLIC_URL: url(['http:', 'https:']).optional(),
+
+  REDIS_URL: url(['redis:', 'rediss:']).default('redis://localhost:6379/0'),
+  /** Prefix of every Redis key and channel this service owns (queues, progress, caches). */
+  REDIS_PREFIX: z.string().trim().min(1).max(64).default('sdjobs'),
+
+  DATABASE_URL: optionalString.pipe(url(['postgres:', 'postgresql:']).optional()),
+  APP_DATABASE_URL: optionalString.pipe(url(['postgres:', 'postgresql:']).optional()),
+  DATABASE_POOL_MAX: int(10, 1, 1000),
+
+  APP_SD_API_URL: optionalString.pipe(url(['http:', 'https:']).optional()),
+  /** HTTP basic auth for a server started with --api-auth, as user:pass. */
+  APP_SD_API_AUTH: optionalString.pipe(
+    z.string().regex(/^[^:]+:.+$/, 'must look like user:password').optional(),
+  ),
+  SD_PROGRESS_INTERVAL_MS: int(500, 10, 60_000),
+  SD_PREVIEW_INTERVAL_MS: int(1500, 0, 600_000),
+  SD_PREVIEW_SIZE: int(128, 16, 1024),
+
+  WORKER_CONCURRENCY: int(2, 1, 256).optional(),
+  CELERY_WORKER_CONCURRENCY: int(2, 1, 256).optional(),
+  WORKER_QUEUES: z.string().default(QUEUE_NAMES.join(',')),
+  TASK_TIME_LIMIT_S: int(600, 1, 86_400),
+  TASK_SOFT_TIME_LIMIT_S: int(540, 1, 86_400),
+  TASK_MAX_RETRIES: int(3, 0, 100),
+  TASK_RETRY_DELAY_S: num(60, 0, 86_400),
+  RESULT_EXPIRES_S: int(3600, 1, 30 * 86_400),
+  WORKER_MAX_TASKS_PER_CHILD: int(50, 1, 1_000_000),
+  STALL_INTERVAL_MS: int(5000, 500, 600_000),
+  /** On SIGTERM, how long running jobs may take to finish before they are left to be re-delivered. */
+  WORKER_SHUTDOWN_TIMEOUT_MS: int(30_000, 0, 3_600_000),
+  POSTPROCESS_THREADS: int(Math.max(1, Math.min(4, os.availableParallelism())), 1, 64),
+  WEBP_QUALITY: int(90, 1, 100),
+  THUMBNAIL_SIZE: int(256, 16, 2048),
+
+  /** How often an open progress stream re-reads the snapshot, so a lost pub/sub message never strands it. */
+  PROGRESS_RESYNC_MS: int(5000, 100, 600_000),
+
+  PROMPT_MAX_LENGTH: int(2000, 1, 100_000),
+  NEGATIVE_PROMPT_MAX_LENGTH: int(2000, 0, 100_000),
+  CHARACTER_NAME_MAX_LENGTH: int(100, 1, 10_000),
+  IMAGE_MIN_SIZE: int(64, 8, 16_384),
+  IMAGE_MAX_SIZE: int(2048, 8, 16_384),
+  /** Pixel budget of one request: width × height × batchSize. */
+  IMAGE_MAX_PIXELS: int(4 * 1024 * 1024, 64, 1 << 30),
+  STEPS_MAX: int(150, 1, 1000),
+  CFG_SCALE_MAX: num(30, 1, 100),
+  BATCH_SIZE_MAX: int(4, 1, 64),
+
+  STORAGE_DIR: z.string().trim().min(1).default('.data/files'),
+});
+
+export type Env = Record<string, string | undefined>;
+
+function buildConfig(e: z.infer<typeof envSchema>) {
+  const concurrency = e.WORKER_CONCURRENCY ?? e.CELERY_WORKER_CONCURRENCY ?? 2;
+  const queues = e.WORKER_QUEUES.split(',').map((q) => q.trim()).filter(Boolean);
+  for (const q of queues) {
+    if (!(QUEUE_NAMES as readonly string[]).includes(q)) {
+      throw new ConfigError(`WORKER_QUEUES: unknown queue "${q}"; known queues: ${QUEUE_NAMES.join(', ')}`);
+    }
+  }
+  if (e.TASK_SOFT_TIME_LIMIT_S > e.TASK_TIME_LIMIT_S) {
+    throw new ConfigError('TASK_SOFT_TIME_LIMIT_S must not exceed TASK_TIME_LIMIT_S');
+  }
+  if (e.IMAGE_MIN_SIZE > e.IMAGE_MAX_SIZE) {
+    throw new ConfigError('IMAGE_MIN_SIZE must not exceed IMAGE_MAX_SIZE');
+  }
+  const [sdUser, ...sdPass] = e.APP_SD_API_AUTH?.split(':') ?? [];
+  return {
+    env: e.NODE_ENV,
+    logLevel: e.LOG_LEVEL,
+    http: {
+      host: e.HOST,
+      port: e.PORT,
+      publicUrl: (e.PUBLIC_URL ?? `http://localhost:${e.PORT}`).replace(/\/+$/, ''),
+    },
+    redis: { url: e.REDIS_URL, prefix: e.REDIS_PREFIX },
+    database: { url: e.DATABASE_URL ?? e.APP_DATABASE_URL, poolMax: e.DATABASE_POOL_MAX },
+    sd: {
+      url: e.APP_SD_API_URL?.replace(/\/+$/, ''),
+      auth: sdUser ? { username: sdUser, password: sdPass.join(':') } : undefined,
+      progressIntervalMs: e.SD_PROGRESS_INTERVAL_MS,
+      previewIntervalMs: e.SD_PREVIEW_INTERVAL_MS,
+      previewSize: e.SD_PREVIEW_SIZE,
+    },
+    worker: {
+      concurrency,
+      queues: queues as QueueName[],
+      timeLimitMs: e.TASK_TIME_LIMIT_S * 1000,
+      softTimeLimitMs: e.TASK_SOFT_TIME_LIMIT_S * 1000,
+      maxRetries: e.TASK_MAX_RETRIES,
+      retryDelayMs: Math.round(e.TASK_RETRY_DELAY_S * 1000),
+      maxTasksPerChild: e.WORKER_MAX_TASKS_PER_CHILD,
+      stallIntervalMs: e.STALL_INTERVAL_MS,
+      shutdownTimeoutMs: e.WORKER_SHUTDOWN_TIMEOUT_MS,
+      postprocessThreads: e.POSTPROCESS_THREADS,
+      webpQuality: e.WEBP_QUALITY,
+      thumbnailSize: e.THUMBNAIL_SIZE,
+    },
+    progress: { expiresS: e.RESULT_EXPIRES_S, resyncMs: e.PROGRESS_RESYNC_MS },
+    limits: {
+      promptMaxLength: e.PROMPT_MAX_LENGTH,
+      negativePromptMaxLength: e.NEGATIVE_PROMPT_MAX_LENGTH,
+      characterNameMaxLength: e.CHARACTER_NAME_MAX_LENGTH,
+      imageMinSize: e.IMAGE_MIN_SIZE,
+      imageMaxSize: e.IMAGE_MAX_SIZE,
+      imageMaxPixels: e.IMAGE_MAX_PIXELS,
+      stepsMax: e.STEPS_MAX,
+      cfgScaleMax: e.CFG_SCALE_MAX,
+      batchSizeMax: e.BATCH_SIZE_MAX,
+    },
+    storage: { dir: e.STORAGE_DIR },
+  };
+}
+
+export type Config = ReturnType<typeof buildConfig>;
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object') {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}
+
+/** Reads and validates the environment. Throws ConfigError naming each bad variable. */
+export function loadConfig(env: Env = process.env): Config {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => {
+      const name = i.path.join('.');
+      return `  ${name}=${JSON.stringify(env[name] ?? '')}: ${i.message}`;
+    });
+    throw new ConfigError(`Invalid configuration; set these environment variables:\n${lines.join('\n')}`);
+  }
+  return deepFreeze(buildConfig(parsed.data));
+}
+
+/** For `npm run api` / `npm run worker`: production entries need their real services named. */
+export function requireSetting<T>(value: T | undefined, variable: string, why: string): T {
+  if (value === undefined) throw new ConfigError(`${variable} is not set: ${why}`);
+  return value;
+}

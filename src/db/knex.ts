@@ -1,0 +1,38 @@
+import path from 'node:path';
+import knexFactory, { type Knex } from 'knex';
+import pg from 'pg';
+
+// bigint columns (seeds up to 4294967295) come back as JS numbers: every value we store is below 2^53.
+pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
+
+export type Db = Knex;
+
+export type DatabaseTarget =
+  | { kind: 'postgres'; url: string; poolMax: number }
+  /** Embedded PGlite (real Postgres compiled to WASM, in-process) for `npm run dev` without a server. */
+  | { kind: 'pglite'; dir: string };
+
+export async function createDb(target: DatabaseTarget): Promise<Db> {
+  if (target.kind === 'postgres') {
+    return knexFactory({
+      client: 'pg',
+      connection: target.url,
+      pool: { min: 0, max: target.poolMax },
+      acquireConnectionTimeout: 10_000,
+    });
+  }
+  // Loaded lazily: production never needs the WASM build.
+  const { default: ClientPgLite } = await import('knex-pglite');
+  return knexFactory({
+    client: ClientPgLite,
+    dialect: 'postgres',
+    connection: { filename: path.resolve(target.dir) },
+  } as Knex.Config);
+}
+
+/** Human-readable target for logs, without credentials. */
+export function describeTarget(target: DatabaseTarget): string {
+  if (target.kind === 'pglite') return `embedded PGlite in ${target.dir}`;
+  const u = new URL(target.url);
+  return `postgres://${u.host}${u.pathname}`;
+}

@@ -1,0 +1,32 @@
+import { Model } from 'objection';
+import type { GenerationStatus } from '../../generation/status';
+import type { GenerationInput } from '../../generation/input';
+import { GeneratedImage } from './GeneratedImage';
+
+export class Generation extends Model {
+  static override tableName = 'generations';
+  declare id: string;
+  declare user_id: string;
+  declare status: GenerationStatus;
+  declare input: GenerationInput;
+  declare credits_reserved: number;
+  declare attempts: number;
+  declare progress: number;
+  declare error_code: string | null;
+  declare error_message: string | null;
+  declare error_retryable: boolean | null;
+  declare refunded_at: Date | null;
+  declare created_at: Date;
+  declare started_at: Date | null;
+  declare finished_at: Date | null;
+  declare updated_at: Date;
+  declare images?: GeneratedImage[];
+
+  static override relationMappings = () => ({
+    images: {
+      relation: Model.HasManyRelation,
+      modelClass: GeneratedImage,
+      join: { from: 'generations.id', to: 'generated_images.generation_id' },
+    },
+  });
+}

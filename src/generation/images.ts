@@ -1,0 +1,130 @@
+/**
+ * Post-processed images between the generation job and the upload job: staged durably in Postgres
+ * (the upload may run on another machine), then stored and recorded once.
+ */
+import type { Knex } from 'knex';
+import type { ProgressImage } from '../progress/event';
+import type { GenerationRow } from './repository';
+
+export interface StagedImage {
+  index: number;
+  webp: Buffer;
+  thumbnail: Buffer;
+  width: number;
+  height: number;
+  blurhash: string;
+  seed: number | null;
+  sha256: string;
+}
+
+export interface StoredImage {
+  index: number;
+  storageKey: string;
+  thumbnailKey: string;
+  url: string;
+  thumbnailUrl: string;
+  width: number;
+  height: number;
+  blurhash: string;
+  seed: number | null;
+  sha256: string;
+  bytes: number;
+}
+
+/** Stages the files and moves the generation to UPLOADING in one transaction. Re-staging overwrites. */
+export async function stageImagesForUpload(db: Knex, generationId: string, images: StagedImage[]): Promise<boolean> {
+  return db.transaction(async (trx) => {
+    const moved = await trx('generations')
+      .where({ id: generationId })
+      .whereNotIn('status', ['SUCCEEDED', 'FAILED', 'CANCELLED'])
+      .update({ status: 'UPLOADING', progress: trx.raw('GREATEST(progress, 0.95)'), updated_at: trx.fn.now() });
+    if (moved === 0) return false;
+    await trx('staged_images')
+      .insert(
+        images.map((i) => ({
+          generation_id: generationId,
+          index: i.index,
+          webp: i.webp,
+          thumbnail: i.thumbnail,
+          width: i.width,
+          height: i.height,
+          blurhash: i.blurhash,
+          seed: i.seed,
+          sha256: i.sha256,
+        })),
+      )
+      .onConflict(['generation_id', 'index'])
+      .merge();
+    return true;
+  });
+}
+
+export async function loadStagedImages(db: Knex, generationId: string): Promise<StagedImage[]> {
+  const rows = await db('staged_images').where({ generation_id: generationId }).orderBy('index');
+  return rows.map((r: Record<string, unknown>) => ({
+    index: r.index as number,
+    webp: r.webp as Buffer,
+    thumbnail: r.thumbnail as Buffer,
+    width: r.width as number,
+    height: r.height as number,
+    blurhash: r.blurhash as string,
+    seed: (r.seed as number | null) ?? null,
+    sha256: r.sha256 as string,
+  }));
+}
+
+/**
+ * Records the stored images, marks the generation SUCCEEDED and drops the staged copies, in one
+ * transaction. Returns the final row, or null when the generation had already ended (e.g. cancelled).
+ */
+export async function completeGeneration(
+  db: Knex,
+  generationId: string,
+  images: StoredImage[],
+): Promise<GenerationRow | null> {
+  return db.transaction(async (trx) => {
+    const [row] = (await trx('generations')
+      .where({ id: generationId })
+      .whereNotIn('status', ['SUCCEEDED', 'FAILED', 'CANCELLED'])
+      .update({ status: 'SUCCEEDED', progress: 1, finished_at: trx.fn.now(), updated_at: trx.fn.now() })
+      .returning('*')) as GenerationRow[];
+    if (!row) return null;
+    await trx('generated_images')
+      .insert(
+        images.map((i) => ({
+          generation_id: generationId,
+          index: i.index,
+          storage_key: i.storageKey,
+          thumbnail_key: i.thumbnailKey,
+          url: i.url,
+          thumbnail_url: i.thumbnailUrl,
+          width: i.width,
+          height: i.height,
+          blurhash: i.blurhash,
+          seed: i.seed,
+          sha256: i.sha256,
+          bytes: i.bytes,
+        })),
+      )
+      .onConflict(['generation_id', 'index'])
+      .ignore();
+    await trx('staged_images').where({ generation_id: generationId }).delete();
+    return row;
+  });
+}
+
+export async function loadGenerationImages(db: Knex, generationId: string): Promise<ProgressImage[]> {
+  const rows = await db('generated_images').where({ generation_id: generationId }).orderBy('index');
+  return rows.map(toProgressImage);
+}
+
+function toProgressImage(r: Record<string, unknown>): ProgressImage {
+  return {
+    url: r.url as string,
+    thumbnailUrl: r.thumbnail_url as string,
+    width: r.width as number,
+    height: r.height as number,
+    blurhash: r.blurhash as string,
+    seed: (r.seed as number | null) ?? null,
+  };
+}

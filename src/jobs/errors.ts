@@ -1,0 +1,51 @@
+/**
+ * Job failures and the one table that decides whether a failure is worth another try. Transient
+ * errors (a server down, a 5xx, a garbled answer) are retried up to TASK_MAX_RETRIES times,
+ * TASK_RETRY_DELAY_S apart; everything else fails at once, as in the old Celery service.
+ */
+export interface JobFailure {
+  code: string;
+  /** Shown to the generation's owner: clear, and without internals. */
+  message: string;
+  retryable: boolean;
+}
+
+/** An expected failure raised by our own code, with a stable code. */
+export class JobError extends Error {
+  override name = 'JobError';
+  constructor(
+    readonly code: string,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+export const RETRYABLE_CODES: ReadonlySet<string> = new Set([
+  'SD_UNREACHABLE',
+  'SD_TIMEOUT',
+  'SD_SERVER_ERROR',
+  'SD_BAD_RESPONSE',
+  'STORAGE_UNAVAILABLE',
+  // The worker is shutting down; another worker will pick the job up.
+  'IMAGING_POOL_CLOSED',
+  'UNAVAILABLE',
+]);
+
+/** Network-level errors of Node itself (a service restarting, a dropped connection). */
+const TRANSIENT_SYSTEM_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN', 'ENOTFOUND']);
+
+/** Converts anything thrown into a JobFailure, once. Unknown errors are not retried and their text is not shown. */
+export function toJobFailure(err: unknown): JobFailure {
+  if (err instanceof Error && 'code' in err && typeof err.code === 'string') {
+    if (TRANSIENT_SYSTEM_CODES.has(err.code)) {
+      return { code: 'UNAVAILABLE', message: `A service the worker needs is unavailable (${err.code}).`, retryable: true };
+    }
+    // Our own kinds: JobError, and the error classes of the SD client, storage and imaging.
+    if (err instanceof JobError || /^(SD|STORAGE|IMAGE|IMAGING)_[A-Z0-9_]+$/.test(err.code)) {
+      return { code: err.code, message: err.message, retryable: RETRYABLE_CODES.has(err.code) };
+    }
+  }
+  return { code: 'INTERNAL', message: 'The worker hit an unexpected error; it has been logged.', retryable: false };
+}

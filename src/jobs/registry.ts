@@ -1,0 +1,24 @@
+/**
+ * Glossary. A *job kind* is a unit of background work (generateImage, uploadToCloud, ...). Each kind
+ * lives on one *queue*; a queue is a Bee-Queue in Redis with its own worker slots, which is how
+ * priority works (Bee-Queue has no priorities inside a queue). This map is the single place that
+ * routes kinds to queues and types their payloads, for producers and processors alike.
+ */
+import type { QueueName } from '../config';
+
+export interface JobPayloads {
+  generateImage: { generationId: string };
+  uploadToCloud: { generationId: string };
+}
+export type JobKind = keyof JobPayloads;
+
+export const JOB_QUEUES = {
+  generateImage: 'high_priority',
+  uploadToCloud: 'normal_priority',
+} as const satisfies Record<JobKind, QueueName>;
+
+/** What Bee-Queue stores as a job's data: the kind travels with the payload. */
+export type JobEnvelope<K extends JobKind = JobKind> = { kind: K; payload: JobPayloads[K] };
+
+/** Job ids are derived from the generation id, so enqueuing twice is refused by Bee-Queue itself. */
+export const jobId = (kind: JobKind, key: string): string => (kind === 'generateImage' ? key : `${kind}:${key}`);

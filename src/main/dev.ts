@@ -1,0 +1,161 @@
+/**
+ * `npm run dev`: the API and a worker in one process, with embedded stand-ins for whatever is not
+ * configured: a private redis-server when REDIS_URL does not answer, PGlite when no DATABASE_URL,
+ * the A1111 simulator when no APP_SD_API_URL, files in a local folder. Prints a demo token and a
+ * ready GraphiQL link.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import { createApiServer } from '../api/server';
+import { createUserWithToken } from '../auth/tokens';
+import { ConfigError, loadConfig } from '../config';
+import { createDb, describeTarget, type DatabaseTarget } from '../db/knex';
+import { migrateLatest } from '../db/migrate';
+import { createLogger, type Logger } from '../logger';
+import { createSdSimulator } from '../sd/simulator/index';
+import { LocalFolderStorage } from '../storage/localFolder';
+import { createWorker } from '../../workers/worker';
+import { DEV_PGLITE_DIR, DEV_REDIS_DIR } from './devDefaults';
+import { closeOnSignals, exitOnStartupError } from './lifecycle';
+
+const DEMO_EMAIL = 'demo@example.com';
+const DEMO_CREDITS = 100;
+
+const EXAMPLE = `# Send the mutation, copy its id into the subscription below, and run that in a second tab.
+mutation Generate {
+  generateImage(input: { prompt: "a lighthouse at dusk, oil painting", steps: 20 }) {
+    id
+    status
+  }
+}
+
+subscription Watch {
+  generationProgress(id: "PASTE-THE-ID-HERE") {
+    seq status progress step totalSteps etaSeconds queuePosition
+    error { code message }
+    images { url thumbnailUrl width height blurhash seed }
+  }
+}
+`;
+
+async function redisAnswers(url: string): Promise<boolean> {
+  const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1000 });
+  probe.on('error', () => undefined);
+  try {
+    await probe.connect();
+    await probe.ping();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    probe.disconnect();
+  }
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts a private redis-server that keeps nothing on disk; resolves its URL once it answers. */
+async function startPrivateRedis(log: Logger): Promise<{ url: string; child: ChildProcess }> {
+  const port = await freePort();
+  await mkdir(DEV_REDIS_DIR, { recursive: true });
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', path.resolve(DEV_REDIS_DIR)], {
+    stdio: 'ignore',
+  });
+  const started = await new Promise<boolean>((resolve) => {
+    child.once('error', () => resolve(false));
+    child.once('spawn', () => resolve(true));
+  });
+  if (!started) {
+    throw new ConfigError(
+      'Redis does not answer at REDIS_URL and `redis-server` is not installed.\n' +
+        'Install it (Debian/Ubuntu: `apt-get install redis-server`, macOS: `brew install redis`), or run one with\n' +
+        '`docker compose up -d redis`, or set REDIS_URL to a Redis you have.',
+    );
+  }
+  const url = `redis://127.0.0.1:${port}/0`;
+  for (let i = 0; i < 50; i++) {
+    if (await redisAnswers(url)) {
+      log.info({ url }, 'started a private redis-server for dev (nothing is kept on disk)');
+      return { url, child };
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  child.kill();
+  throw new Error('the private redis-server did not answer within 5 s');
+}
+
+async function main() {
+  let config = loadConfig();
+  const log = createLogger(config.logLevel, 'dev');
+  const cleanups: Array<() => Promise<void> | void> = [];
+
+  let redisChild: ChildProcess | undefined;
+  if (!(await redisAnswers(config.redis.url))) {
+    if (process.env.REDIS_URL) throw new ConfigError(`REDIS_URL=${config.redis.url} does not answer; start that Redis or unset REDIS_URL.`);
+    const started = await startPrivateRedis(log);
+    redisChild = started.child;
+    config = loadConfig({ ...process.env, REDIS_URL: started.url });
+  }
+
+  const target: DatabaseTarget = config.database.url
+    ? { kind: 'postgres', url: config.database.url, poolMax: config.database.poolMax }
+    : { kind: 'pglite', dir: DEV_PGLITE_DIR };
+  if (target.kind === 'pglite') await mkdir(DEV_PGLITE_DIR, { recursive: true });
+  const db = await createDb(target);
+  const applied = await migrateLatest(db);
+  if (applied.length) log.info({ applied }, 'migrated');
+
+  let sdUrl = config.sd.url;
+  if (!sdUrl) {
+    const sim = createSdSimulator({ stepMs: 100 });
+    sdUrl = await sim.listen(0, '127.0.0.1');
+    cleanups.push(() => sim.close());
+    log.warn(`APP_SD_API_URL is not set: using the built-in Stable Diffusion SIMULATOR at ${sdUrl} (its images are test patterns)`);
+  }
+
+  const { token } = await createUserWithToken(db, { email: DEMO_EMAIL, credits: DEMO_CREDITS });
+  const storage = new LocalFolderStorage(config.storage.dir, config.http.publicUrl);
+  const worker = createWorker({ config, db, log: log.child({ part: 'worker' }), storage, sdUrl });
+  const api = await createApiServer({
+    config,
+    db,
+    log: log.child({ part: 'api' }),
+    localFilesDir: config.storage.dir,
+    graphiql: { headers: JSON.stringify({ Authorization: `Bearer ${token}` }), defaultQuery: EXAMPLE },
+  });
+  await worker.start();
+  await api.listen();
+
+  const line = '-'.repeat(72);
+  process.stdout.write(
+    `\n${line}\n` +
+      `  GraphiQL:   ${config.http.publicUrl}/graphql   (the demo token is already in its headers)\n` +
+      `  Demo user:  ${DEMO_EMAIL} with ${DEMO_CREDITS} photo credits\n` +
+      `  Token:      ${token}\n` +
+      `  Database:   ${describeTarget(target)}\n` +
+      `  Stable Diffusion: ${config.sd.url ?? `simulator at ${sdUrl}`}\n` +
+      `${line}\n\n`,
+  );
+
+  closeOnSignals(async () => {
+    await api.close();
+    await worker.close();
+    for (const c of cleanups) await c();
+    await db.destroy();
+    redisChild?.kill();
+  }, log);
+}
+
+main().catch((err: unknown) => exitOnStartupError(err));

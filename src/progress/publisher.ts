@@ -1,0 +1,85 @@
+/**
+ * Publishing a generation's state: one atomic Lua script assigns the next `seq`, keeps `progress`
+ * from going back, refuses anything after a terminal state, stores the snapshot (expiring after
+ * RESULT_EXPIRES_S) and PUBLISHes it, so the snapshot and the live message never disagree.
+ */
+import type { Redis } from 'ioredis';
+import { isTerminal } from '../generation/status';
+import type { ProgressEvent, ProgressUpdate } from './event';
+import { progressChannel, progressKey } from './event';
+
+const PUBLISH_LUA = `
+local cur = redis.call('HMGET', KEYS[1], 'seq', 'progress', 'final', 'status', 'dedupe')
+if cur[3] == '1' then return false end
+if ARGV[6] == '1' and cur[4] and cur[4] ~= 'QUEUED' then return false end
+if ARGV[7] ~= '' and cur[5] == ARGV[7] then return false end
+local seq = (tonumber(cur[1]) or 0) + 1
+local p = tonumber(ARGV[2])
+local prev = tonumber(cur[2]) or 0
+if prev > p then p = prev end
+local data = '{"seq":' .. seq .. ',"progress":' .. p .. ',' .. string.sub(ARGV[4], 2)
+redis.call('HSET', KEYS[1], 'seq', seq, 'progress', p, 'final', ARGV[3], 'status', ARGV[1], 'dedupe', ARGV[7], 'data', data)
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('PUBLISH', KEYS[2], data)
+return data
+`;
+
+interface RedisWithPublish extends Redis {
+  sdjobsPublishProgress(
+    key: string,
+    channel: string,
+    status: string,
+    progress: string,
+    final: string,
+    body: string,
+    ttl: string,
+    onlyIfQueued: string,
+    dedupe: string,
+  ): Promise<string | null>;
+}
+
+export interface PublishOptions {
+  /** Apply only while the generation is still QUEUED (queue-position updates must not undo a start). */
+  onlyIfQueued?: boolean;
+  /** Skip when the last published update had the same dedupe key (e.g. an unchanged queue position). */
+  dedupe?: string;
+}
+
+export class ProgressPublisher {
+  private readonly redis: RedisWithPublish;
+
+  constructor(
+    redis: Redis,
+    private readonly prefix: string,
+    private readonly expiresS: number,
+  ) {
+    if (!('sdjobsPublishProgress' in redis)) {
+      redis.defineCommand('sdjobsPublishProgress', { numberOfKeys: 2, lua: PUBLISH_LUA });
+    }
+    this.redis = redis as RedisWithPublish;
+  }
+
+  /** Returns the event as stored, or null when it was refused (after a terminal state, or deduped). */
+  async publish(update: ProgressUpdate | ProgressEvent, opts: PublishOptions = {}): Promise<ProgressEvent | null> {
+    // seq and progress are the script's to set; a seq passed along from an earlier event is dropped.
+    const { progress, seq: _ignored, ...rest } = update as ProgressEvent;
+    const body = JSON.stringify(rest);
+    const stored = await this.redis.sdjobsPublishProgress(
+      progressKey(this.prefix, update.generationId),
+      progressChannel(this.prefix, update.generationId),
+      update.status,
+      String(Math.min(1, Math.max(0, progress))),
+      isTerminal(update.status) ? '1' : '0',
+      body,
+      String(this.expiresS),
+      opts.onlyIfQueued ? '1' : '0',
+      opts.dedupe ?? '',
+    );
+    return stored ? (JSON.parse(stored) as ProgressEvent) : null;
+  }
+
+  async read(generationId: string): Promise<ProgressEvent | null> {
+    const data = await this.redis.hget(progressKey(this.prefix, generationId), 'data');
+    return data ? (JSON.parse(data) as ProgressEvent) : null;
+  }
+}

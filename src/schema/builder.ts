@@ -1,0 +1,49 @@
+import SchemaBuilder from '@pothos/core';
+import ValidationPlugin from '@pothos/plugin-validation';
+import type { Knex } from 'knex';
+import type { AuthUser } from '../auth/tokens';
+import { PublicError, unauthenticated } from '../errors';
+import type { GenerationService } from '../generation/service';
+import type { Logger } from '../logger';
+import type { ProgressEvent } from '../progress/event';
+
+/** What every resolver gets: the caller (null when anonymous) and the services. */
+export interface SchemaContext {
+  user: AuthUser | null;
+  db: Knex;
+  generations: GenerationService;
+  log: Logger;
+  /** Per-request memo of generations' current state, so several fields read it once. */
+  progressMemo: Map<string, Promise<ProgressEvent | null>>;
+}
+
+export function createBuilder() {
+  return new SchemaBuilder<{
+    Context: SchemaContext;
+    DefaultFieldNullability: false;
+    Scalars: {
+      SafeInt: { Input: number; Output: number };
+      DateTime: { Input: Date; Output: Date | string };
+    };
+  }>({
+    defaultFieldNullability: false,
+    plugins: [ValidationPlugin],
+    validation: {
+      // Every validation failure reaches the client as BAD_USER_INPUT with each problem listed.
+      validationError: (result) => {
+        const issues = result.issues.map((i) => ({
+          path: (i.path ?? []).map((p) => (typeof p === 'object' ? p.key : p)).join('.'),
+          message: i.message,
+        }));
+        return new PublicError('BAD_USER_INPUT', issues.map((i) => i.message).join('; '), { issues });
+      },
+    },
+  });
+}
+
+export type Builder = ReturnType<typeof createBuilder>;
+
+export function requireUser(ctx: SchemaContext): AuthUser {
+  if (!ctx.user) throw unauthenticated();
+  return ctx.user;
+}

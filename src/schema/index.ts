@@ -1,0 +1,25 @@
+import { lexicographicSortSchema, printSchema, type GraphQLSchema } from 'graphql';
+import { createBuilder } from './builder';
+import type { GenerationSchemaOptions } from './generation';
+import { addGenerationTypes } from './generation';
+import { addProgressTypes } from './progress';
+import { addScalars } from './scalars';
+import { addUserType } from './user';
+
+export type { SchemaContext } from './builder';
+
+/** Builds the schema. Validation limits come from the config; nothing here does I/O. */
+export function buildSchema(opts: GenerationSchemaOptions): GraphQLSchema {
+  const builder = createBuilder();
+  builder.queryType({});
+  builder.mutationType({});
+  builder.subscriptionType({});
+  addScalars(builder);
+  const progress = addProgressTypes(builder);
+  const user = addUserType(builder);
+  addGenerationTypes(builder, progress, user, opts);
+  return builder.toSchema();
+}
+
+/** The SDL committed as schema.graphql. */
+export const printSchemaSDL = (schema: GraphQLSchema): string => `${printSchema(lexicographicSortSchema(schema))}\n`;

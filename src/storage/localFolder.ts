@@ -1,0 +1,37 @@
+import { mkdir, rename, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { ObjectStorage } from './storage';
+
+/** Keys are plain relative paths made of safe segments; anything else is refused. */
+const SAFE_KEY = /^(?:[A-Za-z0-9_-][A-Za-z0-9._-]*\/)*[A-Za-z0-9_-][A-Za-z0-9._-]*$/;
+
+export function resolveKey(root: string, key: string): string | null {
+  if (!SAFE_KEY.test(key) || key.split('/').some((s) => s === '..' || s === '.')) return null;
+  return path.join(root, ...key.split('/'));
+}
+
+/** Stores objects as files under a folder; the API serves them at `<publicUrl>/files/<key>`. */
+export class LocalFolderStorage implements ObjectStorage {
+  readonly root: string;
+
+  constructor(
+    dir: string,
+    private readonly publicUrl: string,
+  ) {
+    this.root = path.resolve(dir);
+  }
+
+  async put(key: string, body: Buffer): Promise<void> {
+    const file = resolveKey(this.root, key);
+    if (!file) throw new Error(`invalid storage key: ${key}`);
+    await mkdir(path.dirname(file), { recursive: true });
+    // Write then rename: a reader never sees half a file, and a retried upload replaces it whole.
+    const tmp = `${file}.${process.pid}.${Date.now()}.tmp`;
+    await writeFile(tmp, body);
+    await rename(tmp, file);
+  }
+
+  url(key: string): string {
+    return `${this.publicUrl}/files/${key}`;
+  }
+}

@@ -1,0 +1,13 @@
+/** Where finished images live. The local folder adapter is the embedded default; S3 comes next. */
+export interface ObjectStorage {
+  /** Writes an object; writing the same key twice leaves one object (uploads are retried). */
+  put(key: string, body: Buffer, contentType: string): Promise<void>;
+  /** The public URL a client fetches the object from. */
+  url(key: string): string;
+}
+
+/** Object keys are derived from the generation, so a re-delivered upload writes the same keys. */
+export const imageKeys = (generationId: string, index: number) => ({
+  image: `generations/${generationId}/${index}.webp`,
+  thumbnail: `generations/${generationId}/${index}.thumb.webp`,
+});

@@ -1,0 +1,161 @@
+/**
+ * The whole service for an integration test, over real parts: its own Postgres database, its own
+ * Redis key prefix, the SD simulator over HTTP, the API on a free port and a worker in this process.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import { createApiServer, type ApiServer } from '../../src/api/server';
+import { createUserWithToken } from '../../src/auth/tokens';
+import { loadConfig, type Config } from '../../src/config';
+import { createLogger } from '../../src/logger';
+import { createSdSimulator, type SdSimulator, type SimulatorOptions } from '../../src/sd/simulator/index';
+import { LocalFolderStorage } from '../../src/storage/localFolder';
+import { createWorker, type Worker } from '../../workers/worker';
+import { createTestDatabase, type TestDatabase } from './database';
+
+export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379/0';
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export interface StackOptions {
+  env?: Record<string, string>;
+  simulator?: SimulatorOptions;
+  /** Start no worker (tests of queued states). */
+  worker?: boolean;
+}
+
+export interface Stack {
+  baseUrl: string;
+  config: Config;
+  env: Record<string, string>;
+  tdb: TestDatabase;
+  sim: SdSimulator;
+  redis: Redis;
+  api: ApiServer;
+  worker: Worker | null;
+  /** Starts the worker later (for stacks started with `worker: false`). */
+  startWorker(): Promise<Worker>;
+  createUser(credits: number, email?: string): Promise<{ userId: string; token: string }>;
+  credits(userId: string): Promise<number>;
+  /** Starts another API process (a real `node` child) against the same Redis and Postgres. */
+  spawnApi(): Promise<{ baseUrl: string; stop(): Promise<void> }>;
+  close(): Promise<void>;
+}
+
+export async function startStack(opts: StackOptions = {}): Promise<Stack> {
+  const tdb = await createTestDatabase();
+  const sim = createSdSimulator({ stepMs: 5, ...opts.simulator });
+  const sdUrl = await sim.listen(0, '127.0.0.1');
+  const port = await freePort();
+  const storageDir = await mkdtemp(path.join(os.tmpdir(), 'sdjobs-files-'));
+  const env: Record<string, string> = {
+    NODE_ENV: 'test',
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    REDIS_URL,
+    REDIS_PREFIX: `t${randomBytes(5).toString('hex')}`,
+    DATABASE_URL: tdb.url,
+    APP_SD_API_URL: sdUrl,
+    HOST: '127.0.0.1',
+    PORT: String(port),
+    PUBLIC_URL: `http://127.0.0.1:${port}`,
+    STORAGE_DIR: storageDir,
+    SD_PROGRESS_INTERVAL_MS: '20',
+    SD_PREVIEW_INTERVAL_MS: '0',
+    TASK_RETRY_DELAY_S: '0.05',
+    PROGRESS_RESYNC_MS: '500',
+    POSTPROCESS_THREADS: '2',
+    ...opts.env,
+  };
+  const config = loadConfig(env);
+  const log = createLogger(config.logLevel, 'test');
+  const storage = new LocalFolderStorage(config.storage.dir, config.http.publicUrl);
+  const newWorker = async () => {
+    const w = createWorker({ config, db: tdb.db, log, storage, sdUrl });
+    await w.start();
+    return w;
+  };
+  let worker = opts.worker === false ? null : await newWorker();
+  const api = await createApiServer({ config, db: tdb.db, log, localFilesDir: config.storage.dir });
+  const baseUrl = await api.listen(port, '127.0.0.1');
+  const redis = new Redis(REDIS_URL);
+  const children = new Set<ChildProcess>();
+
+  return {
+    baseUrl,
+    config,
+    env,
+    tdb,
+    sim,
+    redis,
+    api,
+    get worker() {
+      return worker;
+    },
+    async startWorker() {
+      worker ??= await newWorker();
+      return worker;
+    },
+    async createUser(credits, email = `u${randomBytes(4).toString('hex')}@example.com`) {
+      return createUserWithToken(tdb.db, { email, credits });
+    },
+    async credits(userId) {
+      const row = await tdb.db('users').where({ id: userId }).first<{ photo_credits: number }>('photo_credits');
+      return row?.photo_credits ?? -1;
+    },
+    async spawnApi() {
+      const p = await freePort();
+      const child = spawn(process.execPath, ['--import', 'tsx', 'src/main/api.ts'], {
+        env: { ...process.env, ...env, PORT: String(p), PUBLIC_URL: `http://127.0.0.1:${p}` },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      children.add(child);
+      let stderr = '';
+      child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+      const url = `http://127.0.0.1:${p}`;
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        if (child.exitCode !== null) throw new Error(`second API exited: ${stderr}`);
+        const ok = await fetch(`${url}/health`).then((r) => r.ok, () => false);
+        if (ok) break;
+        if (Date.now() > deadline) throw new Error(`second API did not start: ${stderr}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return {
+        baseUrl: url,
+        stop: async () => {
+          if (child.exitCode === null) {
+            const exited = new Promise((r) => child.once('exit', r));
+            child.kill('SIGTERM');
+            await exited;
+          }
+          children.delete(child);
+        },
+      };
+    },
+    async close() {
+      for (const c of children) c.kill('SIGKILL');
+      await api.close();
+      await worker?.close();
+      await sim.close();
+      const keys = await redis.keys(`${env.REDIS_PREFIX}:*`);
+      if (keys.length) await redis.del(...keys);
+      redis.disconnect();
+      await tdb.drop();
+      await rm(storageDir, { recursive: true, force: true });
+    },
+  };
+}

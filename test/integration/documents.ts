@@ -1,0 +1,45 @@
+/** The GraphQL documents the integration tests send, typed from schema.graphql by graphql-codegen. */
+import { graphql } from '../gql';
+
+export const GenerateDoc = graphql(`
+  mutation Generate($input: GenerateImageInput!) {
+    generateImage(input: $input) {
+      id
+      status
+      creditsReserved
+      input { prompt negativePrompt width height steps cfgScale sampler seed batchSize }
+      owner { id email }
+    }
+  }
+`);
+
+export const ProgressDoc = graphql(`
+  subscription Progress($id: ID!) {
+    generationProgress(id: $id) {
+      generationId seq status progress step totalSteps etaSeconds queuePosition preview attempt
+      error { code message retryable }
+      images { url thumbnailUrl width height blurhash seed }
+    }
+  }
+`);
+
+export const GenerationDoc = graphql(`
+  query Generation($id: ID!) {
+    generation(id: $id) {
+      id status progress attempts creditsReserved createdAt finishedAt
+      error { code message retryable }
+      images { url seed }
+      current { seq status queuePosition etaSeconds }
+    }
+  }
+`);
+
+export const CancelDoc = graphql(`
+  mutation Cancel($id: ID!) {
+    cancelGeneration(id: $id) { id status error { code } }
+  }
+`);
+
+export const MeDoc = graphql(`
+  query Me { me { id email photoCredits } }
+`);

@@ -1,0 +1,43 @@
+/**
+ * `npm run worker -- --queues=high_priority,normal_priority,low_priority --concurrency=2`
+ * (the old `celery worker --queues ... --concurrency ...`). Flags override WORKER_QUEUES and
+ * WORKER_CONCURRENCY. Needs Redis, Postgres and APP_SD_API_URL.
+ */
+import { parseArgs } from 'node:util';
+import { loadConfig, requireSetting } from '../src/config';
+import { assertSchemaCurrent } from '../src/db/migrate';
+import { createDb } from '../src/db/knex';
+import { createLogger } from '../src/logger';
+import { closeOnSignals, exitOnStartupError } from '../src/main/lifecycle';
+import { LocalFolderStorage } from '../src/storage/localFolder';
+import { createWorker } from './worker';
+
+async function main() {
+  const { values } = parseArgs({
+    options: { queues: { type: 'string' }, concurrency: { type: 'string' } },
+    strict: true,
+  });
+  const config = loadConfig({
+    ...process.env,
+    ...(values.queues !== undefined ? { WORKER_QUEUES: values.queues } : {}),
+    ...(values.concurrency !== undefined ? { WORKER_CONCURRENCY: values.concurrency } : {}),
+  });
+  const log = createLogger(config.logLevel, 'worker');
+  const dbUrl = requireSetting(config.database.url, 'DATABASE_URL', 'the worker needs Postgres (or APP_DATABASE_URL)');
+  const sdUrl = requireSetting(config.sd.url, 'APP_SD_API_URL', 'the worker needs a Stable Diffusion server started with --api (or run `npm run dev`, which starts a simulator)');
+  const db = await createDb({ kind: 'postgres', url: dbUrl, poolMax: config.database.poolMax });
+  try {
+    await assertSchemaCurrent(db);
+  } catch (err) {
+    await db.destroy();
+    throw err;
+  }
+  const worker = createWorker({ config, db, log, sdUrl, storage: new LocalFolderStorage(config.storage.dir, config.http.publicUrl) });
+  await worker.start();
+  closeOnSignals(async () => {
+    await worker.close();
+    await db.destroy();
+  }, log);
+}
+
+main().catch((err: unknown) => exitOnStartupError(err));

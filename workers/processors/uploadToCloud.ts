@@ -1,0 +1,75 @@
+/**
+ * uploadToCloud: stores a generation's staged images, records them and marks it SUCCEEDED.
+ * Keys derive from the generation id, image rows are unique per (generation, index) and the final
+ * transaction refuses a generation that already ended, so a re-delivered upload changes nothing.
+ */
+import type { Knex } from 'knex';
+import { completeGeneration, loadGenerationImages, loadStagedImages, type StoredImage } from '../../src/generation/images';
+import { findGeneration } from '../../src/generation/repository';
+import { isTerminal } from '../../src/generation/status';
+import { JobError } from '../../src/jobs/errors';
+import type { Processor } from '../../src/jobs/runner';
+import type { ProgressPublisher } from '../../src/progress/publisher';
+import { imageKeys, type ObjectStorage } from '../../src/storage/storage';
+import { failGeneration } from './generateImage';
+
+export interface UploadDeps {
+  db: Knex;
+  publisher: ProgressPublisher;
+  storage: ObjectStorage;
+}
+
+export function uploadToCloudProcessor(deps: UploadDeps): Processor<'uploadToCloud'> {
+  const { db, publisher, storage } = deps;
+  return {
+    async run(ctx) {
+      const id = ctx.payload.generationId;
+      const row = await findGeneration(db, id);
+      if (!row || isTerminal(row.status)) return;
+      const staged = await loadStagedImages(db, id);
+      if (staged.length === 0) {
+        throw new JobError('STAGED_IMAGES_MISSING', 'The generated images were lost before they could be stored.');
+      }
+      const stored: StoredImage[] = [];
+      for (const image of staged) {
+        ctx.signal.throwIfAborted();
+        const keys = imageKeys(id, image.index);
+        await Promise.all([
+          storage.put(keys.image, image.webp, 'image/webp'),
+          storage.put(keys.thumbnail, image.thumbnail, 'image/webp'),
+        ]);
+        stored.push({
+          index: image.index,
+          storageKey: keys.image,
+          thumbnailKey: keys.thumbnail,
+          url: storage.url(keys.image),
+          thumbnailUrl: storage.url(keys.thumbnail),
+          width: image.width,
+          height: image.height,
+          blurhash: image.blurhash,
+          seed: image.seed,
+          sha256: image.sha256,
+          bytes: image.webp.length,
+        });
+      }
+      const done = await completeGeneration(db, id, stored);
+      if (!done) return;
+      await publisher.publish({
+        generationId: id,
+        status: 'SUCCEEDED',
+        progress: 1,
+        step: null,
+        totalSteps: done.input.steps,
+        etaSeconds: 0,
+        queuePosition: null,
+        preview: null,
+        attempt: done.attempts,
+        error: null,
+        images: await loadGenerationImages(db, id),
+      });
+    },
+    async onFinalFailure(ctx, failure) {
+      await failGeneration(db, publisher, ctx.payload.generationId, failure);
+    },
+  };
+}

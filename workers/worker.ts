@@ -1,0 +1,128 @@
+/**
+ * Builds a worker: Bee-Queue consumers for the chosen queues, each with its own slots (that is how
+ * priority works), the Piscina pool, the SD client. Building does no I/O; `start()` begins taking
+ * jobs; `close()` is ordered and safe to call twice: stop taking jobs and let running ones finish
+ * (up to WORKER_SHUTDOWN_TIMEOUT_MS; unfinished ones are re-delivered to another worker), then
+ * close the pool, then Redis. The database belongs to the caller.
+ */
+import type { Knex } from 'knex';
+import type { Config, QueueName } from '../src/config';
+import { storeSamplers } from '../src/generation/samplers';
+import { PostprocessPool } from '../src/imaging/pool';
+import { createQueue, JobProducer, type Queue } from '../src/jobs/queues';
+import { JOB_QUEUES } from '../src/jobs/registry';
+import { createJobHandler, type Processors } from '../src/jobs/runner';
+import type { Logger } from '../src/logger';
+import { ProgressPublisher } from '../src/progress/publisher';
+import { closeRedis, openRedis } from '../src/redis';
+import { SdClient } from '../src/sd/client';
+import type { ObjectStorage } from '../src/storage/storage';
+import { generateImageProcessor } from './processors/generateImage';
+import { uploadToCloudProcessor } from './processors/uploadToCloud';
+
+export interface WorkerOptions {
+  config: Config;
+  db: Knex;
+  log: Logger;
+  storage: ObjectStorage;
+  /** The SD server's base URL (the simulator's in dev). */
+  sdUrl: string;
+  queues?: readonly QueueName[];
+  concurrency?: number;
+}
+
+export interface Worker {
+  start(): Promise<void>;
+  close(): Promise<void>;
+  readonly counters: ReturnType<typeof createJobHandler>['counters'];
+}
+
+export function createWorker(opts: WorkerOptions): Worker {
+  const { config, db, log } = opts;
+  const queueNames = opts.queues ?? config.worker.queues;
+  const concurrency = opts.concurrency ?? config.worker.concurrency;
+  const redis = openRedis(config.redis.url, 'worker', log);
+  const publisher = new ProgressPublisher(redis, config.redis.prefix, config.progress.expiresS);
+  const producer = new JobProducer(config);
+  const pool = PostprocessPool.create({
+    threads: config.worker.postprocessThreads,
+    maxTasksPerThread: config.worker.maxTasksPerChild,
+    webpQuality: config.worker.webpQuality,
+    thumbnailSize: config.worker.thumbnailSize,
+  });
+  const sd = new SdClient({
+    baseUrl: opts.sdUrl,
+    auth: config.sd.auth,
+    progressIntervalMs: config.sd.progressIntervalMs,
+    logger: log.child({ component: 'sd' }),
+  });
+  const processors: Processors = {
+    generateImage: generateImageProcessor({
+      db,
+      redis,
+      redisPrefix: config.redis.prefix,
+      publisher,
+      producer,
+      sd,
+      pool,
+      previewIntervalMs: config.sd.previewIntervalMs,
+      previewSize: config.sd.previewSize,
+      log,
+    }),
+    uploadToCloud: uploadToCloudProcessor({ db, publisher, storage: opts.storage }),
+  };
+  const handler = createJobHandler(
+    processors,
+    { timeLimitMs: config.worker.timeLimitMs, softTimeLimitMs: config.worker.softTimeLimitMs },
+    log,
+  );
+  const queues: Queue[] = [];
+  let stallTimer: NodeJS.Timeout | undefined;
+  let closing: Promise<void> | undefined;
+
+  return {
+    counters: handler.counters,
+
+    async start() {
+      if (queueNames.includes(JOB_QUEUES.generateImage)) {
+        try {
+          const samplers = await sd.samplers(AbortSignal.timeout(10_000));
+          if (samplers.length > 0) await storeSamplers(redis, config.redis.prefix, samplers);
+        } catch (err) {
+          log.warn({ err: err instanceof Error ? err.message : err }, 'could not read the samplers of the Stable Diffusion server; the API keeps its list');
+        }
+      }
+      for (const name of queueNames) {
+        const queue = createQueue(config, name, { worker: true });
+        queue.on('error', (err: Error) => log.error({ err, queue: name }, 'queue error'));
+        await queue.ready();
+        queue.process(concurrency, handler.handle);
+        queues.push(queue);
+      }
+      // Re-queue the jobs of workers that died (task_acks_late): Bee-Queue checks only when asked.
+      const checkStalled = () => {
+        for (const q of queues) q.checkStalledJobs().catch((err: unknown) => log.warn({ err }, 'stall check failed'));
+      };
+      checkStalled();
+      stallTimer = setInterval(checkStalled, config.worker.stallIntervalMs);
+      log.info({ queues: queueNames, concurrency, sd: opts.sdUrl }, 'worker started');
+    },
+
+    close() {
+      closing ??= (async () => {
+        clearInterval(stallTimer);
+        const steps: Array<[string, () => Promise<unknown>]> = [
+          ['queues', () => Promise.all(queues.map((q) => q.close(config.worker.shutdownTimeoutMs)))],
+          ['pool', () => pool.close()],
+          ['producer', () => producer.close()],
+          ['redis', () => closeRedis(redis)],
+        ];
+        // Each step runs even if an earlier one failed.
+        for (const [name, step] of steps) {
+          await step().catch((err: unknown) => log.warn({ err, step: name }, 'worker shutdown step failed'));
+        }
+      })();
+      return closing;
+    },
+  };
+}
