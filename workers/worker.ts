@@ -114,6 +114,7 @@ export function createWorker(opts: WorkerOptions): Worker {
         const steps: Array<[string, () => Promise<unknown>]> = [
           ['queues', () => Promise.all(queues.map((q) => q.close(config.worker.shutdownTimeoutMs)))],
           ['pool', () => pool.close()],
+          ['sd client', () => sd.close()],
           ['producer', () => producer.close()],
           ['redis', () => closeRedis(redis)],
         ];

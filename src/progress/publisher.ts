@@ -78,6 +78,11 @@ export class ProgressPublisher {
     return stored ? (JSON.parse(stored) as ProgressEvent) : null;
   }
 
+  /** Whether the generation's snapshot holds a terminal state (e.g. its owner cancelled it). */
+  async isFinal(generationId: string): Promise<boolean> {
+    return (await this.redis.hget(progressKey(this.prefix, generationId), 'final')) === '1';
+  }
+
   async read(generationId: string): Promise<ProgressEvent | null> {
     const data = await this.redis.hget(progressKey(this.prefix, generationId), 'data');
     return data ? (JSON.parse(data) as ProgressEvent) : null;

@@ -3,6 +3,7 @@
  * shared/reference/a1111-api.md). One `txt2img` call is one blocking POST; while it runs, a
  * sequential loop polls progress and reports it. Every failure leaves as an `SdError`.
  */
+import { Agent, fetch } from 'undici';
 import type { Logger } from '../logger';
 import { SdError, SdHttpStatusError, SdInvalidJsonError, isRecord, summarizeText, toSdError } from './errors';
 import type { ErrorContext } from './errors';
@@ -76,6 +77,12 @@ export class SdClient {
   private readonly progressIntervalMs: number;
   private readonly fetchTimeoutMs: number;
   private readonly logger: Logger | undefined;
+  /**
+   * Its own connection pool without undici's default 300 s header/body timeouts: A1111 sends
+   * nothing until the image is done, and a generation may take longer. Every call is bounded by
+   * its own timer or by the caller's signal (the job's time limit) instead.
+   */
+  private readonly agent = new Agent({ headersTimeout: 0, bodyTimeout: 0, keepAliveTimeout: 10_000 });
 
   constructor(opts: SdClientOptions) {
     const url = new URL(opts.baseUrl);
@@ -242,6 +249,11 @@ export class SdClient {
   }
 
   /** Sends one request and returns the parsed JSON body; everything thrown is an SdError. */
+  /** Closes the connection pool; calls in flight are aborted. Safe to call twice. */
+  async close(): Promise<void> {
+    if (!this.agent.closed && !this.agent.destroyed) await this.agent.destroy();
+  }
+
   private async request(method: 'GET' | 'POST', path: string, opts: RequestOptions): Promise<unknown> {
     // One controller per request, fed by the caller's signal and our timer, both detached in
     // `finally`: polls run every few hundred ms for minutes, so nothing may pile up on `signal`.
@@ -265,6 +277,7 @@ export class SdClient {
         headers,
         body: opts.body === undefined ? null : JSON.stringify(opts.body),
         signal: controller.signal,
+        dispatcher: this.agent,
       });
       // Reading the body is inside the try too: an abort or reset can happen mid-body.
       const text = await res.text();

@@ -106,11 +106,11 @@ export function toSdError(err: unknown, ctx: ErrorContext): SdError {
 
   const code = networkCode(err);
   if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
-    // Node's global fetch (undici) gives up when headers or body bytes do not arrive within
-    // 300 s, whatever signal the caller passed. A1111 sends headers only when the image is done.
+    // The client's agent disables undici's header/body timeouts; this only happens if a
+    // dispatcher with the defaults (300 s) is used.
     return new SdError(
       'SD_TIMEOUT',
-      `${where} sent no response to ${ctx.what} within Node fetch's 300 s limit (${code}).`,
+      `${where} sent no response to ${ctx.what} in time (${code}).`,
       { cause: err },
     );
   }

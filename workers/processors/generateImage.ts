@@ -17,6 +17,9 @@ import type { ProgressPublisher } from '../../src/progress/publisher';
 import type { SdClient, SdProgress } from '../../src/sd/client';
 import { GenerationReporter } from './generationReporter';
 
+/** How often a running generation checks whether it was cancelled (a cancel may come from any API process). */
+const CANCEL_CHECK_MS = 1000;
+
 /** How the overall progress (0..1) is split between the phases. */
 export const PHASE_PROGRESS = { generatingEnd: 0.9, postProcessing: 0.9, uploading: 0.95 } as const;
 
@@ -100,6 +103,13 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
       const onSoftLimit = () => void sd.interruptIfActive(taskId).catch(() => undefined);
       const taskId = `${id}-${row.attempts}`;
       ctx.softSignal.addEventListener('abort', onSoftLimit, { once: true });
+      // A cancel ends the row and the snapshot; this notices it even while SD reports nothing new.
+      const cancelWatch = setInterval(() => {
+        publisher.isFinal(id).then(
+          (final) => final && ctx.abort({ code: 'CANCELLED', message: 'The generation was cancelled.', retryable: false }),
+          () => undefined,
+        );
+      }, CANCEL_CHECK_MS);
       let result;
       try {
         result = await sd.txt2img(
@@ -117,6 +127,7 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
           { taskId, signal: ctx.signal, onProgress },
         );
       } finally {
+        clearInterval(cancelWatch);
         ctx.softSignal.removeEventListener('abort', onSoftLimit);
       }
 
