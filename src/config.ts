@@ -20,6 +20,8 @@ const int = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
   z.coerce.number().int().min(min).max(max).default(def);
 const num = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
   z.coerce.number().min(min).max(max).default(def);
+const optionalInt = (min: number, max: number) =>
+  z.preprocess((v) => (v === '' ? undefined : v), z.coerce.number().int().min(min).max(max).optional());
 const optionalString = z
   .string()
   .trim()
@@ -64,8 +66,9 @@ const envSchema = z.object({
   SD_PREVIEW_INTERVAL_MS: int(1500, 0, 600_000),
   SD_PREVIEW_SIZE: int(128, 16, 1024),
 
-  WORKER_CONCURRENCY: int(2, 1, 256).optional(),
-  CELERY_WORKER_CONCURRENCY: int(2, 1, 256).optional(),
+  /** No defaults here: WORKER_CONCURRENCY ?? CELERY_WORKER_CONCURRENCY ?? 2 is decided below. */
+  WORKER_CONCURRENCY: optionalInt(1, 256),
+  CELERY_WORKER_CONCURRENCY: optionalInt(1, 256),
   WORKER_QUEUES: z.string().default(QUEUE_NAMES.join(',')),
   TASK_TIME_LIMIT_S: int(600, 1, 86_400),
   TASK_SOFT_TIME_LIMIT_S: int(540, 1, 86_400),

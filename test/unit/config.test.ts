@@ -1,0 +1,59 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../../src/config';
+
+describe('loadConfig', () => {
+  it('applies the documented defaults', () => {
+    const c = loadConfig({});
+    expect(c.http).toEqual({ host: '0.0.0.0', port: 4000, publicUrl: 'http://localhost:4000' });
+    expect(c.redis.url).toBe('redis://localhost:6379/0');
+    expect(c.worker).toMatchObject({
+      concurrency: 2,
+      queues: ['high_priority', 'normal_priority', 'low_priority'],
+      timeLimitMs: 600_000,
+      softTimeLimitMs: 540_000,
+      maxRetries: 3,
+      retryDelayMs: 60_000,
+      maxTasksPerChild: 50,
+    });
+    expect(c.progress.expiresS).toBe(3600);
+    expect(c.database.url).toBeUndefined();
+    expect(c.sd.url).toBeUndefined();
+  });
+
+  it('keeps the Celery names: DATABASE_URL wins over APP_DATABASE_URL, CELERY_WORKER_CONCURRENCY is an alias', () => {
+    const c = loadConfig({
+      APP_DATABASE_URL: 'postgres://a/app',
+      DATABASE_URL: 'postgres://b/main',
+      CELERY_WORKER_CONCURRENCY: '5',
+    });
+    expect(c.database.url).toBe('postgres://b/main');
+    expect(c.worker.concurrency).toBe(5);
+    expect(loadConfig({ APP_DATABASE_URL: 'postgres://a/app' }).database.url).toBe('postgres://a/app');
+    expect(loadConfig({ CELERY_WORKER_CONCURRENCY: '5', WORKER_CONCURRENCY: '3' }).worker.concurrency).toBe(3);
+  });
+
+  it('parses SD basic auth, keeping colons in the password', () => {
+    const c = loadConfig({ APP_SD_API_URL: 'http://gpu:7860/', APP_SD_API_AUTH: 'me:pa:ss' });
+    expect(c.sd.url).toBe('http://gpu:7860');
+    expect(c.sd.auth).toEqual({ username: 'me', password: 'pa:ss' });
+  });
+
+  it('fails fast naming each bad variable', () => {
+    const attempt = () => loadConfig({ PORT: 'eighty', REDIS_URL: 'http://nope', WORKER_CONCURRENCY: '0' });
+    expect(attempt).toThrow(ConfigError);
+    expect(attempt).toThrow(/PORT="eighty"/);
+    expect(attempt).toThrow(/REDIS_URL="http:\/\/nope": must be a URL starting with redis: or rediss:/);
+    expect(attempt).toThrow(/WORKER_CONCURRENCY="0"/);
+    expect(() => loadConfig({ WORKER_QUEUES: 'high_priority,urgent' })).toThrow(/WORKER_QUEUES: unknown queue "urgent"/);
+    expect(() => loadConfig({ TASK_SOFT_TIME_LIMIT_S: '700' })).toThrow(/TASK_SOFT_TIME_LIMIT_S must not exceed/);
+  });
+
+  it('returns a frozen object', () => {
+    const c = loadConfig({});
+    expect(Object.isFrozen(c)).toBe(true);
+    expect(Object.isFrozen(c.worker)).toBe(true);
+    expect(() => {
+      (c.worker as { concurrency: number }).concurrency = 9;
+    }).toThrow(TypeError);
+  });
+});
