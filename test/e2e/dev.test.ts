@@ -27,7 +27,7 @@ describe('npm run dev', () => {
   beforeAll(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'sdjobs-dev-'));
     const port = await freePort();
-    const env = { ...process.env, PORT: String(port), REDIS_URL, REDIS_PREFIX: prefix, LOG_LEVEL: 'warn', NODE_ENV: 'development' };
+    const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(port), REDIS_URL, REDIS_PREFIX: prefix, LOG_LEVEL: 'warn', NODE_ENV: 'development' };
     for (const k of ['DATABASE_URL', 'APP_DATABASE_URL', 'APP_SD_API_URL', 'PUBLIC_URL', 'STORAGE_DIR']) delete env[k];
     // Started in an empty folder, like a fresh clone: .data/ does not exist yet.
     child = spawn(path.join(ROOT, 'node_modules/.bin/tsx'), [path.join(ROOT, 'src/main/dev.ts')], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
