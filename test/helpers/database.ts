@@ -15,13 +15,14 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-export async function createTestDatabase(opts: { migrate?: boolean } = {}): Promise<TestDatabase> {
+export async function createTestDatabase(opts: { migrate?: boolean; adminUrl?: string; poolMax?: number } = {}): Promise<TestDatabase> {
+  const adminUrl = opts.adminUrl ?? ADMIN_URL;
   const name = `t_${Date.now().toString(36)}_${randomBytes(4).toString('hex')}`;
-  const admin = knexFactory({ client: 'pg', connection: ADMIN_URL, pool: { min: 0, max: 1 } });
+  const admin = knexFactory({ client: 'pg', connection: adminUrl, pool: { min: 0, max: 1 } });
   await admin.raw(`CREATE DATABASE ${name}`);
-  const url = new URL(ADMIN_URL);
+  const url = new URL(adminUrl);
   url.pathname = `/${name}`;
-  const db = await createDb({ kind: 'postgres', url: url.toString(), poolMax: 10 });
+  const db = await createDb({ kind: 'postgres', url: url.toString(), poolMax: opts.poolMax ?? 10 });
   if (opts.migrate !== false) await migrateLatest(db);
   return {
     url: url.toString(),
