@@ -1,0 +1,8 @@
+import type { Scenario } from '../lib/types';
+
+// Placeholder until the scenario is written.
+export const scenario: Scenario = {
+  id: 'e2e',
+  title: 'e2e (not written yet)',
+  run: async () => ({ rows: [], targets: [], notes: ['not measured yet'] }),
+};
