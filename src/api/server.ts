@@ -84,8 +84,9 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     maskedErrors: {
       // Errors with a public code pass through; everything else is logged whole and masked.
       maskError: (error, message, isDev) => {
-        log.error({ err: error }, 'unexpected error in a GraphQL operation');
-        return maskError(error, message, isDev);
+        const masked = maskError(error, message, isDev);
+        if (masked !== error) log.error({ err: error }, 'unexpected error in a GraphQL operation');
+        return masked;
       },
     },
     context: async ({ request }): Promise<SchemaContext> => {

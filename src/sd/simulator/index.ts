@@ -1,3 +1,3 @@
 /** The A1111-compatible simulator: build it with `createSdSimulator`, run it with `main.ts`. */
 export { createSdSimulator, DEFAULT_SAMPLERS, FAILURE_MODES } from './simulator';
-export type { FailureMode, SdSimulator, SimulatorOptions, SimulatorStats } from './simulator';
+export type { FailureMode, SdSimulator, SimulatorOptions, SimulatorStats, TaskTiming } from './simulator';

@@ -25,7 +25,20 @@ export interface SimulatorOptions {
   internalProgress?: boolean;
   /** Sampler names offered; default a realistic A1111 list. */
   samplers?: string[];
+  /** Called after each answered txt2img (benchmarks use it to tell time in SD from time outside it). */
+  onTaskDone?: (timing: TaskTiming) => void;
 }
+
+/** Epoch milliseconds (sub-millisecond precision) of one txt2img call's life in the server. */
+export interface TaskTiming {
+  taskId: string;
+  /** The request body was read. */
+  receivedAt: number;
+  /** The response was sent. */
+  answeredAt: number;
+}
+
+const nowMs = () => performance.timeOrigin + performance.now();
 
 export const FAILURE_MODES = ['http500', 'hang', 'malformed', 'bad-request'] as const;
 export type FailureMode = (typeof FAILURE_MODES)[number];
@@ -115,6 +128,7 @@ type Handler = (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<
 class Simulator implements SdSimulator {
   private readonly server: http.Server;
   private readonly samplers: readonly string[];
+  private readonly onTaskDone: SimulatorOptions['onTaskDone'];
   private readonly auth: { username: string; password: string } | undefined;
   private readonly internalProgressEnabled: boolean;
   private stepMs: number;
@@ -140,6 +154,7 @@ class Simulator implements SdSimulator {
     this.auth = opts.auth;
     this.internalProgressEnabled = (opts.internalProgress ?? true) && !opts.auth;
     this.samplers = opts.samplers ?? DEFAULT_SAMPLERS;
+    this.onTaskDone = opts.onTaskDone;
     this.routes = new Map<string, Partial<Record<string, Handler>>>([
       ['/sdapi/v1/txt2img', { POST: (req, res) => this.txt2img(req, res) }],
       ['/sdapi/v1/progress', { GET: (_req, res, url) => this.globalProgress(res, url) }],
@@ -245,6 +260,7 @@ class Simulator implements SdSimulator {
   private async txt2img(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const body = await readJson(req, res);
     if (body === NO_BODY) return;
+    const receivedAt = nowMs();
     this.counters.txt2imgCalls++;
 
     // Failures are consumed before the job is queued: the simulated crash happens up front.
@@ -260,7 +276,10 @@ class Simulator implements SdSimulator {
     this.pending.set(taskId, ++this.pendingSeq);
     // A client that hangs up while queued does not cancel the job, as with A1111.
     const response = await this.exclusive(() => this.runJob(taskId, params));
-    if (response) sendJson(res, 200, response);
+    if (response) {
+      sendJson(res, 200, response);
+      this.onTaskDone?.({ taskId, receivedAt, answeredAt: nowMs() });
+    }
   }
 
   private fail(mode: FailureMode, res: ServerResponse): void {
