@@ -1,15 +1,13 @@
 /** `npm run migrate`: applies pending migrations to DATABASE_URL (or APP_DATABASE_URL, or dev's PGlite). */
 import { loadConfig } from '../src/config';
-import { createDb, describeTarget, type DatabaseTarget } from '../src/db/knex';
+import { createDb, databaseTarget, describeTarget } from '../src/db/knex';
 import { migrateLatest } from '../src/db/migrate';
 import { exitOnStartupError } from '../src/main/lifecycle';
 import { DEV_PGLITE_DIR } from '../src/main/devDefaults';
 
 async function main() {
   const config = loadConfig();
-  const target: DatabaseTarget = config.database.url
-    ? { kind: 'postgres', url: config.database.url, poolMax: 2 }
-    : { kind: 'pglite', dir: DEV_PGLITE_DIR };
+  const target = databaseTarget(config, DEV_PGLITE_DIR);
   const db = await createDb(target);
   try {
     const applied = await migrateLatest(db);

@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util';
 import { createUserWithToken } from '../src/auth/tokens';
 import { ConfigError, loadConfig } from '../src/config';
-import { createDb, type DatabaseTarget } from '../src/db/knex';
+import { createDb, databaseTarget } from '../src/db/knex';
 import { assertSchemaCurrent } from '../src/db/migrate';
 import { exitOnStartupError } from '../src/main/lifecycle';
 import { DEV_PGLITE_DIR } from '../src/main/devDefaults';
@@ -17,9 +17,7 @@ async function main() {
   const credits = Number(values.credits);
   if (!Number.isSafeInteger(credits) || credits < 0) throw new ConfigError('--credits must be a whole number ≥ 0');
   const config = loadConfig();
-  const target: DatabaseTarget = config.database.url
-    ? { kind: 'postgres', url: config.database.url, poolMax: 2 }
-    : { kind: 'pglite', dir: DEV_PGLITE_DIR };
+  const target = databaseTarget(config, DEV_PGLITE_DIR);
   const db = await createDb(target);
   try {
     await assertSchemaCurrent(db);

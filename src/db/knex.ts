@@ -1,6 +1,7 @@
 import path from 'node:path';
 import knexFactory, { type Knex } from 'knex';
 import pg from 'pg';
+import type { Config } from '../config';
 
 // bigint columns (seeds up to 4294967295) come back as JS numbers: every value we store is below 2^53.
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
@@ -28,6 +29,13 @@ export async function createDb(target: DatabaseTarget): Promise<Db> {
     dialect: 'postgres',
     connection: { filename: path.resolve(target.dir) },
   } as Knex.Config);
+}
+
+/** DATABASE_URL (or APP_DATABASE_URL) when set, else embedded PGlite in `pgliteDir` (dev only). */
+export function databaseTarget(config: Config, pgliteDir: string): DatabaseTarget {
+  return config.database.url
+    ? { kind: 'postgres', url: config.database.url, poolMax: config.database.poolMax }
+    : { kind: 'pglite', dir: pgliteDir };
 }
 
 /** Human-readable target for logs, without credentials. */

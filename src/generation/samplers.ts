@@ -5,30 +5,11 @@
  */
 import type { Redis } from 'ioredis';
 import type { Logger } from '../logger';
+import { A1111_SAMPLERS } from '../sd/samplers';
 import type { SamplerCheck } from './input';
 
-export const DEFAULT_SAMPLERS = [
-  'DPM++ 2M',
-  'DPM++ SDE',
-  'DPM++ 2M SDE',
-  'DPM++ 2M SDE Heun',
-  'DPM++ 2S a',
-  'DPM++ 3M SDE',
-  'Euler a',
-  'Euler',
-  'LMS',
-  'Heun',
-  'DPM2',
-  'DPM2 a',
-  'DPM fast',
-  'DPM adaptive',
-  'Restart',
-  'DDIM',
-  'DDIM CFG++',
-  'PLMS',
-  'UniPC',
-  'LCM',
-] as const;
+/** Used until a worker has reported its server's list. */
+export const DEFAULT_SAMPLERS = A1111_SAMPLERS;
 
 export const samplersKey = (prefix: string) => `${prefix}:sd:samplers`;
 

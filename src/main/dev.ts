@@ -6,19 +6,19 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { createApiServer } from '../api/server';
 import { createUserWithToken } from '../auth/tokens';
 import { ConfigError, loadConfig } from '../config';
-import { createDb, describeTarget, type DatabaseTarget } from '../db/knex';
+import { createDb, databaseTarget, describeTarget } from '../db/knex';
 import { migrateLatest } from '../db/migrate';
 import { createLogger, type Logger } from '../logger';
 import { createSdSimulator } from '../sd/simulator/index';
 import { LocalFolderStorage } from '../storage/localFolder';
 import { createWorker } from '../../workers/worker';
 import { DEV_PGLITE_DIR, DEV_REDIS_DIR } from './devDefaults';
+import { freePort } from './freePort';
 import { closeOnSignals, exitOnStartupError } from './lifecycle';
 
 const DEMO_EMAIL = 'demo@example.com';
@@ -53,17 +53,6 @@ async function redisAnswers(url: string): Promise<boolean> {
   } finally {
     probe.disconnect();
   }
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 /** Starts a private redis-server that keeps nothing on disk; resolves its URL once it answers. */
@@ -109,9 +98,7 @@ async function main() {
     config = loadConfig({ ...process.env, REDIS_URL: started.url });
   }
 
-  const target: DatabaseTarget = config.database.url
-    ? { kind: 'postgres', url: config.database.url, poolMax: config.database.poolMax }
-    : { kind: 'pglite', dir: DEV_PGLITE_DIR };
+  const target = databaseTarget(config, DEV_PGLITE_DIR);
   if (target.kind === 'pglite') await mkdir(DEV_PGLITE_DIR, { recursive: true });
   const db = await createDb(target);
   const applied = await migrateLatest(db);

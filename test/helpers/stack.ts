@@ -5,7 +5,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -13,6 +12,7 @@ import { createApiServer, type ApiServer } from '../../src/api/server';
 import { createUserWithToken } from '../../src/auth/tokens';
 import { loadConfig, type Config } from '../../src/config';
 import { createLogger } from '../../src/logger';
+import { freePort } from '../../src/main/freePort';
 import { createSdSimulator, type SdSimulator, type SimulatorOptions } from '../../src/sd/simulator/index';
 import { LocalFolderStorage } from '../../src/storage/localFolder';
 import { createWorker, type Worker } from '../../workers/worker';
@@ -20,16 +20,7 @@ import { createTestDatabase, type TestDatabase } from './database';
 
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379/0';
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 export interface StackOptions {
   env?: Record<string, string>;

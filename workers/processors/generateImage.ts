@@ -12,6 +12,7 @@ import type { Logger } from '../../src/logger';
 import { loadStagedImages, stageImagesForUpload, type StagedImage } from '../../src/generation/images';
 import { recordGenerationSeconds } from '../../src/generation/queueInfo';
 import { endGenerationWithRefund, findGeneration, setGenerationStatus } from '../../src/generation/repository';
+import { progressFromRow } from '../../src/generation/progressOf';
 import { isTerminal } from '../../src/generation/status';
 import type { ProgressPublisher } from '../../src/progress/publisher';
 import type { SdClient, SdProgress } from '../../src/sd/client';
@@ -112,18 +113,9 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
       }, CANCEL_CHECK_MS);
       let result;
       try {
+        // GenerationInput carries every txt2img field under the client's names.
         result = await sd.txt2img(
-          {
-            prompt: input.prompt,
-            negativePrompt: input.negativePrompt,
-            width: input.width,
-            height: input.height,
-            steps: input.steps,
-            cfgScale: input.cfgScale,
-            sampler: input.sampler,
-            seed: input.seed,
-            batchSize: input.batchSize,
-          },
+          input,
           { taskId, signal: ctx.signal, onProgress },
         );
       } finally {
@@ -153,22 +145,8 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
     },
 
     async onRetry(ctx, failure) {
-      const id = ctx.payload.generationId;
-      const row = await setGenerationStatus(db, id, 'RETRYING');
-      if (!row) return;
-      await publisher.publish({
-        generationId: id,
-        status: 'RETRYING',
-        progress: row.progress,
-        step: null,
-        totalSteps: row.input.steps,
-        etaSeconds: null,
-        queuePosition: null,
-        preview: null,
-        attempt: row.attempts,
-        error: failure,
-        images: [],
-      });
+      const row = await setGenerationStatus(db, ctx.payload.generationId, 'RETRYING');
+      if (row) await publisher.publish({ ...(await progressFromRow(db, row)), error: failure });
     },
 
     async onFinalFailure(ctx, failure) {
@@ -185,18 +163,6 @@ export async function failGeneration(
   failure: { code: string; message: string; retryable: boolean },
 ): Promise<void> {
   const ended = await endGenerationWithRefund(db, id, failure.code === 'CANCELLED' ? 'CANCELLED' : 'FAILED', failure);
-  if (!ended) return; // already final: cancelled by its owner, or finished by another delivery
-  await publisher.publish({
-    generationId: id,
-    status: ended.status,
-    progress: ended.progress,
-    step: null,
-    totalSteps: ended.input.steps,
-    etaSeconds: null,
-    queuePosition: null,
-    preview: null,
-    attempt: ended.attempts,
-    error: failure,
-    images: [],
-  });
+  // Null: already final (cancelled by its owner, or finished by another delivery): nothing to tell.
+  if (ended) await publisher.publish(await progressFromRow(db, ended));
 }

@@ -4,7 +4,8 @@
  * transaction refuses a generation that already ended, so a re-delivered upload changes nothing.
  */
 import type { Knex } from 'knex';
-import { completeGeneration, loadGenerationImages, loadStagedImages, type StoredImage } from '../../src/generation/images';
+import { completeGeneration, loadStagedImages, type StoredImage } from '../../src/generation/images';
+import { progressFromRow } from '../../src/generation/progressOf';
 import { findGeneration } from '../../src/generation/repository';
 import { isTerminal } from '../../src/generation/status';
 import { JobError } from '../../src/jobs/errors';
@@ -54,19 +55,7 @@ export function uploadToCloudProcessor(deps: UploadDeps): Processor<'uploadToClo
       }
       const done = await completeGeneration(db, id, stored);
       if (!done) return;
-      await publisher.publish({
-        generationId: id,
-        status: 'SUCCEEDED',
-        progress: 1,
-        step: null,
-        totalSteps: done.input.steps,
-        etaSeconds: 0,
-        queuePosition: null,
-        preview: null,
-        attempt: done.attempts,
-        error: null,
-        images: await loadGenerationImages(db, id),
-      });
+      await publisher.publish(await progressFromRow(db, done));
     },
     async onFinalFailure(ctx, failure) {
       await failGeneration(db, publisher, ctx.payload.generationId, failure);

@@ -12,6 +12,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomInt } from 'node:crypto';
 import { encodePng } from './png';
+import { A1111_SAMPLERS } from '../samplers';
 import { previewSize, renderPicture } from './picture';
 import { parseTxt2ImgBody, sdError, validationError } from './txt2img-request';
 import type { Txt2ImgParams } from './txt2img-request';
@@ -63,28 +64,8 @@ export interface SdSimulator {
   readonly stats: SimulatorStats;
 }
 
-export const DEFAULT_SAMPLERS: readonly string[] = [
-  'DPM++ 2M',
-  'DPM++ SDE',
-  'DPM++ 2M SDE',
-  'DPM++ 2M SDE Heun',
-  'DPM++ 2S a',
-  'DPM++ 3M SDE',
-  'Euler a',
-  'Euler',
-  'LMS',
-  'Heun',
-  'DPM2',
-  'DPM2 a',
-  'DPM fast',
-  'DPM adaptive',
-  'Restart',
-  'DDIM',
-  'DDIM CFG++',
-  'PLMS',
-  'UniPC',
-  'LCM',
-];
+/** The simulator offers a stock A1111 install's samplers unless told otherwise. */
+export const DEFAULT_SAMPLERS = A1111_SAMPLERS;
 
 const MODEL = {
   title: 'simulated-v1-5.safetensors [0123456789]',

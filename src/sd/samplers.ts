@@ -1,0 +1,23 @@
+/** The samplers of a stock AUTOMATIC1111 install (what `GET /sdapi/v1/samplers` lists by default). */
+export const A1111_SAMPLERS: readonly string[] = [
+  'DPM++ 2M',
+  'DPM++ SDE',
+  'DPM++ 2M SDE',
+  'DPM++ 2M SDE Heun',
+  'DPM++ 2S a',
+  'DPM++ 3M SDE',
+  'Euler a',
+  'Euler',
+  'LMS',
+  'Heun',
+  'DPM2',
+  'DPM2 a',
+  'DPM fast',
+  'DPM adaptive',
+  'Restart',
+  'DDIM',
+  'DDIM CFG++',
+  'PLMS',
+  'UniPC',
+  'LCM',
+];
