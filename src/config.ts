@@ -16,12 +16,14 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
+/** An empty variable (`PORT=`) means unset, not 0: coercion would turn '' into 0 silently. */
+const blankToUndefined = (v: unknown) => (typeof v === 'string' && v.trim() === '' ? undefined : v);
 const int = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
-  z.coerce.number().int().min(min).max(max).default(def);
+  z.preprocess(blankToUndefined, z.coerce.number().int().min(min).max(max).default(def));
 const num = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
-  z.coerce.number().min(min).max(max).default(def);
+  z.preprocess(blankToUndefined, z.coerce.number().min(min).max(max).default(def));
 const optionalInt = (min: number, max: number) =>
-  z.preprocess((v) => (v === '' ? undefined : v), z.coerce.number().int().min(min).max(max).optional());
+  z.preprocess(blankToUndefined, z.coerce.number().int().min(min).max(max).optional());
 const optionalString = z
   .string()
   .trim()
@@ -37,7 +39,7 @@ const url = (protocols: string[]) =>
       } catch {
         return false;
       }
-    }, `must be a URL starting with ${protocols.join(' or ')}//`);
+    }, `must be a URL starting with ${protocols.map((p) => `${p}//`).join(' or ')}`);
 
 /** Every environment variable the service reads, with its default. The README's table mirrors this. */
 const envSchema = z.object({
@@ -52,6 +54,8 @@ const envSchema = z.object({
   REDIS_URL: url(['redis:', 'rediss:']).default('redis://localhost:6379/0'),
   /** Prefix of every Redis key and channel this service owns (queues, progress, caches). */
   REDIS_PREFIX: z.string().trim().min(1).max(64).default('sdjobs'),
+  /** How long adding a job may wait for Redis before the request fails (and its credits go back). */
+  ENQUEUE_TIMEOUT_MS: int(5000, 100, 600_000),
 
   DATABASE_URL: optionalString.pipe(url(['postgres:', 'postgresql:']).optional()),
   APP_DATABASE_URL: optionalString.pipe(url(['postgres:', 'postgresql:']).optional()),
@@ -77,11 +81,15 @@ const envSchema = z.object({
   RESULT_EXPIRES_S: int(3600, 1, 30 * 86_400),
   WORKER_MAX_TASKS_PER_CHILD: int(50, 1, 1_000_000),
   STALL_INTERVAL_MS: int(5000, 500, 600_000),
+  /** A job whose worker died this many times is given up (Bee-Queue re-queues stalled jobs without limit, #106). */
+  TASK_MAX_STALLS: int(2, 0, 100),
   /** On SIGTERM, how long running jobs may take to finish before they are left to be re-delivered. */
   WORKER_SHUTDOWN_TIMEOUT_MS: int(30_000, 0, 3_600_000),
   POSTPROCESS_THREADS: int(Math.max(1, Math.min(4, os.availableParallelism())), 1, 64),
   WEBP_QUALITY: int(90, 1, 100),
   THUMBNAIL_SIZE: int(256, 16, 2048),
+  /** Job state snapshots and events are written to Redis in batches, at most this long after the change. */
+  JOB_STATE_FLUSH_MS: int(20, 1, 60_000),
 
   /** How often an open progress stream re-reads the snapshot, so a lost pub/sub message never strands it. */
   PROGRESS_RESYNC_MS: int(5000, 100, 600_000),
@@ -98,6 +106,16 @@ const envSchema = z.object({
   BATCH_SIZE_MAX: int(4, 1, 64),
 
   STORAGE_DIR: z.string().trim().min(1).default('.data/files'),
+
+  /**
+   * How long an API process trusts a token it has checked, without asking Postgres again; 0 checks
+   * every request. A revoked token keeps working for up to this long.
+   */
+  AUTH_CACHE_TTL_MS: int(30_000, 0, 86_400_000),
+  /** How long an unknown or revoked token is remembered as such (at most AUTH_CACHE_TTL_MS). */
+  AUTH_CACHE_NEGATIVE_TTL_MS: int(1_000, 0, 86_400_000),
+  /** Tokens cached per API process; the least recently used is dropped first. */
+  AUTH_CACHE_MAX_ENTRIES: int(10_000, 1, 10_000_000),
 });
 
 export type Env = Record<string, string | undefined>;
@@ -125,7 +143,7 @@ function buildConfig(e: z.infer<typeof envSchema>) {
       port: e.PORT,
       publicUrl: (e.PUBLIC_URL ?? `http://localhost:${e.PORT}`).replace(/\/+$/, ''),
     },
-    redis: { url: e.REDIS_URL, prefix: e.REDIS_PREFIX },
+    redis: { url: e.REDIS_URL, prefix: e.REDIS_PREFIX, enqueueTimeoutMs: e.ENQUEUE_TIMEOUT_MS },
     database: { url: e.DATABASE_URL ?? e.APP_DATABASE_URL, poolMax: e.DATABASE_POOL_MAX },
     sd: {
       url: e.APP_SD_API_URL?.replace(/\/+$/, ''),
@@ -143,10 +161,12 @@ function buildConfig(e: z.infer<typeof envSchema>) {
       retryDelayMs: Math.round(e.TASK_RETRY_DELAY_S * 1000),
       maxTasksPerChild: e.WORKER_MAX_TASKS_PER_CHILD,
       stallIntervalMs: e.STALL_INTERVAL_MS,
+      maxStalls: e.TASK_MAX_STALLS,
       shutdownTimeoutMs: e.WORKER_SHUTDOWN_TIMEOUT_MS,
       postprocessThreads: e.POSTPROCESS_THREADS,
       webpQuality: e.WEBP_QUALITY,
       thumbnailSize: e.THUMBNAIL_SIZE,
+      jobStateFlushMs: e.JOB_STATE_FLUSH_MS,
     },
     progress: { expiresS: e.RESULT_EXPIRES_S, resyncMs: e.PROGRESS_RESYNC_MS },
     limits: {
@@ -161,6 +181,11 @@ function buildConfig(e: z.infer<typeof envSchema>) {
       batchSizeMax: e.BATCH_SIZE_MAX,
     },
     storage: { dir: e.STORAGE_DIR },
+    auth: {
+      cacheTtlMs: e.AUTH_CACHE_TTL_MS,
+      cacheNegativeTtlMs: e.AUTH_CACHE_NEGATIVE_TTL_MS,
+      cacheMaxEntries: e.AUTH_CACHE_MAX_ENTRIES,
+    },
   };
 }
 
@@ -174,13 +199,19 @@ function deepFreeze<T>(o: T): T {
   return o;
 }
 
+/** Error messages must not print credentials: URLs lose their user:password, *_AUTH values are hidden. */
+function redact(name: string, value: string): string {
+  if (/_AUTH$|PASSWORD|SECRET|TOKEN|_KEY$/.test(name)) return value ? '***' : '';
+  return value.replace(/\/\/[^/@\s]*@/, '//***@');
+}
+
 /** Reads and validates the environment. Throws ConfigError naming each bad variable. */
 export function loadConfig(env: Env = process.env): Config {
   const parsed = envSchema.safeParse(env);
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => {
       const name = i.path.join('.');
-      return `  ${name}=${JSON.stringify(env[name] ?? '')}: ${i.message}`;
+      return `  ${name}=${JSON.stringify(redact(name, env[name] ?? ''))}: ${i.message}`;
     });
     throw new ConfigError(`Invalid configuration; set these environment variables:\n${lines.join('\n')}`);
   }

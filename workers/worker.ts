@@ -2,8 +2,8 @@
  * Builds a worker: Bee-Queue consumers for the chosen queues, each with its own slots (that is how
  * priority works), the Piscina pool, the SD client. Building does no I/O; `start()` begins taking
  * jobs; `close()` is ordered and safe to call twice: stop taking jobs and let running ones finish
- * (up to WORKER_SHUTDOWN_TIMEOUT_MS; unfinished ones are re-delivered to another worker), then
- * close the pool, then Redis. The database belongs to the caller.
+ * (up to WORKER_SHUTDOWN_TIMEOUT_MS; unfinished ones are re-delivered to another worker), write the
+ * job states still pending, close the pool, then Redis. The database belongs to the caller.
  */
 import type { Knex } from 'knex';
 import type { Config, QueueName } from '../src/config';
@@ -11,7 +11,9 @@ import { storeSamplers } from '../src/generation/samplers';
 import { PostprocessPool } from '../src/imaging/pool';
 import { createQueue, JobProducer, type Queue } from '../src/jobs/queues';
 import { JOB_QUEUES } from '../src/jobs/registry';
+import type { JobMetrics } from '../src/jobs/metrics';
 import { createJobHandler, type Processors } from '../src/jobs/runner';
+import { JobStateTracker } from '../src/jobs/stateTracker';
 import type { Logger } from '../src/logger';
 import { ProgressPublisher } from '../src/progress/publisher';
 import { closeRedis, openRedis } from '../src/redis';
@@ -35,6 +37,8 @@ export interface Worker {
   start(): Promise<void>;
   close(): Promise<void>;
   readonly counters: ReturnType<typeof createJobHandler>['counters'];
+  /** Outcomes and durations per job kind, in this process. */
+  readonly metrics: JobMetrics;
 }
 
 export function createWorker(opts: WorkerOptions): Worker {
@@ -43,7 +47,7 @@ export function createWorker(opts: WorkerOptions): Worker {
   const concurrency = opts.concurrency ?? config.worker.concurrency;
   const redis = openRedis(config.redis.url, 'worker', log);
   const publisher = new ProgressPublisher(redis, config.redis.prefix, config.progress.expiresS);
-  const producer = new JobProducer(config);
+  const producer = new JobProducer(config, log);
   const pool = PostprocessPool.create({
     threads: config.worker.postprocessThreads,
     maxTasksPerThread: config.worker.maxTasksPerChild,
@@ -67,14 +71,24 @@ export function createWorker(opts: WorkerOptions): Worker {
       pool,
       previewIntervalMs: config.sd.previewIntervalMs,
       previewSize: config.sd.previewSize,
+      maxAttempts: config.worker.maxRetries + 1 + config.worker.maxStalls,
       log,
     }),
     uploadToCloud: uploadToCloudProcessor({ db, publisher, storage: opts.storage }),
   };
+  // Job snapshots and events for dashboards; written in batches, off the jobs' path.
+  const tracker = new JobStateTracker({
+    redis,
+    prefix: config.redis.prefix,
+    expiresS: config.progress.expiresS,
+    flushIntervalMs: config.worker.jobStateFlushMs,
+    log: log.child({ component: 'job-state' }),
+  });
   const handler = createJobHandler(
     processors,
     { timeLimitMs: config.worker.timeLimitMs, softTimeLimitMs: config.worker.softTimeLimitMs },
     log,
+    { sink: tracker },
   );
   const queues: Queue[] = [];
   let stallTimer: NodeJS.Timeout | undefined;
@@ -82,6 +96,7 @@ export function createWorker(opts: WorkerOptions): Worker {
 
   return {
     counters: handler.counters,
+    metrics: handler.metrics,
 
     async start() {
       if (queueNames.includes(JOB_QUEUES.generateImage)) {
@@ -113,6 +128,8 @@ export function createWorker(opts: WorkerOptions): Worker {
         clearInterval(stallTimer);
         const steps: Array<[string, () => Promise<unknown>]> = [
           ['queues', () => Promise.all(queues.map((q) => q.close(config.worker.shutdownTimeoutMs)))],
+          // After the queues (the jobs that finished while draining are recorded), before Redis closes.
+          ['job state tracker', () => tracker.close()],
           ['pool', () => pool.close()],
           ['sd client', () => sd.close()],
           ['producer', () => producer.close()],

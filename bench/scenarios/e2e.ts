@@ -12,21 +12,13 @@ import { createUserWithToken } from '../../src/auth/tokens';
 import { createSdSimulator, type TaskTiming } from '../../src/sd/simulator/index';
 import { createTestDatabase } from '../../test/helpers/database';
 import { gql, subscribe } from '../../test/helpers/graphql';
-import { freePort } from '../../test/helpers/stack';
+import { freePort, waitForHealth } from '../../test/helpers/stack';
 import { GenerateDoc, ProgressDoc } from '../../test/integration/documents';
 import { forkTs } from '../lib/processes';
 import { percentile, round } from '../lib/stats';
 import type { Scenario } from '../lib/types';
 
 const nowMs = () => performance.timeOrigin + performance.now();
-
-async function waitForHealth(url: string, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await fetch(`${url}/health`).then((r) => r.ok, () => false))) {
-    if (Date.now() > deadline) throw new Error(`${url} did not become healthy`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 export const scenario: Scenario = {
   id: 'e2e',
@@ -62,7 +54,7 @@ export const scenario: Scenario = {
     let failed = 0;
     const runs: Array<{ label: string; clients: number; count: number; wallSeconds: number; results: typeof perGeneration }> = [];
     try {
-      await waitForHealth(baseUrl, 30_000);
+      await waitForHealth(baseUrl, 30_000, () => api.child.exitCode === null);
       const { token } = await createUserWithToken(tdb.db, { email: 'bench@example.com', credits: total * 2 + 10 });
       const one = async (i: number) => {
         const sent = nowMs();

@@ -6,10 +6,12 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import http from 'node:http';
+import { pipeline } from 'node:stream';
 import type { AddressInfo } from 'node:net';
 import { createYoga, maskError, type GraphiQLOptions, type Plugin } from 'graphql-yoga';
 import type { Knex } from 'knex';
-import { authenticate, bearerToken } from '../auth/tokens';
+import { TokenAuthenticator } from '../auth/cache';
+import { bearerToken } from '../auth/tokens';
 import type { Config } from '../config';
 import { QueueInfo } from '../generation/queueInfo';
 import { SamplerCatalog } from '../generation/samplers';
@@ -53,11 +55,16 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   const { config, db, log } = opts;
   const redis = openRedis(config.redis.url, 'api', log);
   const subscriber = openRedis(config.redis.url, 'api-subscriber', log);
-  const producer = new JobProducer(config);
+  const producer = new JobProducer(config, log);
   const publisher = new ProgressPublisher(redis, config.redis.prefix, config.progress.expiresS);
   const hub = new ProgressHub(subscriber, config.redis.prefix, log);
   const samplers = new SamplerCatalog(redis, config.redis.prefix, log);
   await samplers.start();
+  const auth = new TokenAuthenticator(db, {
+    ttlMs: config.auth.cacheTtlMs,
+    negativeTtlMs: config.auth.cacheNegativeTtlMs,
+    maxEntries: config.auth.cacheMaxEntries,
+  });
   const generations = new GenerationService({
     db,
     producer,
@@ -92,7 +99,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     context: async ({ request }): Promise<SchemaContext> => {
       const token = bearerToken(request.headers.get('authorization'));
       return {
-        user: token ? await authenticate(db, token) : null,
+        user: token ? await auth.authenticate(token) : null,
         db,
         generations,
         log,
@@ -181,5 +188,9 @@ async function serveFile(root: string, key: string, res: http.ServerResponse) {
     // Keys never change content: a generation's files are written once.
     'cache-control': 'public, max-age=31536000, immutable',
   });
-  createReadStream(file).pipe(res);
+  // pipeline, not pipe: a client that hangs up mid-file closes the file too, and a read error ends
+  // the response instead of crashing the process.
+  pipeline(createReadStream(file), res, (err) => {
+    if (err) res.destroy();
+  });
 }

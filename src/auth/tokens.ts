@@ -1,8 +1,9 @@
 /**
  * API tokens: random, shown once, stored as sha256. Sign-up with email verification will create
- * users through `createUserWithToken` as well; the request side only ever sees `authenticate`.
+ * users through `createUserWithToken` as well; the request side only ever sees `authenticate` (through
+ * the per-process cache in `cache.ts`).
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
 
 export interface AuthUser {
@@ -14,7 +15,8 @@ export interface AuthUser {
 const TOKEN_PREFIX = 'sdk_';
 
 export const generateToken = (): string => TOKEN_PREFIX + randomBytes(32).toString('base64url');
-export const hashToken = (token: string): string => createHash('sha256').update(token).digest('hex');
+// One-shot `hash` (no Hash object): it runs for every authenticated request.
+export const hashToken = (token: string): string => hash('sha256', token, 'hex');
 
 /** Parses `Authorization: Bearer <token>`; anything else is no token. */
 export function bearerToken(header: string | null | undefined): string | null {
@@ -23,11 +25,20 @@ export function bearerToken(header: string | null | undefined): string | null {
 }
 
 export async function authenticate(db: Knex, token: string): Promise<AuthUser | null> {
-  const row = await db('api_tokens as t')
-    .join('users as u', 'u.id', 't.user_id')
-    .where('t.token_hash', hashToken(token))
-    .whereNull('t.revoked_at')
-    .first<{ id: string; email: string; is_admin: boolean } | undefined>('u.id', 'u.email', 'u.is_admin');
+  return findUserByTokenHash(db, hashToken(token));
+}
+
+/** The user a live (not revoked) token belongs to, by the token's sha256; null if none. */
+export async function findUserByTokenHash(db: Knex, tokenHash: string): Promise<AuthUser | null> {
+  // A prepared statement: on a cache miss this is the request's only query besides its own work.
+  const result = await db
+    .raw<{ rows: Array<{ id: string; email: string; is_admin: boolean }> }>(
+      `SELECT u.id, u.email, u.is_admin FROM api_tokens t JOIN users u ON u.id = t.user_id
+       WHERE t.token_hash = ? AND t.revoked_at IS NULL LIMIT 1`,
+      [tokenHash],
+    )
+    .options({ name: 'sdjobs_find_user_by_token_hash' });
+  const row = result.rows[0];
   return row ? { id: row.id, email: row.email, isAdmin: row.is_admin } : null;
 }
 
@@ -37,7 +48,7 @@ export async function issueToken(db: Knex, userId: string, name = 'default'): Pr
   return token;
 }
 
-/** Creates the user (or tops up credits of an existing email) and returns a fresh token. */
+/** Creates the user (or sets the credits of an existing email to `credits`) and returns a fresh token. */
 export async function createUserWithToken(
   db: Knex,
   args: { email: string; credits: number; isAdmin?: boolean },

@@ -59,6 +59,10 @@ export async function stageImagesForUpload(db: Knex, generationId: string, image
   });
 }
 
+export async function hasStagedImages(db: Knex, generationId: string): Promise<boolean> {
+  return Boolean(await db('staged_images').where({ generation_id: generationId }).first('index'));
+}
+
 export async function loadStagedImages(db: Knex, generationId: string): Promise<StagedImage[]> {
   const rows = await db('staged_images').where({ generation_id: generationId }).orderBy('index');
   return rows.map((r: Record<string, unknown>) => ({

@@ -11,12 +11,12 @@ import type { Logger } from '../logger';
 import type { ProgressEvent } from '../progress/event';
 import type { ProgressHub } from '../progress/hub';
 import type { ProgressPublisher } from '../progress/publisher';
-import { progressStream } from '../progress/stream';
+import { progressStream, type ProgressStream, type ProgressStreamSource } from '../progress/stream';
 import type { GenerationInput } from './input';
 import { progressFromRow } from './progressOf';
 import type { QueueInfo } from './queueInfo';
 import type { GenerationRow } from './repository';
-import { endGenerationWithRefund, findGeneration, insertGenerationReservingCredits } from './repository';
+import { endGenerationWithRefund, findGeneration, GenerationInserter } from './repository';
 import { isTerminal } from './status';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -35,12 +35,16 @@ export interface GenerationServiceDeps {
 }
 
 export class GenerationService {
-  constructor(private readonly deps: GenerationServiceDeps) {}
+  private readonly inserter: GenerationInserter;
+
+  constructor(private readonly deps: GenerationServiceDeps) {
+    this.inserter = new GenerationInserter(deps.db);
+  }
 
   async create(user: AuthUser, input: GenerationInput): Promise<GenerationRow> {
     const { db, producer, log } = this.deps;
     const id = randomUUID();
-    const row = await insertGenerationReservingCredits(db, { id, userId: user.id, input });
+    const row = await this.inserter.insert({ id, userId: user.id, input });
     if (!row) {
       throw new PublicError(
         'INSUFFICIENT_CREDITS',
@@ -79,33 +83,54 @@ export class GenerationService {
     if (snapshot) return snapshot;
     const row = await findGeneration(this.deps.db, id);
     if (!row) return null;
-    const event = await progressFromRow(this.deps.db, row);
-    if (event.status === 'QUEUED') {
-      const q = await this.deps.queueInfo.position(id);
-      if (q) return { ...event, queuePosition: q.position, etaSeconds: q.etaSeconds };
-    }
-    return event;
+    return this.withQueuePosition(await progressFromRow(this.deps.db, row));
   }
 
-  stream(id: string) {
+  /**
+   * The state of a generation `create` has just returned, known without reading Redis or Postgres:
+   * QUEUED with seq 0, as Postgres has it (a worker may already have moved on; any later read or
+   * event shows that). Without the queue position, which costs a Redis read: see withQueuePosition.
+   */
+  createdProgress(row: GenerationRow): Promise<ProgressEvent> {
+    // No I/O for a generation that has not succeeded: only SUCCEEDED reads its images.
+    return progressFromRow(this.deps.db, row);
+  }
+
+  /** Adds the place in the job queue (and the ETA) to a QUEUED state read from Postgres. */
+  async withQueuePosition(event: ProgressEvent): Promise<ProgressEvent> {
+    if (event.status !== 'QUEUED') return event;
+    const q = await this.deps.queueInfo.position(event.generationId);
+    return q ? { ...event, queuePosition: q.position, etaSeconds: q.etaSeconds } : event;
+  }
+
+  /** What every progress stream of this process shares: one object, so a stream holds no closures. */
+  private streamSource: ProgressStreamSource | undefined;
+
+  stream(id: string): ProgressStream {
+    this.streamSource ??= this.progressStreamSource();
+    return progressStream(id, this.streamSource);
+  }
+
+  private progressStreamSource(): ProgressStreamSource {
     const { hub, queueInfo, publisher, resyncMs, log } = this.deps;
-    return progressStream(id, {
+    return {
       hub,
       resyncMs,
       queuedTickMs: 1000,
-      readCurrent: () => this.currentProgress(id),
+      readCurrent: (generationId) => this.currentProgress(generationId),
+      readSeqs: (generationIds) => publisher.readSeqs(generationIds),
       // While queued, any API process watching publishes the moving queue position; the script
       // refuses it once the generation has started, and skips it when the position is unchanged.
       onQueuedTick: async (latest) => {
-        const q = await queueInfo.position(id);
+        const q = await queueInfo.position(latest.generationId);
         if (!q) return;
         await publisher.publish(
           { ...latest, queuePosition: q.position, etaSeconds: q.etaSeconds },
           { onlyIfQueued: true, dedupe: `queue:${q.position}` },
         );
       },
-      onError: (err) => log.warn({ err, generationId: id }, 'progress stream re-read failed'),
-    });
+      onError: (err, generationId) => log.warn({ err, generationId }, 'progress stream re-read failed'),
+    };
   }
 
   /**
@@ -115,16 +140,18 @@ export class GenerationService {
   async cancel(user: AuthUser, rawId: string): Promise<GenerationRow> {
     const row = await this.findVisible(user, rawId);
     if (!row) throw new PublicError('NOT_FOUND', `Generation ${rawId} was not found.`);
-    if (isTerminal(row.status)) return row;
-    const ended = await endGenerationWithRefund(this.deps.db, row.id, 'CANCELLED', {
-      code: 'CANCELLED',
-      message: 'The generation was cancelled.',
-      retryable: false,
-    });
+    const ended = isTerminal(row.status)
+      ? null
+      : await endGenerationWithRefund(this.deps.db, row.id, 'CANCELLED', {
+          code: 'CANCELLED',
+          message: 'The generation was cancelled.',
+          retryable: false,
+        });
     const final = ended ?? (await findGeneration(this.deps.db, row.id)) ?? row;
-    if (ended) {
-      await this.deps.publisher.publish({ ...(await progressFromRow(this.deps.db, ended)) });
-    }
+    // Publish the final state even when it was already recorded: if an earlier publish was lost
+    // (a cancel whose publish failed, a worker that died between its two writes), this heals the
+    // watchers and the running job. The publish script ignores it when the snapshot is final.
+    if (isTerminal(final.status)) await this.deps.publisher.publish(await progressFromRow(this.deps.db, final));
     return final;
   }
 }

@@ -28,6 +28,7 @@ export const RETRYABLE_CODES: ReadonlySet<string> = new Set([
   'SD_SERVER_ERROR',
   'SD_BAD_RESPONSE',
   'STORAGE_UNAVAILABLE',
+  'QUEUE_UNAVAILABLE',
   // The worker is shutting down; another worker will pick the job up.
   'IMAGING_POOL_CLOSED',
   'UNAVAILABLE',

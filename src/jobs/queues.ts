@@ -1,5 +1,7 @@
 import BeeQueue from 'bee-queue';
 import type { Config, QueueName } from '../config';
+import type { Logger } from '../logger';
+import { JobError } from './errors';
 import type { JobEnvelope, JobKind, JobPayloads } from './registry';
 import { JOB_QUEUES, jobId } from './registry';
 
@@ -34,12 +36,18 @@ export const waitingKey = (config: Config, queue: QueueName) => `${config.redis.
 export class JobProducer {
   private readonly queues = new Map<QueueName, Queue>();
 
-  constructor(private readonly config: Config) {}
+  constructor(
+    private readonly config: Config,
+    private readonly log: Logger,
+  ) {}
 
   private queue(name: QueueName): Queue {
     let q = this.queues.get(name);
     if (!q) {
       q = createQueue(this.config, name, { worker: false });
+      // Bee-Queue re-emits its Redis client's errors (every failed reconnect): without a listener
+      // Node would throw and a Redis restart would take the whole process down.
+      q.on('error', (err: Error) => this.log.warn({ err: err.message, queue: name }, 'job queue connection error'));
       this.queues.set(name, q);
     }
     return q;
@@ -58,9 +66,22 @@ export class JobProducer {
       .backoff('fixed', worker.retryDelayMs)
       // A safety net above the processor's own hard limit, which really stops the work.
       .timeout(worker.timeLimitMs + 30_000);
-    const saved = await job.save();
-    // Bee-Queue's addJob script returns nil for a duplicate id; the saved job then has no id.
-    return Boolean(saved.id);
+    // Bee-Queue's Redis client queues commands while disconnected (for up to an hour): bound the
+    // wait. A save that lands after the timeout finds its generation already ended and does nothing.
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new JobError('QUEUE_UNAVAILABLE', `Redis did not take the job within ${this.config.redis.enqueueTimeoutMs} ms.`)),
+        this.config.redis.enqueueTimeoutMs,
+      );
+    });
+    try {
+      const saved = await Promise.race([job.save(), timeout]);
+      // Bee-Queue's addJob script returns nil for a duplicate id; the saved job then has no id.
+      return Boolean(saved.id);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async close(): Promise<void> {

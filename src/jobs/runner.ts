@@ -1,14 +1,21 @@
 /**
  * The wrapper every job runs in, whatever its kind: time limits that really stop the work, the
- * retry decision (one table, src/jobs/errors.ts), and counters. Bee-Queue's own `.timeout()` only
- * races a promise; here the hard limit aborts an AbortSignal that the processors pass down to the
- * HTTP call, the SD server (interrupt) and the thread pool.
+ * retry decision (one table, src/jobs/errors.ts), state tracking and metrics. Bee-Queue's own
+ * `.timeout()` only races a promise; here the hard limit aborts an AbortSignal that the processors
+ * pass down to the HTTP call, the SD server (interrupt) and the thread pool.
+ *
+ * State tracking (./jobState, ./stateTracker) is handed to a sink that only queues the change: the
+ * job never waits for Redis because of it, and a tracking failure never fails a job.
  */
+import os from 'node:os';
 import type BeeQueue from 'bee-queue';
 import type { Logger } from '../logger';
 import type { JobFailure } from './errors';
 import { JobError, toJobFailure } from './errors';
+import type { JobOutcome, JobSnapshot } from './jobState';
+import { JobMetrics } from './metrics';
 import type { JobEnvelope, JobKind, JobPayloads } from './registry';
+import type { JobStateSink } from './stateTracker';
 
 export interface JobContext<K extends JobKind> {
   kind: K;
@@ -53,64 +60,168 @@ class AbortedWith extends Error {
   }
 }
 
-export function createJobHandler(processors: Processors, limits: RunnerLimits, log: Logger) {
+/**
+ * An abort that creates its AbortController only when someone asks for the signal: making a signal
+ * costs about 6 µs in Node 20, which a short job that never looks at it should not pay twice.
+ */
+class LazyAbort {
+  private controller: AbortController | undefined;
+  aborted = false;
+  reason: unknown;
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.aborted) this.controller.abort(this.reason);
+    }
+    return this.controller.signal;
+  }
+
+  abort(reason?: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    this.controller?.abort(reason);
+  }
+}
+
+/**
+ * One attempt of one job, and the context its processor sees. A class rather than an object of
+ * closures: the wrapper runs for every job, and a no-op job should cost little more than Bee-Queue
+ * itself (bench/scenarios/jobs.ts). Call `ctx.abort(...)` as a method.
+ */
+class JobRun<K extends JobKind> implements JobContext<K> {
+  readonly hard = new LazyAbort();
+  readonly soft = new LazyAbort();
+  /** The soft-limit timer, then the hard-limit one (one timer at a time). */
+  timer: NodeJS.Timeout | undefined;
+  private logger: Logger | undefined;
+
+  constructor(
+    readonly kind: K,
+    readonly payload: JobPayloads[K],
+    readonly jobId: string,
+    readonly retriesLeft: number,
+    private readonly parentLog: Logger,
+  ) {}
+
+  get signal(): AbortSignal {
+    return this.hard.signal;
+  }
+
+  get softSignal(): AbortSignal {
+    return this.soft.signal;
+  }
+
+  /** Made on first use: most jobs never log. */
+  get log(): Logger {
+    return (this.logger ??= this.parentLog.child({ job: this.jobId, kind: this.kind }));
+  }
+
+  abort(failure: JobFailure): void {
+    this.hard.abort(new AbortedWith(failure));
+  }
+}
+
+function onSoftLimit(run: JobRun<JobKind>, limits: RunnerLimits): void {
+  run.soft.abort();
+  run.timer = setTimeout(onHardLimit, limits.timeLimitMs - limits.softTimeLimitMs, run, limits);
+}
+
+function onHardLimit(run: JobRun<JobKind>, limits: RunnerLimits): void {
+  run.abort({ code: 'TIME_LIMIT_EXCEEDED', message: `The job ran past its ${limits.timeLimitMs / 1000} s time limit.`, retryable: false });
+}
+
+export interface JobTracking {
+  /** Receives each job's state when it starts and ends (a JobStateTracker in the worker). None: metrics only. */
+  sink?: JobStateSink;
+  /** Names this process in the snapshots. Default host:pid. */
+  workerId?: string;
+}
+
+export function createJobHandler(processors: Processors, limits: RunnerLimits, log: Logger, tracking: JobTracking = {}) {
   const counters: JobCounters = { succeeded: 0, failed: 0, retried: 0, active: 0 };
+  const metrics = new JobMetrics();
+  const sink = tracking.sink;
+  const workerId = tracking.workerId ?? `${os.hostname()}:${process.pid}`;
+
+  /** Tracking is best effort: whatever a sink does wrong, the job's outcome stays the job's own. */
+  function record(snapshot: JobSnapshot): void {
+    if (!sink) return;
+    try {
+      sink.record(snapshot);
+    } catch (err) {
+      log.warn({ err, job: snapshot.jobId }, 'could not record a job state');
+    }
+  }
 
   async function handle(job: BeeQueue.Job<JobEnvelope>): Promise<void> {
     const { kind, payload } = job.data;
     const processor = processors[kind] as Processor<JobKind> | undefined;
-    const jobLog = log.child({ job: job.id, kind });
+    const options = job.options as { retries?: number; stacktraces?: unknown[] };
+    // Bee-Queue keeps one stack trace per failed try in the job's options: the count is the tries so far.
+    const attempt = (options.stacktraces?.length ?? 0) + 1;
     if (!processor) {
       // A job this worker does not know cannot succeed by retrying here.
-      jobLog.error('no processor for this job kind; dropping it');
+      log.error({ job: job.id, kind }, 'no processor for this job kind; dropping it');
       counters.failed++;
+      metrics.ended(kind, 'failed', null, false);
+      const now = Date.now();
+      record({ jobId: job.id, kind, state: 'failed', attempt, startedAt: now, finishedAt: now, durationMs: null, errorCode: 'NO_PROCESSOR', worker: workerId });
       return;
     }
-    const hard = new AbortController();
-    const soft = new AbortController();
-    const hardTimer = setTimeout(
-      () => hard.abort(new AbortedWith({ code: 'TIME_LIMIT_EXCEEDED', message: `The job ran past its ${limits.timeLimitMs / 1000} s time limit.`, retryable: false })),
-      limits.timeLimitMs,
-    );
-    const softTimer = setTimeout(() => soft.abort(), limits.softTimeLimitMs);
-    const retriesLeft = Number((job.options as { retries?: number }).retries ?? 0);
-    const ctx: JobContext<JobKind> = {
-      kind,
-      payload,
-      jobId: job.id,
-      retriesLeft,
-      signal: hard.signal,
-      softSignal: soft.signal,
-      abort: (failure) => hard.abort(new AbortedWith(failure)),
-      log: jobLog,
-    };
+    const run = new JobRun(kind, payload, job.id, Number(options.retries ?? 0), log);
+    // One timer at a time: the soft limit's, which then arms the hard limit's.
+    run.timer = setTimeout(onSoftLimit, limits.softTimeLimitMs, run, limits);
     counters.active++;
+    metrics.started();
     const started = performance.now();
+    const start: JobSnapshot = {
+      jobId: job.id,
+      kind,
+      state: 'active',
+      attempt,
+      startedAt: Date.now(),
+      finishedAt: null,
+      durationMs: null,
+      errorCode: null,
+      worker: workerId,
+    };
+    record(start);
+    // How the attempt ended, recorded once in `finally` (after the processor's retry/failure hooks).
+    let outcome: JobOutcome = 'failed';
+    let errorCode: string | null = 'INTERNAL';
     try {
-      await processor.run(ctx);
-      if (hard.signal.aborted) throw hard.signal.reason;
+      await processor.run(run);
+      if (run.hard.aborted) throw run.hard.reason;
       counters.succeeded++;
-      jobLog.debug({ ms: Math.round(performance.now() - started) }, 'job done');
+      outcome = 'succeeded';
+      errorCode = null;
+      if (log.isLevelEnabled('debug')) run.log.debug({ ms: Math.round(performance.now() - started) }, 'job done');
     } catch (err) {
-      const reason: unknown = hard.signal.aborted ? hard.signal.reason : err;
+      const reason: unknown = run.hard.aborted ? run.hard.reason : err;
       const failure = reason instanceof AbortedWith ? reason.failure : toJobFailure(reason);
-      if (failure.code === 'INTERNAL') jobLog.error({ err }, 'job failed with an unexpected error');
-      if (failure.retryable && retriesLeft > 0) {
+      errorCode = failure.code;
+      if (failure.code === 'INTERNAL') run.log.error({ err }, 'job failed with an unexpected error');
+      if (failure.retryable && run.retriesLeft > 0) {
         counters.retried++;
-        jobLog.warn({ failure, retriesLeft }, 'job failed; it will be retried');
-        await processor.onRetry?.(ctx, failure);
+        outcome = 'retrying';
+        run.log.warn({ failure, retriesLeft: run.retriesLeft }, 'job failed; it will be retried');
+        await processor.onRetry?.(run, failure);
         // Rethrowing hands the job back to Bee-Queue, which schedules the retry after the backoff.
         throw new JobError(failure.code, failure.message, { cause: err });
       }
       counters.failed++;
-      jobLog.warn({ failure }, 'job failed for good');
-      await processor.onFinalFailure(ctx, failure);
+      run.log.warn({ failure }, 'job failed for good');
+      await processor.onFinalFailure(run, failure);
     } finally {
       counters.active--;
-      clearTimeout(hardTimer);
-      clearTimeout(softTimer);
+      clearTimeout(run.timer);
+      const durationMs = Math.round((performance.now() - started) * 1000) / 1000;
+      metrics.ended(kind, outcome, durationMs);
+      record({ ...start, state: outcome, finishedAt: Date.now(), durationMs, errorCode });
     }
   }
 
-  return { handle, counters };
+  return { handle, counters, metrics };
 }

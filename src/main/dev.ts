@@ -86,16 +86,17 @@ async function startPrivateRedis(log: Logger): Promise<{ url: string; child: Chi
 }
 
 async function main() {
-  let config = loadConfig();
+  // Dev puts a working token into the GraphiQL page: listen on this machine only unless HOST says otherwise.
+  const devEnv = { HOST: '127.0.0.1', ...process.env };
+  let config = loadConfig(devEnv);
   const log = createLogger(config.logLevel, 'dev');
   const cleanups: Array<() => Promise<void> | void> = [];
 
-  let redisChild: ChildProcess | undefined;
   if (!(await redisAnswers(config.redis.url))) {
     if (process.env.REDIS_URL) throw new ConfigError(`REDIS_URL=${config.redis.url} does not answer; start that Redis or unset REDIS_URL.`);
     const started = await startPrivateRedis(log);
-    redisChild = started.child;
-    config = loadConfig({ ...process.env, REDIS_URL: started.url });
+    privateRedis = started.child;
+    config = loadConfig({ ...devEnv, REDIS_URL: started.url });
   }
 
   const target = databaseTarget(config, DEV_PGLITE_DIR);
@@ -141,8 +142,12 @@ async function main() {
     await worker.close();
     for (const c of cleanups) await c();
     await db.destroy();
-    redisChild?.kill();
+    privateRedis?.kill();
   }, log);
 }
+
+/** The private redis-server, if dev started one: it must not outlive this process, however it ends. */
+let privateRedis: ChildProcess | undefined;
+process.on('exit', () => privateRedis?.kill());
 
 main().catch((err: unknown) => exitOnStartupError(err));

@@ -24,7 +24,15 @@ redis.call('PUBLISH', KEYS[2], data)
 return data
 `;
 
+/** The `seq` field of each key's hash, or nil where there is none: one call for many snapshots. */
+const SEQS_LUA = `
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('HGET', key, 'seq') end
+return out
+`;
+
 interface RedisWithPublish extends Redis {
+  sdjobsProgressSeqs(numKeys: number, ...keys: string[]): Promise<Array<string | null>>;
   sdjobsPublishProgress(
     key: string,
     channel: string,
@@ -56,6 +64,10 @@ export class ProgressPublisher {
     if (!('sdjobsPublishProgress' in redis)) {
       redis.defineCommand('sdjobsPublishProgress', { numberOfKeys: 2, lua: PUBLISH_LUA });
     }
+    if (!('sdjobsProgressSeqs' in redis)) {
+      // No fixed numberOfKeys: the caller passes the count first.
+      redis.defineCommand('sdjobsProgressSeqs', { lua: SEQS_LUA });
+    }
     this.redis = redis as RedisWithPublish;
   }
 
@@ -81,6 +93,17 @@ export class ProgressPublisher {
   /** Whether the generation's snapshot holds a terminal state (e.g. its owner cancelled it). */
   async isFinal(generationId: string): Promise<boolean> {
     return (await this.redis.hget(progressKey(this.prefix, generationId), 'final')) === '1';
+  }
+
+  /** The seq of each generation's snapshot (null where there is none), in one Redis call. */
+  async readSeqs(generationIds: readonly string[]): Promise<Array<number | null>> {
+    if (generationIds.length === 0) return [];
+    const keys = generationIds.map((id) => progressKey(this.prefix, id));
+    const seqs = await this.redis.sdjobsProgressSeqs(keys.length, ...keys);
+    return generationIds.map((_id, i) => {
+      const seq = seqs[i];
+      return seq === null || seq === undefined ? null : Number(seq);
+    });
   }
 
   async read(generationId: string): Promise<ProgressEvent | null> {

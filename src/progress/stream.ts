@@ -4,68 +4,249 @@
  *   nothing published in between is lost; the first event is always the current state;
  * - events leave in `seq` order without duplicates (older or equal seq is dropped), and `progress`
  *   never goes below what this stream already sent;
- * - the snapshot is re-read every `resyncMs`, so a lost pub/sub message (Bee-Queue#189 shows they
- *   happen) cannot leave a stream without its terminal state;
+ * - once the stream has been quiet (no message) for `resyncMs` its snapshot is checked, and again
+ *   every `resyncMs` while it stays quiet (give or take the scheduler's period, 1 s by default), so a lost pub/sub message (Bee-Queue#189 shows they happen)
+ *   cannot leave it without its terminal state: after a terminal state nothing is published, so a
+ *   stream whose terminal message was lost is quiet by definition. A newer snapshot is sent only
+ *   after the messages Redis sent before it have arrived (hub.flush), so a re-read never makes a
+ *   stream skip states that were merely late;
  * - the stream completes right after a terminal state.
- * Built on a Repeater rather than an async generator: a generator awaiting a pub/sub iterator can
- * deadlock on return() (graphql-yoga pitfall), a Repeater's stop() always runs the cleanup.
+ *
+ * An API process holds thousands of these, so each is ONE small object: no Repeater, no closures
+ * and no timer per stream. The shared `source` carries the behaviour and one ResyncScheduler per
+ * source does the timing for all its streams (resync.ts).
+ * It is a hand-written async iterator rather than an async generator: a generator awaiting a
+ * pub/sub iterator can deadlock on return() (graphql-yoga pitfall); here return() never waits, it
+ * always cleans up at once.
  */
-import { Repeater } from 'graphql-yoga';
 import { isTerminal } from '../generation/status';
 import type { ProgressEvent } from './event';
-import type { ProgressHub } from './hub';
+import type { ProgressHub, ProgressListener } from './hub';
+import { ResyncScheduler, type Resyncable } from './resync';
 
+/** What every stream of a process shares; one object, created once. */
 export interface ProgressStreamSource {
   hub: ProgressHub;
   /** The current state: the Redis snapshot, else the Postgres row. */
-  readCurrent(): Promise<ProgressEvent | null>;
-  /** Called on each tick while the latest state is QUEUED (publishes the queue position). */
+  readCurrent(generationId: string): Promise<ProgressEvent | null>;
+  /**
+   * The seq of each generation's Redis snapshot (null: none), in one call: lets quiet streams be
+   * checked without reading their whole state. Without it each quiet stream reads its state.
+   */
+  readSeqs?(generationIds: readonly string[]): Promise<ReadonlyArray<number | null>>;
+  /** Called every `queuedTickMs` while the latest state is QUEUED (publishes the queue position). */
   onQueuedTick?(latest: ProgressEvent): Promise<void>;
   resyncMs: number;
   queuedTickMs: number;
-  onError(err: unknown): void;
+  onError(err: unknown, generationId: string): void;
 }
 
-export function progressStream(generationId: string, source: ProgressStreamSource): Repeater<ProgressEvent> {
-  return new Repeater<ProgressEvent>(async (push, stop) => {
-    let last = null as ProgressEvent | null;
-    let finished = false;
+const schedulers = new WeakMap<ProgressStreamSource, ResyncScheduler>();
 
-    const emit = (event: ProgressEvent | null) => {
-      if (!event || finished) return;
-      if (last && event.seq <= last.seq) return;
-      const out = last && event.progress < last.progress ? { ...event, progress: last.progress } : event;
-      last = out;
-      void push(out);
-      if (isTerminal(out.status)) {
-        finished = true;
-        stop();
-      }
-    };
+function schedulerOf(source: ProgressStreamSource): ResyncScheduler {
+  let scheduler = schedulers.get(source);
+  if (!scheduler) {
+    scheduler = new ResyncScheduler(source);
+    schedulers.set(source, scheduler);
+  }
+  return scheduler;
+}
 
-    const unlisten = await source.hub.listen(generationId, emit);
-    const timers: NodeJS.Timeout[] = [];
-    try {
-      emit(await source.readCurrent());
-      if (!finished) {
-        const resync = () => source.readCurrent().then(emit, source.onError);
-        timers.push(setInterval(resync, source.resyncMs));
-        if (source.onQueuedTick) {
-          const tick = source.onQueuedTick;
-          timers.push(
-            setInterval(() => {
-              if (last?.status === 'QUEUED') tick(last).catch(source.onError);
-            }, source.queuedTickMs),
-          );
-          if (last?.status === 'QUEUED') await tick(last).catch(source.onError);
-        }
-      }
-      await stop;
-    } catch (err) {
-      stop(err);
-    } finally {
-      for (const t of timers) clearInterval(t);
-      unlisten();
+/**
+ * idle: nothing happens until the first next(), like a lazy pub/sub iterator;
+ * starting: subscribing, then reading the current state;
+ * closed: terminal state sent, or return()/throw() called, or starting failed; cleaned up.
+ */
+type Phase = 'idle' | 'starting' | 'open' | 'closed';
+
+type Resolve = (r: IteratorResult<ProgressEvent>) => void;
+type Reject = (err: unknown) => void;
+
+const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
+
+export class ProgressStream implements AsyncIterableIterator<ProgressEvent>, ProgressListener, Resyncable {
+  private phase: Phase = 'idle';
+  private last: ProgressEvent | null = null;
+  /** Events sent but not pulled yet (the consumer is slower than the events); null when none. */
+  private buffered: ProgressEvent[] | null = null;
+  /** The next() waiting for an event (a consumer awaits one at a time; more queue in `moreWaiting`). */
+  private resolveNext: Resolve | null = null;
+  private rejectNext: Reject | null = null;
+  private moreWaiting: Array<[Resolve, Reject]> | null = null;
+  /** An error for the next next() (starting failed while nobody waited). */
+  private failure: { err: unknown } | null = null;
+  /** When the last message arrived, or the snapshot was last checked (performance.now()). */
+  private quietSince = 0;
+  private reading = false;
+
+  constructor(
+    readonly generationId: string,
+    private readonly source: ProgressStreamSource,
+  ) {}
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  next(): Promise<IteratorResult<ProgressEvent>> {
+    if (this.phase === 'idle') {
+      this.phase = 'starting';
+      void this.start();
     }
-  });
+    if (this.buffered) {
+      const value = this.buffered.shift()!;
+      if (this.buffered.length === 0) this.buffered = null;
+      return Promise.resolve({ done: false, value });
+    }
+    if (this.failure) {
+      const { err } = this.failure;
+      this.failure = null;
+      return Promise.reject(err);
+    }
+    if (this.phase === 'closed') return Promise.resolve(DONE);
+    return new Promise((resolve, reject) => {
+      if (!this.resolveNext) {
+        this.resolveNext = resolve;
+        this.rejectNext = reject;
+      } else {
+        (this.moreWaiting ??= []).push([resolve, reject]);
+      }
+    });
+  }
+
+  return(): Promise<IteratorResult<ProgressEvent>> {
+    this.close();
+    this.buffered = null;
+    this.failure = null;
+    this.settleWaiters(null);
+    return Promise.resolve(DONE);
+  }
+
+  throw(err?: unknown): Promise<IteratorResult<ProgressEvent>> {
+    this.close();
+    this.buffered = null;
+    this.settleWaiters(null);
+    return Promise.reject(err);
+  }
+
+  /** From the hub: a published event (possibly older than what this stream already sent). */
+  onProgress(event: ProgressEvent): void {
+    if (this.phase === 'closed') return;
+    this.quietSince = performance.now();
+    this.emit(event);
+  }
+
+  private async start(): Promise<void> {
+    try {
+      await this.source.hub.add(this);
+      if (this.isClosed()) return; // return() while subscribing; close() removed the listener
+      const current = await this.source.readCurrent(this.generationId);
+      if (this.isClosed()) return;
+      this.phase = 'open';
+      this.quietSince = performance.now();
+      this.emit(current);
+      if (this.isClosed()) return;
+      const scheduler = schedulerOf(this.source);
+      scheduler.add(this);
+      if (this.last?.status === 'QUEUED') scheduler.tick(this.last);
+    } catch (err) {
+      if (this.isClosed()) return;
+      this.close();
+      this.settleWaiters({ err });
+    }
+  }
+
+  private isClosed(): boolean {
+    return this.phase === 'closed';
+  }
+
+  private emit(event: ProgressEvent | null): void {
+    if (!event || this.phase === 'closed') return;
+    const last = this.last;
+    if (last && event.seq <= last.seq) return;
+    const out = last && event.progress < last.progress ? { ...event, progress: last.progress } : event;
+    this.last = out;
+    const resolve = this.takeWaiter();
+    if (resolve) resolve({ done: false, value: out });
+    else (this.buffered ??= []).push(out);
+    if (isTerminal(out.status)) {
+      this.close();
+      this.settleWaiters(null);
+    }
+  }
+
+  private takeWaiter(): Resolve | null {
+    const resolve = this.resolveNext;
+    const next = this.moreWaiting?.shift();
+    this.resolveNext = next?.[0] ?? null;
+    this.rejectNext = next?.[1] ?? null;
+    if (this.moreWaiting?.length === 0) this.moreWaiting = null;
+    return resolve;
+  }
+
+  /** Ends every waiting next(): the first with `failure` if given, the rest (or all) as done. */
+  private settleWaiters(failure: { err: unknown } | null): void {
+    const reject = this.rejectNext;
+    if (failure) {
+      if (reject) {
+        this.takeWaiter();
+        reject(failure.err);
+      } else {
+        this.failure = failure;
+      }
+    }
+    for (let resolve = this.takeWaiter(); resolve; resolve = this.takeWaiter()) resolve(DONE);
+  }
+
+  takeDue(now: number, resyncMs: number): boolean {
+    // The scheduler runs on a millisecond clock: allow for rounding.
+    if (this.phase !== 'open' || this.reading || now - this.quietSince < resyncMs - 1) return false;
+    this.quietSince = now;
+    return true;
+  }
+
+  queuedState(): ProgressEvent | null {
+    return this.phase === 'open' && this.last?.status === 'QUEUED' ? this.last : null;
+  }
+
+  lastSeq(): number {
+    return this.last?.seq ?? -1;
+  }
+
+  reread(): void {
+    if (this.phase === 'open') void this.rereadNow();
+  }
+
+  private async rereadNow(): Promise<void> {
+    if (this.reading) return;
+    this.reading = true;
+    try {
+      const event = await this.source.readCurrent(this.generationId);
+      if (event && (!this.last || event.seq > this.last.seq)) {
+        // Newer than what this stream sent: either a message was lost, or it is still on its way
+        // (a busy process). Let the ones on their way arrive first, so that none is skipped.
+        await this.source.hub.flush(this.source.resyncMs);
+        this.emit(event);
+      }
+    } catch (err) {
+      this.source.onError(err, this.generationId);
+    } finally {
+      this.reading = false;
+    }
+  }
+
+  /** Stops listening and resyncing. Buffered events are still handed out, then next() is done. */
+  private close(): void {
+    if (this.phase === 'closed') return;
+    const listening = this.phase !== 'idle';
+    this.phase = 'closed';
+    if (listening) {
+      this.source.hub.remove(this);
+      schedulers.get(this.source)?.remove(this);
+    }
+  }
+}
+
+export function progressStream(generationId: string, source: ProgressStreamSource): ProgressStream {
+  return new ProgressStream(generationId, source);
 }

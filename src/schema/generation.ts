@@ -24,6 +24,18 @@ function current(row: GenerationRow, ctx: SchemaContext): Promise<ProgressEvent 
   return p;
 }
 
+/** States put in the memo by `generateImage` itself, which lack the queue position. */
+const justCreated = new WeakSet<ProgressEvent>();
+
+/** `current` for the `current` field: a just-created state gets its queue position (one Redis read). */
+async function currentWithQueuePosition(row: GenerationRow, ctx: SchemaContext): Promise<ProgressEvent | null> {
+  const c = await current(row, ctx);
+  if (!c || !justCreated.has(c)) return c;
+  const p = ctx.generations.withQueuePosition(c);
+  ctx.progressMemo.set(row.id, p);
+  return p;
+}
+
 export function addGenerationTypes(
   builder: Builder,
   types: ProgressTypes,
@@ -79,7 +91,7 @@ export function addGenerationTypes(
         type: types.GenerationProgress,
         description: 'The live state: step, ETA, queue position, preview.',
         resolve: async (g, _a, ctx) => {
-          const c = await current(g, ctx);
+          const c = await currentWithQueuePosition(g, ctx);
           if (!c) throw new Error(`generation ${g.id} has no state`);
           return c;
         },
@@ -126,7 +138,17 @@ export function addGenerationTypes(
       type: Generation,
       description: 'Reserves batchSize photo credits and queues the generation; watch it with generationProgress.',
       args: { input: t.arg({ type: GenerateImageInput, required: true }) },
-      resolve: (_r, args, ctx) => ctx.generations.create(requireUser(ctx), args.input),
+      resolve: async (_r, args, ctx) => {
+        const row = await ctx.generations.create(requireUser(ctx), args.input);
+        // Its state is known (QUEUED, seq 0): `status` and the other fields need not read Redis and
+        // Postgres for it (three round trips); only `current` adds the queue position.
+        const created = ctx.generations.createdProgress(row).then((event) => {
+          justCreated.add(event);
+          return event;
+        });
+        ctx.progressMemo.set(row.id, created);
+        return row;
+      },
     }),
   );
 

@@ -23,14 +23,18 @@ export async function createTestDatabase(opts: { migrate?: boolean; adminUrl?: s
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
   const db = await createDb({ kind: 'postgres', url: url.toString(), poolMax: opts.poolMax ?? 10 });
-  if (opts.migrate !== false) await migrateLatest(db);
+  const drop = async () => {
+    await db.destroy();
+    await admin.raw(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    await admin.destroy();
+  };
+  if (opts.migrate !== false) await migrateLatest(db).catch(async (err: unknown) => {
+    await drop();
+    throw err;
+  });
   return {
     url: url.toString(),
     db,
-    async drop() {
-      await db.destroy();
-      await admin.raw(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await admin.destroy();
-    },
+    drop,
   };
 }

@@ -47,12 +47,43 @@ export interface Stack {
   close(): Promise<void>;
 }
 
+/** Resolves when `${url}/health` answers 200; fails early if `alive()` turns false. */
+export async function waitForHealth(url: string, ms = 30_000, alive: () => boolean = () => true): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await fetch(`${url}/health`).then((r) => r.ok, () => false))) {
+    if (!alive()) throw new Error(`${url}: the process exited before it was healthy`);
+    if (Date.now() > deadline) throw new Error(`${url} did not become healthy within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
+  // Everything opened so far, closed in reverse order by close(), or at once if starting fails.
+  const cleanups: Array<() => Promise<unknown> | unknown> = [];
+  const closeAll = async () => {
+    for (const c of cleanups.reverse()) await Promise.resolve().then(c).catch(() => undefined);
+  };
+  try {
+    return await start(opts, cleanups, closeAll);
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+}
+
+async function start(
+  opts: StackOptions,
+  cleanups: Array<() => Promise<unknown> | unknown>,
+  closeAll: () => Promise<void>,
+): Promise<Stack> {
   const tdb = await createTestDatabase();
+  cleanups.push(() => tdb.drop());
   const sim = createSdSimulator({ stepMs: 5, ...opts.simulator });
+  cleanups.push(() => sim.close());
   const sdUrl = await sim.listen(0, '127.0.0.1');
   const port = await freePort();
   const storageDir = await mkdtemp(path.join(os.tmpdir(), 'sdjobs-files-'));
+  cleanups.push(() => rm(storageDir, { recursive: true, force: true }));
   const env: Record<string, string> = {
     NODE_ENV: 'test',
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
@@ -74,16 +105,27 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const config = loadConfig(env);
   const log = createLogger(config.logLevel, 'test');
   const storage = new LocalFolderStorage(config.storage.dir, config.http.publicUrl);
+  const redis = new Redis(REDIS_URL);
+  cleanups.push(async () => {
+    const keys = await redis.keys(`${env.REDIS_PREFIX}:*`);
+    if (keys.length) await redis.del(...keys);
+    redis.disconnect();
+  });
+  const children = new Set<ChildProcess>();
+  cleanups.push(() => {
+    for (const c of children) c.kill('SIGKILL');
+  });
   const newWorker = async () => {
     const w = createWorker({ config, db: tdb.db, log, storage, sdUrl });
     await w.start();
     return w;
   };
-  let worker = opts.worker === false ? null : await newWorker();
+  let worker: Worker | null = null;
+  cleanups.push(() => worker?.close());
+  if (opts.worker !== false) worker = await newWorker();
   const api = await createApiServer({ config, db: tdb.db, log, localFilesDir: config.storage.dir });
+  cleanups.push(() => api.close());
   const baseUrl = await api.listen(port, '127.0.0.1');
-  const redis = new Redis(REDIS_URL);
-  const children = new Set<ChildProcess>();
 
   return {
     baseUrl,
@@ -117,14 +159,9 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       let stderr = '';
       child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
       const url = `http://127.0.0.1:${p}`;
-      const deadline = Date.now() + 30_000;
-      for (;;) {
-        if (child.exitCode !== null) throw new Error(`second API exited: ${stderr}`);
-        const ok = await fetch(`${url}/health`).then((r) => r.ok, () => false);
-        if (ok) break;
-        if (Date.now() > deadline) throw new Error(`second API did not start: ${stderr}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      await waitForHealth(url, 30_000, () => child.exitCode === null).catch((err: unknown) => {
+        throw new Error(`second API did not start: ${String(err)}\n${stderr}`);
+      });
       return {
         baseUrl: url,
         stop: async () => {
@@ -137,16 +174,6 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
         },
       };
     },
-    async close() {
-      for (const c of children) c.kill('SIGKILL');
-      await api.close();
-      await worker?.close();
-      await sim.close();
-      const keys = await redis.keys(`${env.REDIS_PREFIX}:*`);
-      if (keys.length) await redis.del(...keys);
-      redis.disconnect();
-      await tdb.drop();
-      await rm(storageDir, { recursive: true, force: true });
-    },
+    close: closeAll,
   };
 }

@@ -7,10 +7,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, type Stack } from '../helpers/stack';
 import { events, expectWellFormedStream, generate, statusPath, watch } from './helpers';
 
-function startWorkerProcess(stack: Stack, args: string[]): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
+function startWorkerProcess(stack: Stack, args: string[], env: Record<string, string> = {}): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
   let out = '';
   const child = spawn(process.execPath, ['--import', 'tsx', 'workers/main.ts', ...args], {
-    env: { ...process.env, ...stack.env, LOG_LEVEL: 'info' },
+    env: { ...process.env, ...stack.env, LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
@@ -87,5 +87,26 @@ describe('npm run worker as a process', () => {
     expect(await stack.tdb.db('generated_images').where({ generation_id: id }).count<Array<{ count: number }>>('* as count')).toEqual([{ count: 1 }]);
     rescuer.child.kill('SIGTERM');
     expect(await rescuer.exited).toBe(0);
+  });
+
+  it('a generation whose worker keeps dying is given up after TASK_MAX_STALLS, with its credits back', async () => {
+    const user = await stack.createUser(1);
+    const noSecondChances = { TASK_MAX_STALLS: '0', TASK_MAX_RETRIES: '0' };
+    const doomed = startWorkerProcess(stack, ['--concurrency=1'], noSecondChances);
+    children.push(doomed.child);
+    await waitForOutput(doomed.output, /worker started/);
+    const { id } = await generate(stack, user.token, { steps: 25 });
+    const sub = watch(stack.baseUrl, id, user.token);
+    await sub.waitFor((r) => r.data?.generationProgress.status === 'GENERATING');
+    doomed.child.kill('SIGKILL');
+    await doomed.exited;
+
+    const next = startWorkerProcess(stack, ['--concurrency=1'], noSecondChances);
+    children.push(next.child);
+    const list = events(await sub.done);
+    expect(list[list.length - 1]).toMatchObject({ status: 'FAILED', error: { code: 'TOO_MANY_ATTEMPTS', retryable: false } });
+    expect(await stack.credits(user.userId)).toBe(1);
+    next.child.kill('SIGTERM');
+    expect(await next.exited).toBe(0);
   });
 });

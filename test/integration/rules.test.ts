@@ -137,29 +137,44 @@ describe('input, credits and failures', () => {
     );
     expect(ia!.equals(ib!)).toBe(false);
   });
+});
 
-  it('cancelling a queued generation returns its credits and ends its stream', async () => {
-    const user = await stack.createUser(1);
-    // Keep the server busy so the generation is still waiting when it is cancelled.
-    stack.sim.failNext('hang', 1);
+describe('cancelling', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    // One slot: while it is busy, the next generation really waits in the queue.
+    stack = await startStack({ env: { WORKER_CONCURRENCY: '1' } });
+  });
+  afterAll(async () => stack?.close());
+
+  it('a queued generation never reaches the GPU; a running one is let go at once; both get their credits back', async () => {
     const blocker = await stack.createUser(1);
+    stack.sim.failNext('hang', 1);
     const block = await generate(stack, blocker.token, { steps: 5 });
+    const blockSub = watch(stack.baseUrl, block.id, blocker.token);
+    await blockSub.waitFor((r) => r.data?.generationProgress.status === 'STARTED');
+    const callsBefore = stack.sim.stats.txt2imgCalls;
+
+    const user = await stack.createUser(1);
     const { id } = await generate(stack, user.token, { steps: 5 });
     const sub = watch(stack.baseUrl, id, user.token);
-    await sub.waitFor(() => true);
+    const first = await sub.waitFor(() => true);
+    expect(first.data?.generationProgress).toMatchObject({ status: 'QUEUED', queuePosition: 1 });
     const res = await gql(stack.baseUrl, CancelDoc, { id }, user.token);
     expect(res.data?.cancelGeneration).toMatchObject({ status: 'CANCELLED', error: { code: 'CANCELLED' } });
     const list = events(await sub.done);
     expect(list[list.length - 1]!.status).toBe('CANCELLED');
     expect(await stack.credits(user.userId)).toBe(1);
-    const q = await gql(stack.baseUrl, GenerationDoc, { id }, user.token);
-    expect(q.data?.generation?.status).toBe('CANCELLED');
-    // Unblock the hanging call so the blocker ends too.
+    expect((await gql(stack.baseUrl, GenerationDoc, { id }, user.token)).data?.generation?.status).toBe('CANCELLED');
+
+    // Cancel the running one: the worker lets go of the hanging call instead of waiting for the time limit.
     await gql(stack.baseUrl, CancelDoc, { id: block.id }, blocker.token);
-    const blocked = events(await watch(stack.baseUrl, block.id, blocker.token).done);
+    const blocked = events(await blockSub.done);
     expect(blocked[blocked.length - 1]!.status).toBe('CANCELLED');
     expect(await stack.credits(blocker.userId)).toBe(1);
-    // The worker noticed the cancel and let go of the hanging call instead of waiting for the time limit.
     await vi.waitFor(() => expect(stack.worker!.counters.active).toBe(0), { timeout: 5000 });
+    // The freed slot took the cancelled job from the queue and dropped it: it never reached the GPU.
+    await vi.waitFor(async () => expect(await stack.redis.llen(`${stack.env.REDIS_PREFIX}:high_priority:waiting`)).toBe(0), { timeout: 5000 });
+    expect(stack.sim.stats.txt2imgCalls).toBe(callsBefore);
   });
 });

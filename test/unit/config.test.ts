@@ -42,10 +42,29 @@ describe('loadConfig', () => {
     const attempt = () => loadConfig({ PORT: 'eighty', REDIS_URL: 'http://nope', WORKER_CONCURRENCY: '0' });
     expect(attempt).toThrow(ConfigError);
     expect(attempt).toThrow(/PORT="eighty"/);
-    expect(attempt).toThrow(/REDIS_URL="http:\/\/nope": must be a URL starting with redis: or rediss:/);
+    expect(attempt).toThrow(/REDIS_URL="http:\/\/nope": must be a URL starting with redis:\/\/ or rediss:\/\//);
     expect(attempt).toThrow(/WORKER_CONCURRENCY="0"/);
     expect(() => loadConfig({ WORKER_QUEUES: 'high_priority,urgent' })).toThrow(/WORKER_QUEUES: unknown queue "urgent"/);
     expect(() => loadConfig({ TASK_SOFT_TIME_LIMIT_S: '700' })).toThrow(/TASK_SOFT_TIME_LIMIT_S must not exceed/);
+  });
+
+  it('treats an empty variable as unset, not as 0', () => {
+    const c = loadConfig({ PORT: '', TASK_MAX_RETRIES: ' ', NEGATIVE_PROMPT_MAX_LENGTH: '' });
+    expect(c.http.port).toBe(4000);
+    expect(c.worker.maxRetries).toBe(3);
+    expect(c.limits.negativePromptMaxLength).toBe(2000);
+  });
+
+  it('never prints credentials in its error messages', () => {
+    let message = '';
+    try {
+      loadConfig({ DATABASE_URL: 'postgresql+asyncpg://app:S3cret@db/app', APP_SD_API_AUTH: 'no-colon-secret' });
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toMatch(/DATABASE_URL="postgresql\+asyncpg:\/\/\*\*\*@db\/app"/);
+    expect(message).toMatch(/APP_SD_API_AUTH="\*\*\*": must look like user:password/);
+    expect(message).not.toMatch(/S3cret|no-colon-secret/);
   });
 
   it('returns a frozen object', () => {

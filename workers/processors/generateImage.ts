@@ -7,11 +7,12 @@ import type { Knex } from 'knex';
 import type { Redis } from 'ioredis';
 import type { PostprocessPool } from '../../src/imaging/pool';
 import type { JobProducer } from '../../src/jobs/queues';
+import { JobError } from '../../src/jobs/errors';
 import type { Processor } from '../../src/jobs/runner';
 import type { Logger } from '../../src/logger';
-import { loadStagedImages, stageImagesForUpload, type StagedImage } from '../../src/generation/images';
+import { hasStagedImages, stageImagesForUpload, type StagedImage } from '../../src/generation/images';
 import { recordGenerationSeconds } from '../../src/generation/queueInfo';
-import { endGenerationWithRefund, findGeneration, setGenerationStatus } from '../../src/generation/repository';
+import { endGenerationWithRefund, findGeneration, setGenerationStatus, type GenerationRow } from '../../src/generation/repository';
 import { progressFromRow } from '../../src/generation/progressOf';
 import { isTerminal } from '../../src/generation/status';
 import type { ProgressPublisher } from '../../src/progress/publisher';
@@ -34,11 +35,22 @@ export interface GenerateImageDeps {
   pool: PostprocessPool;
   previewIntervalMs: number;
   previewSize: number;
+  /** Starts allowed before the generation is given up: retries + 1 + stalls (TASK_MAX_STALLS). */
+  maxAttempts: number;
   log: Logger;
 }
 
 export function generateImageProcessor(deps: GenerateImageDeps): Processor<'generateImage'> {
   const { db, publisher, producer, sd, pool } = deps;
+
+  const enqueueUpload = async (id: string) => {
+    try {
+      await producer.enqueue('uploadToCloud', id, { generationId: id });
+    } catch (err) {
+      // The images are staged: a retry only enqueues again, it does not run the GPU again.
+      throw new JobError('QUEUE_UNAVAILABLE', 'The upload could not be queued; it will be retried.', { cause: err });
+    }
+  };
 
   return {
     async run(ctx) {
@@ -48,100 +60,118 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
         ctx.log.warn({ generationId: id }, 'generation row is gone; nothing to do');
         return;
       }
-      if (isTerminal(existing.status)) return;
-      if (existing.status === 'UPLOADING' && (await loadStagedImages(db, id)).length > 0) {
-        // A re-delivery after the images were staged: only the follow-up is missing, perhaps.
-        await producer.enqueue('uploadToCloud', id, { generationId: id });
+      if (isTerminal(existing.status)) {
+        // Re-delivered after the end was recorded: make sure the watchers heard of it too.
+        await republishFinal(db, publisher, existing);
+        return;
+      }
+      if (await hasStagedImages(db, id)) {
+        // A re-delivery (or a retry) after the images were staged: the GPU work is done, only the
+        // upload may be missing. Its job id is derived from the generation, so this is idempotent.
+        if (!(await setGenerationStatus(db, id, 'UPLOADING', { progress: PHASE_PROGRESS.uploading }))) return;
+        await enqueueUpload(id);
         return;
       }
 
       const row = await setGenerationStatus(db, id, 'STARTED', { newAttempt: true });
       if (!row) return;
+      if (row.attempts > deps.maxAttempts) {
+        // Each retry and each re-delivery after a worker died counts; Bee-Queue itself would re-run a
+        // job that kills its worker forever (#106).
+        throw new JobError(
+          'TOO_MANY_ATTEMPTS',
+          `The generation was started ${row.attempts} times without finishing; it was given up and its credits returned.`,
+        );
+      }
       const began = performance.now();
       const input = row.input;
       const reporter = new GenerationReporter(publisher, id, row.attempts, input.steps, ctx.log, () =>
         ctx.abort({ code: 'CANCELLED', message: 'The generation was cancelled.', retryable: false }),
       );
       reporter.report({ status: 'STARTED', progress: 0 });
-
-      let generating = false;
-      let lastPreviewAt = 0;
-      // One preview is shrunk at a time; ticks meanwhile go out without one instead of queueing up.
-      let previewBusy = false;
-      const onProgress = (p: SdProgress) => {
-        if (p.phase === 'queued') {
-          reporter.report({ status: 'STARTED', progress: 0, queuePosition: p.queuePosition, etaSeconds: p.etaSeconds });
-          return;
-        }
-        if (!generating) {
-          generating = true;
-          void setGenerationStatus(db, id, 'GENERATING').catch((err: unknown) => ctx.log.warn({ err }, 'status update failed'));
-        }
-        const base = {
-          status: 'GENERATING' as const,
-          progress: p.progress * PHASE_PROGRESS.generatingEnd,
-          step: p.step,
-          totalSteps: p.totalSteps ?? input.steps,
-          etaSeconds: p.etaSeconds,
-        };
-        const now = Date.now();
-        if (p.preview && !previewBusy && now - lastPreviewAt >= deps.previewIntervalMs) {
-          lastPreviewAt = now;
-          previewBusy = true;
-          const raw = Buffer.from(p.preview.dataUri.replace(/^data:[^,]*,/, ''), 'base64');
-          const shrunk = pool.preview(raw, deps.previewSize).catch(() => null);
-          reporter.report(async () => {
-            const preview = await shrunk;
-            previewBusy = false;
-            return { ...base, preview };
-          });
-        } else {
-          reporter.report(base);
-        }
-      };
-
-      // The soft limit asks the SD server to stop sampling: A1111 then answers with the image so far.
-      const onSoftLimit = () => void sd.interruptIfActive(taskId).catch(() => undefined);
-      const taskId = `${id}-${row.attempts}`;
-      ctx.softSignal.addEventListener('abort', onSoftLimit, { once: true });
-      // A cancel ends the row and the snapshot; this notices it even while SD reports nothing new.
-      const cancelWatch = setInterval(() => {
-        publisher.isFinal(id).then(
-          (final) => final && ctx.abort({ code: 'CANCELLED', message: 'The generation was cancelled.', retryable: false }),
-          () => undefined,
-        );
-      }, CANCEL_CHECK_MS);
-      let result;
       try {
-        // GenerationInput carries every txt2img field under the client's names.
-        result = await sd.txt2img(
-          input,
-          { taskId, signal: ctx.signal, onProgress },
-        );
-      } finally {
-        clearInterval(cancelWatch);
-        ctx.softSignal.removeEventListener('abort', onSoftLimit);
-      }
+        let generating = false;
+        let lastPreviewAt = 0;
+        // One preview is shrunk at a time; ticks meanwhile go out without one instead of queueing up.
+        let previewBusy = false;
+        const onProgress = (p: SdProgress) => {
+          if (p.phase === 'queued') {
+            reporter.report({ status: 'STARTED', progress: 0, queuePosition: p.queuePosition, etaSeconds: p.etaSeconds });
+            return;
+          }
+          if (!generating) {
+            generating = true;
+            void setGenerationStatus(db, id, 'GENERATING').catch((err: unknown) => ctx.log.warn({ err }, 'status update failed'));
+          }
+          const base = {
+            status: 'GENERATING' as const,
+            progress: p.progress * PHASE_PROGRESS.generatingEnd,
+            step: p.step,
+            totalSteps: p.totalSteps ?? input.steps,
+            etaSeconds: p.etaSeconds,
+          };
+          const now = Date.now();
+          if (p.preview && !previewBusy && now - lastPreviewAt >= deps.previewIntervalMs) {
+            lastPreviewAt = now;
+            previewBusy = true;
+            const raw = Buffer.from(p.preview.dataUri.replace(/^data:[^,]*,/, ''), 'base64');
+            const shrunk = pool.preview(raw, deps.previewSize).catch(() => null);
+            reporter.report(async () => {
+              const preview = await shrunk;
+              previewBusy = false;
+              return { ...base, preview };
+            });
+          } else {
+            reporter.report(base);
+          }
+        };
 
-      if (!(await setGenerationStatus(db, id, 'POST_PROCESSING', { progress: PHASE_PROGRESS.postProcessing }))) return;
-      reporter.report({ status: 'POST_PROCESSING', progress: PHASE_PROGRESS.postProcessing });
-      const processed = await Promise.all(result.images.map((png) => pool.process(png, ctx.signal)));
-      const staged: StagedImage[] = processed.map((p, index) => ({
-        index,
-        webp: p.webp,
-        thumbnail: p.thumbnail,
-        width: p.width,
-        height: p.height,
-        blurhash: p.blurhash,
-        seed: result.seeds[index] ?? null,
-        sha256: p.sha256,
-      }));
-      if (!(await stageImagesForUpload(db, id, staged))) return;
-      reporter.report({ status: 'UPLOADING', progress: PHASE_PROGRESS.uploading });
-      // Everything this job reports must be out before the upload job can report SUCCEEDED.
-      await reporter.flush();
-      await producer.enqueue('uploadToCloud', id, { generationId: id });
-      await recordGenerationSeconds(deps.redis, deps.redisPrefix, (performance.now() - began) / 1000).catch(() => undefined);
+        // The soft limit asks the SD server to stop sampling: A1111 then answers with the image so far.
+        const onSoftLimit = () => void sd.interruptIfActive(taskId).catch(() => undefined);
+        const taskId = `${id}-${row.attempts}`;
+        ctx.softSignal.addEventListener('abort', onSoftLimit, { once: true });
+        // A cancel ends the row and the snapshot; this notices it even while SD reports nothing new.
+        const cancelWatch = setInterval(() => {
+          publisher.isFinal(id).then(
+            (final) => final && ctx.abort({ code: 'CANCELLED', message: 'The generation was cancelled.', retryable: false }),
+            () => undefined,
+          );
+        }, CANCEL_CHECK_MS);
+        let result;
+        try {
+          // GenerationInput carries every txt2img field under the client's names.
+          result = await sd.txt2img(
+            input,
+            { taskId, signal: ctx.signal, onProgress },
+          );
+        } finally {
+          clearInterval(cancelWatch);
+          ctx.softSignal.removeEventListener('abort', onSoftLimit);
+        }
+
+        if (!(await setGenerationStatus(db, id, 'POST_PROCESSING', { progress: PHASE_PROGRESS.postProcessing }))) return;
+        reporter.report({ status: 'POST_PROCESSING', progress: PHASE_PROGRESS.postProcessing });
+        const processed = await Promise.all(result.images.map((png) => pool.process(png, ctx.signal)));
+        const staged: StagedImage[] = processed.map((p, index) => ({
+          index,
+          webp: p.webp,
+          thumbnail: p.thumbnail,
+          width: p.width,
+          height: p.height,
+          blurhash: p.blurhash,
+          seed: result.seeds[index] ?? null,
+          sha256: p.sha256,
+        }));
+        if (!(await stageImagesForUpload(db, id, staged))) return;
+        reporter.report({ status: 'UPLOADING', progress: PHASE_PROGRESS.uploading });
+        // Everything this job reports must be out before the upload job can report SUCCEEDED.
+        await reporter.flush();
+        await enqueueUpload(id);
+        await recordGenerationSeconds(deps.redis, deps.redisPrefix, (performance.now() - began) / 1000).catch(() => undefined);
+      } finally {
+        // A failed attempt's last reports go out before the runner reports RETRYING or FAILED.
+        await reporter.flush();
+      }
     },
 
     async onRetry(ctx, failure) {
@@ -153,6 +183,14 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
       await failGeneration(db, publisher, ctx.payload.generationId, failure);
     },
   };
+}
+
+/**
+ * Publishes a final state recorded in Postgres. The publish script refuses it when the snapshot is
+ * final already, so this only fills the gap left by a worker that died between the two writes.
+ */
+export async function republishFinal(db: Knex, publisher: ProgressPublisher, row: GenerationRow): Promise<void> {
+  await publisher.publish(await progressFromRow(db, row));
 }
 
 /** Ends the generation as FAILED with its credits back (once) and tells its watchers. */

@@ -12,7 +12,7 @@ import { JobError } from '../../src/jobs/errors';
 import type { Processor } from '../../src/jobs/runner';
 import type { ProgressPublisher } from '../../src/progress/publisher';
 import { imageKeys, type ObjectStorage } from '../../src/storage/storage';
-import { failGeneration } from './generateImage';
+import { failGeneration, republishFinal } from './generateImage';
 
 export interface UploadDeps {
   db: Knex;
@@ -26,7 +26,11 @@ export function uploadToCloudProcessor(deps: UploadDeps): Processor<'uploadToClo
     async run(ctx) {
       const id = ctx.payload.generationId;
       const row = await findGeneration(db, id);
-      if (!row || isTerminal(row.status)) return;
+      if (!row) return;
+      if (isTerminal(row.status)) {
+        await republishFinal(db, publisher, row);
+        return;
+      }
       const staged = await loadStagedImages(db, id);
       if (staged.length === 0) {
         throw new JobError('STAGED_IMAGES_MISSING', 'The generated images were lost before they could be stored.');

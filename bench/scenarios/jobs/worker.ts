@@ -1,0 +1,238 @@
+/**
+ * Child process of the job-throughput scenario: a worker for one system (`--system=`). It says `up`
+ * once loaded; then, as often as the parent likes: `prepare` (connect to a fresh queue, answer
+ * `ready`), `start` (drain it with the given concurrency, answer `done` with the time from the first
+ * job's start to the last job's end), `release` (close the queue and connections, answer
+ * `released`). `close` ends the process.
+ *
+ * - own: the project's queue (createQueue) and job wrapper (createJobHandler) with the state
+ *   tracker the worker uses (workers/worker.ts), and a no-op processor registered as generateImage.
+ *   Per job: the time-limit timer, metrics, a start and an end snapshot queued for the tracker,
+ *   which writes them in batches. The end time is taken after the tracker has written every state,
+ *   so the figure includes the tracking; then the snapshots in Redis are counted.
+ * - own-awaited: the same wrapper without the tracker, and a processor that writes the snapshot and
+ *   PUBLISHes it (one pipelined round trip) at the start and again at the end, awaited: the naive
+ *   design, kept to show what the batching buys.
+ * - bee: the same queue settings, a no-op handler straight on `queue.process`.
+ * - bullmq: a BullMQ Worker with a no-op processor and the same stall interval; the jobs carry
+ *   removeOnComplete / removeOnFail.
+ * Each child imports only its system's libraries, before it says `up`.
+ */
+import { parseArgs } from 'node:util';
+import type BeeQueue from 'bee-queue';
+import type { Redis } from 'ioredis';
+import type { JobSnapshot } from '../../../src/jobs/jobState';
+import type { JobEnvelope } from '../../../src/jobs/registry';
+import type { Processor } from '../../../src/jobs/runner';
+import { report } from '../../lib/processes';
+import { benchConfig, isMessage, isSystemId, QUEUE, type FromWorker, type SystemId, type ToWorker } from './systems';
+
+type Done = Extract<FromWorker, { type: 'done' }>;
+type Prepare = Extract<ToWorker, { type: 'prepare' }>;
+
+/** One system, connected to one queue. */
+interface Running {
+  /** Starts taking jobs; `onJob` is called at each job's start, `onDone` after each job's end. */
+  start(onJob: () => void, onDone: () => void): void;
+  /** After the last job, timed: anything the system still owes (the tracker's last batch). */
+  settle(): Promise<Partial<Done>>;
+  /** After the timing: checks of what the system left in Redis. */
+  check(): Promise<Partial<Done>>;
+  close(): Promise<void>;
+}
+
+const { values } = parseArgs({ options: { system: { type: 'string' } }, strict: true });
+if (!values.system || !isSystemId(values.system)) throw new Error('usage: worker.ts --system=own|bee|bullmq|own-awaited');
+const system: SystemId = values.system;
+const redisUrl = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379/0';
+const send = (m: FromWorker) => report(m);
+
+async function countKeys(redis: Redis, pattern: string): Promise<number> {
+  let cursor = '0';
+  let n = 0;
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+    cursor = next;
+    n += keys.length;
+  } while (cursor !== '0');
+  return n;
+}
+
+const loadBeeQueueLibs = () =>
+  Promise.all([
+    import('../../../src/jobs/queues'),
+    import('../../../src/jobs/runner'),
+    import('../../../src/jobs/stateTracker'),
+    import('../../../src/jobs/jobState'),
+    import('../../../src/logger'),
+    import('../../../src/redis'),
+  ]);
+const loadBullmqLibs = () => Promise.all([import('bullmq'), import('ioredis')]);
+
+/** Loaded before the child says `up`: module loading is start-up, not part of any measurement. */
+const libs = system === 'bullmq' ? { bullmq: await loadBullmqLibs() } : { beeQueue: await loadBeeQueueLibs() };
+
+async function setupBeeQueue(p: Prepare): Promise<Running> {
+  const [{ createQueue }, { createJobHandler }, { JobStateTracker }, jobState, { createLogger }, { closeRedis, openRedis }] = libs.beeQueue ?? (await loadBeeQueueLibs());
+  const config = benchConfig(redisUrl, p.prefix);
+  const log = createLogger('silent');
+  const limits = { timeLimitMs: config.worker.timeLimitMs, softTimeLimitMs: config.worker.softTimeLimitMs };
+  const noop: Processor<'generateImage'> = { run: async () => {}, onFinalFailure: async () => {} };
+  const redis = system === 'bee' ? undefined : openRedis(redisUrl, 'bench-worker', log);
+
+  let handler: (job: BeeQueue.Job<JobEnvelope>) => Promise<void> = async () => {};
+  let settle = async (): Promise<Partial<Done>> => ({});
+  let tracker: InstanceType<typeof JobStateTracker> | undefined;
+  if (system === 'own' && redis) {
+    const t = new JobStateTracker({ redis, prefix: p.prefix, expiresS: config.progress.expiresS, flushIntervalMs: config.worker.jobStateFlushMs, log });
+    tracker = t;
+    handler = createJobHandler({ generateImage: noop }, limits, log, { sink: t }).handle;
+    settle = async () => {
+      await t.flush();
+      return { flushes: t.stats.flushes, lost: t.stats.lost };
+    };
+  } else if (system === 'own-awaited' && redis) {
+    const channel = jobState.jobEventsChannel(p.prefix);
+    const write = (jobId: string, state: 'active' | 'succeeded', startedAt: number) => {
+      const finishedAt = state === 'active' ? null : Date.now();
+      const snapshot: JobSnapshot = {
+        jobId,
+        kind: 'generateImage',
+        state,
+        attempt: 1,
+        startedAt,
+        finishedAt,
+        durationMs: finishedAt === null ? null : finishedAt - startedAt,
+        errorCode: null,
+        worker: 'bench',
+      };
+      const json = JSON.stringify(snapshot);
+      return redis.pipeline().set(jobState.jobStateKey(p.prefix, jobId), json, 'EX', config.progress.expiresS).publish(channel, `{"changes":[${json}]}`).exec();
+    };
+    const awaited: Processor<'generateImage'> = {
+      async run(ctx) {
+        const startedAt = Date.now();
+        await write(ctx.jobId, 'active', startedAt);
+        await noop.run(ctx);
+        await write(ctx.jobId, 'succeeded', startedAt);
+      },
+      onFinalFailure: noop.onFinalFailure,
+    };
+    handler = createJobHandler({ generateImage: awaited }, limits, log).handle;
+  }
+
+  const queue = createQueue(config, QUEUE, { worker: true });
+  queue.on('error', (err: Error) => process.stderr.write(`bench worker: ${err.message}\n`));
+  await queue.ready();
+  return {
+    start(onJob, onDone) {
+      queue.on('succeeded', onDone);
+      queue.process(p.concurrency, (job) => {
+        onJob();
+        return handler(job);
+      });
+    },
+    settle,
+    // Every job must have left its snapshot.
+    check: async () => (system === 'own' && redis ? { snapshots: await countKeys(redis, jobState.jobStateKey(p.prefix, '*')) } : {}),
+    async close() {
+      await queue.close(5000);
+      await tracker?.close();
+      if (redis) await closeRedis(redis);
+    },
+  };
+}
+
+async function setupBullmq(p: Prepare): Promise<Running> {
+  const [{ Worker }, { Redis: IORedis }] = libs.bullmq ?? (await loadBullmqLibs());
+  const config = benchConfig(redisUrl, p.prefix);
+  const connection = new IORedis(redisUrl, { maxRetriesPerRequest: null });
+  let onJob = () => {};
+  const worker = new Worker(
+    QUEUE,
+    async () => {
+      onJob();
+    },
+    { connection, prefix: p.prefix, concurrency: p.concurrency, autorun: false, stalledInterval: config.worker.stallIntervalMs },
+  );
+  worker.on('error', (err: Error) => process.stderr.write(`bench worker: ${err.message}\n`));
+  await worker.waitUntilReady();
+  return {
+    start(job, done) {
+      onJob = job;
+      worker.on('completed', done);
+      void worker.run();
+    },
+    settle: async () => ({}),
+    check: async () => ({}),
+    async close() {
+      await worker.close();
+      await connection.quit();
+    },
+  };
+}
+
+let running: Running | undefined;
+let prepared: Prepare | undefined;
+
+async function handle(m: ToWorker): Promise<void> {
+  switch (m.type) {
+    case 'prepare':
+      prepared = m;
+      running = system === 'bullmq' ? await setupBullmq(m) : await setupBeeQueue(m);
+      send({ type: 'ready' });
+      return;
+    case 'start': {
+      if (!running || !prepared) throw new Error('start before prepare');
+      const expected = prepared.jobs;
+      const r = running;
+      let first = 0;
+      let cpuAtFirst: NodeJS.CpuUsage | undefined;
+      let ended = 0;
+      const allDone = new Promise<void>((resolve) => {
+        r.start(
+          () => {
+            if (first === 0) {
+              first = performance.now();
+              cpuAtFirst = process.cpuUsage();
+            }
+          },
+          () => {
+            if (++ended === expected) resolve();
+          },
+        );
+      });
+      await allDone;
+      const flushed = await r.settle();
+      const seconds = (performance.now() - first) / 1000;
+      const cpu = process.cpuUsage(cpuAtFirst);
+      const checked = await r.check();
+      send({ type: 'done', jobs: ended, seconds, cpuUsPerJob: (cpu.user + cpu.system) / ended, ...flushed, ...checked });
+      return;
+    }
+    case 'release':
+      await running?.close();
+      running = undefined;
+      prepared = undefined;
+      send({ type: 'released' });
+      return;
+    case 'close':
+      await running?.close();
+      if (process.send) process.send({ type: 'closed' } satisfies FromWorker, () => process.exit(0));
+      else process.exit(0);
+      return;
+  }
+}
+
+const COMMANDS: ReadonlyArray<ToWorker['type']> = ['prepare', 'start', 'release', 'close'];
+const isCommand = (m: unknown): m is ToWorker => COMMANDS.some((type) => isMessage<ToWorker>(type)(m));
+// Messages are handled one at a time, in order.
+let chain = Promise.resolve();
+process.on('message', (m: unknown) => {
+  if (!isCommand(m)) return;
+  chain = chain.then(() => handle(m)).catch((err: unknown) => {
+    process.stderr.write(`bench worker (${system}) failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  });
+});
+send({ type: 'up' });

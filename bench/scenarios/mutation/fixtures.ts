@@ -1,0 +1,46 @@
+/** The scenario's users and its Redis clean-up. */
+import type { Knex } from 'knex';
+import { Redis } from 'ioredis';
+import { generateToken, hashToken } from '../../../src/auth/tokens';
+
+export interface BenchUser {
+  id: string;
+  token: string;
+}
+
+/**
+ * Creates `count` users with `credits` each and one API token each, in two statements (the tokens
+ * are made here, as `issueToken` does, so a thousand users take milliseconds).
+ */
+export async function createUsers(db: Knex, opts: { count: number; credits: number; emailPrefix: string }): Promise<BenchUser[]> {
+  const users: BenchUser[] = [];
+  const rows = Array.from({ length: opts.count }, (_, i) => ({ email: `${opts.emailPrefix}-${i}@bench.test`, photo_credits: opts.credits }));
+  for (let i = 0; i < rows.length; i += 1000) {
+    const ids = (await db('users').insert(rows.slice(i, i + 1000)).returning('id')) as Array<{ id: string }>;
+    const batch = ids.map(({ id }) => ({ id, token: generateToken() }));
+    await db('api_tokens').insert(batch.map((u) => ({ user_id: u.id, token_hash: hashToken(u.token), name: 'bench' })));
+    users.push(...batch);
+  }
+  return users;
+}
+
+/** Deletes every key under `prefix:` (the piled-up jobs included). */
+export async function deleteRedisPrefix(redisUrl: string, prefix: string): Promise<number> {
+  const redis = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 3 });
+  // Connection errors reach the caller through the rejected commands; this only keeps ioredis
+  // from reporting them a second time as an unhandled 'error' event.
+  redis.on('error', () => undefined);
+  let deleted = 0;
+  try {
+    await redis.connect();
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length) deleted += await redis.unlink(...keys);
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
+  return deleted;
+}

@@ -1,0 +1,45 @@
+/**
+ * The bench side of an API child (apiChild.ts): starts it against a scratch database and Redis
+ * prefix and knows how to ask it for memory, CPU and open connections.
+ */
+import type { BenchChild } from '../../lib/processes';
+import { forkTs } from '../../lib/processes';
+import { ask } from './control';
+
+export interface ApiVariant {
+  /** How rows label it, e.g. "current" or "before". */
+  label: string;
+  /** Another copy of `src/` to run (BENCH_COMPARE_SRC), or undefined for this one. */
+  src?: string;
+}
+
+export interface ApiProcess {
+  variant: ApiVariant;
+  child: BenchChild;
+  origin: string;
+}
+
+export async function startApiProcess(variant: ApiVariant, env: Record<string, string>): Promise<ApiProcess> {
+  const child = forkTs(new URL('./apiChild.ts', import.meta.url), {
+    gc: true,
+    env: {
+      NODE_ENV: 'production',
+      BENCH_API_ENV: JSON.stringify(env),
+      ...(variant.src ? { BENCH_API_SRC: variant.src } : {}),
+    },
+  });
+  const ready = await child.next<{ ready?: string }>((m) => typeof m === 'object' && m !== null && 'ready' in m, 60_000);
+  if (!ready.ready) throw new Error('API child reported no address');
+  return { variant, child, origin: ready.ready };
+}
+
+/** The variants a run compares: this implementation, and the one in BENCH_COMPARE_SRC if set. */
+export function apiVariants(): ApiVariant[] {
+  const other = process.env.BENCH_COMPARE_SRC;
+  return [{ label: 'current' }, ...(other ? [{ label: 'before', src: other }] : [])];
+}
+
+export async function stopApiProcess(api: ApiProcess): Promise<void> {
+  await ask(api.child, 'close', undefined, 15_000).catch(() => undefined);
+  await api.child.stop();
+}

@@ -1,0 +1,104 @@
+/**
+ * Token → user, cached in this process, so that authenticating a request costs no database round
+ * trip while the answer is fresh. Entries are keyed by the token's sha256 (the raw token is never
+ * kept), expire after `ttlMs`, and the least recently used one goes when there are `maxEntries`.
+ * An unknown or revoked token is remembered only for `negativeTtlMs` (a flood of bad tokens costs
+ * one query per token per that period), and concurrent requests with the same uncached token share
+ * one query.
+ *
+ * Hazard, by design: a revoked token keeps working for up to `ttlMs` (AUTH_CACHE_TTL_MS) in every
+ * API process that has it cached, and so do a user's old email and admin flag. Code that revokes a
+ * token in this process should call `forget(token)`; other processes find out when the entry expires.
+ * `ttlMs: 0` turns the cache off: every request is checked against the database.
+ */
+import type { Knex } from 'knex';
+import type { AuthUser } from './tokens';
+import { findUserByTokenHash, hashToken } from './tokens';
+
+export interface AuthCacheOptions {
+  /** How long a found user is trusted without asking the database; 0 disables the cache. */
+  ttlMs: number;
+  /** How long "no such token" is remembered; capped at `ttlMs`. */
+  negativeTtlMs: number;
+  /** Entries kept at most (found and not found together); the least recently used goes first. */
+  maxEntries: number;
+  /** The clock (tests move it). */
+  now?: () => number;
+}
+
+interface Entry {
+  user: AuthUser | null;
+  expiresAt: number;
+}
+
+export class TokenAuthenticator {
+  /** A Map iterates in insertion order: re-inserting on every hit keeps the oldest use first. */
+  private readonly entries = new Map<string, Entry>();
+  private readonly pending = new Map<string, Promise<AuthUser | null>>();
+  private readonly now: () => number;
+  private readonly negativeTtlMs: number;
+
+  constructor(
+    private readonly db: Knex,
+    private readonly opts: AuthCacheOptions,
+  ) {
+    this.now = opts.now ?? Date.now;
+    this.negativeTtlMs = Math.min(opts.negativeTtlMs, opts.ttlMs);
+  }
+
+  /** Cached entries, expired ones included until they are next looked at or evicted. */
+  get size(): number {
+    return this.entries.size;
+  }
+
+  async authenticate(token: string): Promise<AuthUser | null> {
+    const hash = hashToken(token);
+    if (this.opts.ttlMs <= 0) return findUserByTokenHash(this.db, hash);
+    const entry = this.entries.get(hash);
+    if (entry) {
+      this.entries.delete(hash);
+      if (entry.expiresAt > this.now()) {
+        this.entries.set(hash, entry);
+        return entry.user;
+      }
+    }
+    let lookup = this.pending.get(hash);
+    if (!lookup) {
+      lookup = this.lookup(hash);
+      this.pending.set(hash, lookup);
+    }
+    return lookup;
+  }
+
+  /** Drops a token's cached answer (after revoking it in this process). */
+  forget(token: string): void {
+    this.entries.delete(hashToken(token));
+  }
+
+  clear(): void {
+    this.entries.clear();
+  }
+
+  private async lookup(hash: string): Promise<AuthUser | null> {
+    try {
+      const found = await findUserByTokenHash(this.db, hash);
+      // Frozen: the same object is handed to every request until it expires.
+      const user = found ? Object.freeze(found) : null;
+      const ttl = user ? this.opts.ttlMs : this.negativeTtlMs;
+      if (ttl > 0) this.remember(hash, { user, expiresAt: this.now() + ttl });
+      return user;
+    } finally {
+      this.pending.delete(hash);
+    }
+  }
+
+  private remember(hash: string, entry: Entry): void {
+    this.entries.delete(hash);
+    while (this.entries.size >= this.opts.maxEntries) {
+      const oldest = this.entries.keys().next();
+      if (oldest.done) break;
+      this.entries.delete(oldest.value);
+    }
+    this.entries.set(hash, entry);
+  }
+}
