@@ -7,9 +7,10 @@
  */
 import type { Knex } from 'knex';
 import type { Config, QueueName } from '../src/config';
+import { ORPHAN_SWEEP_INTERVAL_MS, requeueOrphanedGenerations } from '../src/generation/orphans';
 import { storeSamplers } from '../src/generation/samplers';
 import { PostprocessPool } from '../src/imaging/pool';
-import { createQueue, JobProducer, type Queue } from '../src/jobs/queues';
+import { createQueue, JobProducer, jobsKey, type Queue } from '../src/jobs/queues';
 import { JOB_QUEUES } from '../src/jobs/registry';
 import type { JobMetrics } from '../src/jobs/metrics';
 import { createJobHandler, type Processors } from '../src/jobs/runner';
@@ -92,6 +93,7 @@ export function createWorker(opts: WorkerOptions): Worker {
   );
   const queues: Queue[] = [];
   let stallTimer: NodeJS.Timeout | undefined;
+  let orphanTimer: NodeJS.Timeout | undefined;
   let closing: Promise<void> | undefined;
 
   return {
@@ -120,12 +122,23 @@ export function createWorker(opts: WorkerOptions): Worker {
       };
       checkStalled();
       stallTimer = setInterval(checkStalled, config.worker.stallIntervalMs);
+      if (queueNames.includes(JOB_QUEUES.generateImage)) {
+        // Rows whose job never reached Redis (their API died between insert and enqueue).
+        const sweep = () =>
+          requeueOrphanedGenerations(db, redis, jobsKey(config, JOB_QUEUES.generateImage), producer).then(
+            (ids) => ids.length > 0 && log.warn({ generations: ids }, 'queued generations that had no job were enqueued again'),
+            (err: unknown) => log.warn({ err }, 'orphan sweep failed'),
+          );
+        orphanTimer = setInterval(sweep, ORPHAN_SWEEP_INTERVAL_MS);
+        orphanTimer.unref();
+      }
       log.info({ queues: queueNames, concurrency, sd: opts.sdUrl }, 'worker started');
     },
 
     close() {
       closing ??= (async () => {
         clearInterval(stallTimer);
+        clearInterval(orphanTimer);
         const steps: Array<[string, () => Promise<unknown>]> = [
           ['queues', () => Promise.all(queues.map((q) => q.close(config.worker.shutdownTimeoutMs)))],
           // After the queues (the jobs that finished while draining are recorded), before Redis closes.

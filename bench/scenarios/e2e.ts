@@ -22,7 +22,7 @@ const nowMs = () => performance.timeOrigin + performance.now();
 
 export const scenario: Scenario = {
   id: 'e2e',
-  title: '6. End to end: generations through the API and worker processes (simulator at 1 ms/step)',
+  title: 'End to end: generations through the API and worker processes (simulator at 1 ms/step)',
   async run(ctx) {
     const total = ctx.quick ? 20 : 200;
     const inFlight = 20;

@@ -46,7 +46,7 @@ async function measure(images: Buffer[], inFlight: number, work: (png: Buffer) =
 
 export const scenario: Scenario = {
   id: 'postprocess',
-  title: '5. Post-processing 1024×1024 PNGs: Piscina pool vs the main thread',
+  title: 'Post-processing 1024×1024 PNGs: Piscina pool vs the main thread',
   async run(ctx) {
     const count = ctx.quick ? 6 : 24;
     const rounds = ctx.quick ? 1 : 3;

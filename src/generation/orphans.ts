@@ -9,6 +9,8 @@ import type { JobProducer } from '../jobs/queues';
 
 /** Rows younger than this are left alone: their API may be enqueuing them right now. */
 export const ORPHAN_MIN_AGE_S = 60;
+/** How often a worker that consumes high_priority looks for them. */
+export const ORPHAN_SWEEP_INTERVAL_MS = 60_000;
 
 export async function requeueOrphanedGenerations(
   db: Knex,

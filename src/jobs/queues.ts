@@ -32,6 +32,8 @@ export function createQueue(config: Config, name: QueueName, role: QueueRole): Q
 
 /** Redis key of a queue's waiting list (LPUSHed by producers, taken from the right by workers). */
 export const waitingKey = (config: Config, queue: QueueName) => `${config.redis.prefix}:${queue}:waiting`;
+/** Redis hash holding every job record of a queue that is waiting, delayed or active. */
+export const jobsKey = (config: Config, queue: QueueName) => `${config.redis.prefix}:${queue}:jobs`;
 
 export class JobProducer {
   private readonly queues = new Map<QueueName, Queue>();
