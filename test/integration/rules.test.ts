@@ -153,6 +153,8 @@ describe('cancelling', () => {
     const block = await generate(stack, blocker.token, { steps: 5 });
     const blockSub = watch(stack.baseUrl, block.id, blocker.token);
     await blockSub.waitFor((r) => r.data?.generationProgress.status === 'STARTED');
+    // STARTED is published just before the worker calls txt2img: wait until the server has the call.
+    await vi.waitFor(() => expect(stack.sim.stats.txt2imgCalls).toBe(1), { timeout: 5000 });
     const callsBefore = stack.sim.stats.txt2imgCalls;
 
     const user = await stack.createUser(1);

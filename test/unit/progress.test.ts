@@ -7,25 +7,13 @@ import { progressKey } from '../../src/progress/event';
 import { ProgressHub } from '../../src/progress/hub';
 import { ProgressPublisher } from '../../src/progress/publisher';
 import { progressStream } from '../../src/progress/stream';
+import { progressUpdate } from '../helpers/progress';
 import { REDIS_URL } from '../helpers/stack';
 
 const prefix = `t${randomBytes(5).toString('hex')}`;
 const log = createLogger('silent');
 
-const update = (generationId: string, status: ProgressUpdate['status'], progress: number, extra: Partial<ProgressUpdate> = {}): ProgressUpdate => ({
-  generationId,
-  status,
-  progress,
-  step: null,
-  totalSteps: 20,
-  etaSeconds: null,
-  queuePosition: null,
-  preview: null,
-  attempt: 1,
-  error: null,
-  images: [],
-  ...extra,
-});
+const update = progressUpdate;
 
 describe('progress publishing and streaming against real Redis', () => {
   let redis: Redis;

@@ -10,7 +10,7 @@ import { loadConfig } from '../../../src/config';
 import { createDb } from '../../../src/db/knex';
 import { createLogger } from '../../../src/logger';
 import { report } from '../../lib/processes';
-import { startCpuProfile } from './profile';
+import { startCpuProfile } from '../../lib/profile';
 
 async function main() {
   const raw = process.env.BENCH_API_ENV;

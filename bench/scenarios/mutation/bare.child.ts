@@ -8,7 +8,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createSchema, createYoga } from 'graphql-yoga';
 import { report } from '../../lib/processes';
-import { startCpuProfile } from './profile';
+import { startCpuProfile } from '../../lib/profile';
 
 const typeDefs = /* GraphQL */ `
   input GenerateImageInput {

@@ -15,6 +15,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { report } from '../../lib/processes';
 import { connectionCount, serveControl } from './control';
+import { startCpuProfile } from '../../lib/profile';
 
 type ServerModule = typeof import('../../../src/api/server');
 type ConfigModule = typeof import('../../../src/config');
@@ -24,23 +25,9 @@ type LoggerModule = typeof import('../../../src/logger');
 const srcRoot = process.env.BENCH_API_SRC ?? fileURLToPath(new URL('../../../src/', import.meta.url));
 const load = <T>(file: string) => import(pathToFileURL(path.join(srcRoot, file)).href) as Promise<T>;
 
-/** Starts a CPU profile; the returned function stops it and writes the file. */
-async function startProfile(dir: string): Promise<() => Promise<void>> {
-  const session = new Session();
-  session.connect();
-  await session.post('Profiler.enable');
-  await session.post('Profiler.setSamplingInterval', { interval: 200 });
-  await session.post('Profiler.start');
-  return async () => {
-    const { profile } = await session.post('Profiler.stop');
-    await writeFile(path.join(dir, `api-${process.pid}.cpuprofile`), JSON.stringify(profile));
-    session.disconnect();
-  };
-}
-
 async function main() {
   const profileDir = process.env.BENCH_PROFILE_DIR;
-  const stopProfile = profileDir ? await startProfile(profileDir) : null;
+  const stopProfile = profileDir ? await startCpuProfile(path.join(profileDir, `api-${process.pid}.cpuprofile`)) : undefined;
   const [{ createApiServer }, { loadConfig }, { createDb }, { createLogger }] = await Promise.all([
     load<ServerModule>('api/server.ts'),
     load<ConfigModule>('config.ts'),
