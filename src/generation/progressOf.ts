@@ -5,7 +5,7 @@ import type { GenerationRow } from './repository';
 
 /**
  * A generation's state as read from Postgres, for when Redis has no snapshot (never published yet,
- * or expired after RESULT_EXPIRES_S). Its seq is 0: any published state is newer.
+ * or expired after RESULT_EXPIRES_S). Its seq is 0: every published state is newer.
  */
 export async function progressFromRow(db: Knex, row: GenerationRow): Promise<ProgressEvent> {
   return {
