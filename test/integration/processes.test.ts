@@ -30,6 +30,20 @@ async function waitForOutput(output: () => string, pattern: RegExp, ms = 30_000)
 describe('npm run worker as a process', () => {
   let stack: Stack;
   const children: ChildProcess[] = [];
+  const worker = (args: string[], env: Record<string, string> = {}) => {
+    const w = startWorkerProcess(stack, args, env);
+    children.push(w.child);
+    return w;
+  };
+  /** Starts a worker, then a generation, and returns once that generation is being sampled there. */
+  const generatingOn = async (userToken: string, args: string[], env: Record<string, string> = {}) => {
+    const w = worker(args, env);
+    await waitForOutput(w.output, /worker started/);
+    const { id } = await generate(stack, userToken, { steps: 25 });
+    const sub = watch(stack.baseUrl, id, userToken);
+    await sub.waitFor((r) => r.data?.generationProgress.status === 'GENERATING');
+    return { w, id, sub };
+  };
   beforeAll(async () => {
     stack = await startStack({ worker: false, simulator: { stepMs: 40 }, env: { STALL_INTERVAL_MS: '1000' } });
   });
@@ -41,21 +55,14 @@ describe('npm run worker as a process', () => {
   it('runs generations, and on SIGTERM finishes its running job and exits 0; the next worker completes the upload', async () => {
     const user = await stack.createUser(2);
     // Only the generation queue: the upload waits for a worker that consumes normal_priority.
-    const first = startWorkerProcess(stack, ['--queues=high_priority', '--concurrency=1']);
-    children.push(first.child);
-    await waitForOutput(first.output, /worker started/);
-
-    const { id } = await generate(stack, user.token, { steps: 25 });
-    const sub = watch(stack.baseUrl, id, user.token);
-    await sub.waitFor((r) => r.data?.generationProgress.status === 'GENERATING');
+    const { w: first, id, sub } = await generatingOn(user.token, ['--queues=high_priority', '--concurrency=1']);
     first.child.kill('SIGTERM');
     expect(await first.exited).toBe(0);
     await sub.waitFor((r) => r.data?.generationProgress.status === 'UPLOADING');
     const row = await stack.tdb.db('generations').where({ id }).first();
     expect(row.status).toBe('UPLOADING');
 
-    const second = startWorkerProcess(stack, ['--queues=high_priority,normal_priority,low_priority', '--concurrency=2']);
-    children.push(second.child);
+    const second = worker(['--queues=high_priority,normal_priority,low_priority', '--concurrency=2']);
     const list = events(await sub.done);
     expectWellFormedStream(list, id);
     expect(statusPath(list).slice(-3)).toEqual(['POST_PROCESSING', 'UPLOADING', 'SUCCEEDED']);
@@ -67,17 +74,11 @@ describe('npm run worker as a process', () => {
 
   it('a worker killed mid-generation loses nothing: the job is re-delivered, runs again and charges once', async () => {
     const user = await stack.createUser(1);
-    const doomed = startWorkerProcess(stack, ['--concurrency=1']);
-    children.push(doomed.child);
-    await waitForOutput(doomed.output, /worker started/);
-    const { id } = await generate(stack, user.token, { steps: 25 });
-    const sub = watch(stack.baseUrl, id, user.token);
-    await sub.waitFor((r) => r.data?.generationProgress.status === 'GENERATING');
+    const { w: doomed, id, sub } = await generatingOn(user.token, ['--concurrency=1']);
     doomed.child.kill('SIGKILL');
     await doomed.exited;
 
-    const rescuer = startWorkerProcess(stack, ['--concurrency=1']);
-    children.push(rescuer.child);
+    const rescuer = worker(['--concurrency=1']);
     const list = events(await sub.done);
     expectWellFormedStream(list, id);
     const last = list[list.length - 1]!;
@@ -92,17 +93,11 @@ describe('npm run worker as a process', () => {
   it('a generation whose worker keeps dying is given up after TASK_MAX_STALLS, with its credits back', async () => {
     const user = await stack.createUser(1);
     const noSecondChances = { TASK_MAX_STALLS: '0', TASK_MAX_RETRIES: '0' };
-    const doomed = startWorkerProcess(stack, ['--concurrency=1'], noSecondChances);
-    children.push(doomed.child);
-    await waitForOutput(doomed.output, /worker started/);
-    const { id } = await generate(stack, user.token, { steps: 25 });
-    const sub = watch(stack.baseUrl, id, user.token);
-    await sub.waitFor((r) => r.data?.generationProgress.status === 'GENERATING');
+    const { w: doomed, id, sub } = await generatingOn(user.token, ['--concurrency=1'], noSecondChances);
     doomed.child.kill('SIGKILL');
     await doomed.exited;
 
-    const next = startWorkerProcess(stack, ['--concurrency=1'], noSecondChances);
-    children.push(next.child);
+    const next = worker(['--concurrency=1'], noSecondChances);
     const list = events(await sub.done);
     expect(list[list.length - 1]).toMatchObject({ status: 'FAILED', error: { code: 'TOO_MANY_ATTEMPTS', retryable: false } });
     expect(await stack.credits(user.userId)).toBe(1);

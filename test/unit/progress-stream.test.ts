@@ -6,13 +6,12 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/logger';
-import type { ProgressEvent, ProgressUpdate } from '../../src/progress/event';
+import type { ProgressEvent } from '../../src/progress/event';
 import { progressChannel, progressKey } from '../../src/progress/event';
 import { ProgressHub } from '../../src/progress/hub';
 import { ProgressPublisher } from '../../src/progress/publisher';
 import { progressStream, type ProgressStreamSource } from '../../src/progress/stream';
-import { progressUpdate } from '../helpers/progress';
-import { REDIS_URL } from '../helpers/stack';
+import { openProgressRedis, progressUpdate, type ProgressRedis } from '../helpers/progress';
 
 const prefix = `t${randomBytes(5).toString('hex')}`;
 const log = createLogger('silent');
@@ -26,18 +25,12 @@ describe('progress stream machinery against real Redis', () => {
   let sub: Redis;
   let publisher: ProgressPublisher;
   let hub: ProgressHub;
+  let fixture: ProgressRedis;
   beforeAll(() => {
-    redis = new Redis(REDIS_URL);
-    sub = new Redis(REDIS_URL);
-    publisher = new ProgressPublisher(redis, prefix, 3600);
-    hub = new ProgressHub(sub, prefix, log);
+    fixture = openProgressRedis(prefix, log);
+    ({ redis, sub, publisher, hub } = fixture);
   });
-  afterAll(async () => {
-    const keys = await redis.keys(`${prefix}:*`);
-    if (keys.length) await redis.del(...keys);
-    redis.disconnect();
-    sub.disconnect();
-  });
+  afterAll(() => fixture.close());
 
   /** A source that counts what the streams ask of it. */
   function countingSource(overrides: Partial<ProgressStreamSource> = {}) {
