@@ -72,7 +72,8 @@ export async function runBench(opts: { quick: boolean; only?: string[]; write?: 
   if (opts.write !== false) {
     const dir = new URL('./results/', import.meta.url);
     await mkdir(dir, { recursive: true });
-    const name = opts.quick ? 'quick' : 'latest';
+    // A run of some scenarios must not replace the full run's results.
+    const name = opts.quick ? 'quick' : opts.only?.length ? 'partial' : 'latest';
     await writeFile(new URL(`${name}.json`, dir), `${JSON.stringify(report, null, 2)}\n`);
     await writeFile(new URL(`${name}.md`, dir), renderMarkdown(report));
   }

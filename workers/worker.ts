@@ -1,6 +1,6 @@
 /**
- * Builds a worker: Bee-Queue consumers for the chosen queues, each with its own slots (that is how
- * priority works), the Piscina pool, the SD client. Building does no I/O; `start()` begins taking
+ * Builds a worker: a job consumer (src/jobs/consumer.ts, on Bee-Queue's keys) for each chosen queue,
+ * each with its own slots (that is how priority works), the Piscina pool, the SD client. Building does no I/O; `start()` begins taking
  * jobs; `close()` is ordered and safe to call twice: stop taking jobs and let running ones finish
  * (up to WORKER_SHUTDOWN_TIMEOUT_MS; unfinished ones are re-delivered to another worker), write the
  * job states still pending, close the pool, then Redis. The database belongs to the caller.
@@ -10,7 +10,8 @@ import type { Config, QueueName } from '../src/config';
 import { ORPHAN_SWEEP_INTERVAL_MS, requeueOrphanedGenerations } from '../src/generation/orphans';
 import { storeSamplers } from '../src/generation/samplers';
 import { PostprocessPool } from '../src/imaging/pool';
-import { createQueue, JobProducer, jobsKey, type Queue } from '../src/jobs/queues';
+import { JobConsumer } from '../src/jobs/consumer';
+import { JobProducer, jobsKey } from '../src/jobs/queues';
 import { JOB_QUEUES } from '../src/jobs/registry';
 import type { JobMetrics } from '../src/jobs/metrics';
 import { createJobHandler, type Processors } from '../src/jobs/runner';
@@ -91,8 +92,7 @@ export function createWorker(opts: WorkerOptions): Worker {
     log,
     { sink: tracker },
   );
-  const queues: Queue[] = [];
-  let stallTimer: NodeJS.Timeout | undefined;
+  const consumers: JobConsumer[] = [];
   let orphanTimer: NodeJS.Timeout | undefined;
   let closing: Promise<void> | undefined;
 
@@ -110,18 +110,19 @@ export function createWorker(opts: WorkerOptions): Worker {
         }
       }
       for (const name of queueNames) {
-        const queue = createQueue(config, name, { worker: true });
-        queue.on('error', (err: Error) => log.error({ err, queue: name }, 'queue error'));
-        await queue.ready();
-        queue.process(concurrency, handler.handle);
-        queues.push(queue);
+        const consumer = new JobConsumer({
+          redis,
+          prefix: config.redis.prefix,
+          queue: name,
+          concurrency,
+          handler: handler.handle,
+          stallIntervalMs: config.worker.stallIntervalMs,
+          log: log.child({ component: 'consumer', queue: name }),
+        });
+        // Each consumer also re-queues the jobs of workers that died (task_acks_late).
+        consumer.start();
+        consumers.push(consumer);
       }
-      // Re-queue the jobs of workers that died (task_acks_late): Bee-Queue checks only when asked.
-      const checkStalled = () => {
-        for (const q of queues) q.checkStalledJobs().catch((err: unknown) => log.warn({ err }, 'stall check failed'));
-      };
-      checkStalled();
-      stallTimer = setInterval(checkStalled, config.worker.stallIntervalMs);
       if (queueNames.includes(JOB_QUEUES.generateImage)) {
         // Rows whose job never reached Redis (their API died between insert and enqueue).
         const sweep = () =>
@@ -137,10 +138,9 @@ export function createWorker(opts: WorkerOptions): Worker {
 
     close() {
       closing ??= (async () => {
-        clearInterval(stallTimer);
         clearInterval(orphanTimer);
         const steps: Array<[string, () => Promise<unknown>]> = [
-          ['queues', () => Promise.all(queues.map((q) => q.close(config.worker.shutdownTimeoutMs)))],
+          ['consumers', () => Promise.all(consumers.map((c) => c.close(config.worker.shutdownTimeoutMs)))],
           // After the queues (the jobs that finished while draining are recorded), before Redis closes.
           ['job state tracker', () => tracker.close()],
           ['pool', () => pool.close()],

@@ -88,7 +88,7 @@ async function measure(
   worker.send({ type: 'release' } satisfies ToWorker);
   await released;
   if (result.jobs !== jobs) throw new Error(`${system}: ${result.jobs} of ${jobs} jobs ran`);
-  if (system === 'own' && result.snapshots !== jobs) throw new Error(`own layer: ${result.snapshots} job snapshots in Redis for ${jobs} jobs`);
+  if ((system === 'own' || system === 'own-bee') && result.snapshots !== jobs) throw new Error(`${system}: ${result.snapshots} job snapshots in Redis for ${jobs} jobs`);
   return { jobsPerS: jobs / result.seconds, enqueuePerS: jobs / fillSeconds, cpuUsPerJob: result.cpuUsPerJob, done: result };
 }
 
@@ -128,6 +128,7 @@ export async function runJobsBench(ctx: BenchContext, opts: JobsBenchOptions): P
   const results = new Map<string, Measurement[]>();
   const keyOf = (s: SystemId, c: number) => `${s}@${c}`;
   const ownFlushes: number[] = [];
+  const ownCalls = new Map<number, number[]>();
   const producer = forkTs(new URL('./jobs/producer.ts', import.meta.url), { env: { BENCH_REDIS_URL: ctx.redisUrl } });
   const producerReady = producer.next(isMessage<FromProducer>('ready'), 60_000);
   producerReady.catch(() => undefined); // awaited below; a failure there must not go unhandled meanwhile
@@ -158,6 +159,7 @@ export async function runJobsBench(ctx: BenchContext, opts: JobsBenchOptions): P
             list.push(m);
             results.set(keyOf(system, concurrency), list);
             if (system === 'own' && m.done.flushes) ownFlushes.push(m.done.flushes);
+            if (system === 'own' && m.done.calls) ownCalls.set(concurrency, [...(ownCalls.get(concurrency) ?? []), m.done.calls]);
             ctx.log(`  round ${r + 1}/${rounds}, concurrency ${concurrency}, ${system}: ${Math.round(m.jobsPerS)} jobs/s, worker CPU ${round(m.cpuUsPerJob, 1)} µs/job (enqueue ${Math.round(m.enqueuePerS)} jobs/s)`);
           } finally {
             await deleteKeys(redis, `${prefix}:*`);
@@ -196,7 +198,7 @@ export async function runJobsBench(ctx: BenchContext, opts: JobsBenchOptions): P
         'worker CPU µs/job': round(med(s, c, 'cpuUsPerJob'), 1),
         'enqueue jobs/s': Math.round(med(s, c, 'enqueuePerS')),
       };
-      if (s === 'own' || s === 'own-awaited') {
+      if (s === 'own' || s === 'own-bee') {
         figures['× raw Bee-Queue'] = round(ratio(s, 'bee', c));
         figures['× BullMQ'] = round(ratio(s, 'bullmq', c));
       }
@@ -213,11 +215,18 @@ export async function runJobsBench(ctx: BenchContext, opts: JobsBenchOptions): P
     `${jobs.toLocaleString('en')} no-op jobs per measurement; ${rounds} round(s) × ${systems.length} systems × concurrency ${concurrencies.join(' and ')}. Within a round the systems take turns (the order rotates from one round and concurrency to the next); the median per system is reported. A ratio ("× raw Bee-Queue", targets) is the median over the rounds of the ratio within each round, where the two systems ran back to back. The machine is shared and noisy: compare the ratios, not the absolute figures.`,
     `Producer and worker are separate child processes. For each measurement the worker connects to a fresh queue (its own Redis prefix, deleted afterwards), the producer fills it in bulk (Bee-Queue saveAll, BullMQ addBulk, 5,000 jobs per call), then the worker drains it alone. jobs/s runs from the first job's start to the last job's end in the worker; "worker CPU" is that process's CPU time over the same span; the enqueue rate is context only. Each system has one worker process, started before the first measurement and reused (connecting to each new queue), so start-up is never measured and all systems are treated alike.`,
     'All systems get the same jobs: the envelope {kind: "generateImage", payload: {generationId}} with a UUID job id. Bee-Queue jobs carry what JobProducer sets (retries, fixed backoff, a timeout); BullMQ jobs attempts, fixed backoff, removeOnComplete/removeOnFail.',
-    'Raw Bee-Queue: the project\'s queue settings (createQueue: removeOnSuccess/Failure, no events, no stored jobs) and a no-op handler. Per job Bee-Queue itself does BRPOPLPUSH, HGET, SREM (stall guard) and MULTI LREM/SREM/HDEL, plus a timer and an Error for the job timeout.',
-    'Own layer: the same queue, createJobHandler and the JobStateTracker exactly as workers/worker.ts builds them, a no-op processor registered as generateImage. Per job: one time-limit timer (soft, then hard), abort signals and a log child only if the processor asks for them, metrics, and an active and an end snapshot handed to the tracker without waiting. The tracker writes what has accumulated at most every JOB_STATE_FLUSH_MS (20 ms): one Lua call doing SET … EX per job (a job that started and ended in the same batch is written once) and one PUBLISH listing the changes. The timed span includes writing the last batch; afterwards the scenario checks that every job has its snapshot in Redis.',
-    `BullMQ: a Worker with a no-op processor, stalledInterval = STALL_INTERVAL_MS, otherwise defaults (Lua moveToActive / moveToFinished, which also fetches the next job, lock renewal, the events stream).${systems.includes('own-awaited') ? ' "Tracking awaited per job (before)": the same wrapper without the tracker, the snapshot written and published in one pipelined round trip at the start and again at the end of each job, awaited by it; the naive design the batched tracker replaced, measured in the same run.' : ''}`,
+    "Raw Bee-Queue: the project's queue settings (createQueue: removeOnSuccess/Failure, no events, no stored jobs) and a no-op handler on queue.process(). Per job Bee-Queue itself does BRPOPLPUSH, HGET, SREM (stall guard) and MULTI LREM/SREM/HDEL: three round trips to Redis, plus a stall-guard timer and a timeout timer.",
+    'Own layer: JobConsumer (src/jobs/consumer.ts) on the same Bee-Queue keys, createJobHandler and the JobStateTracker exactly as workers/worker.ts builds them, a no-op processor registered as generateImage. The consumer makes one Lua call per batch: it finishes every job that ended since the last call and takes as many waiting jobs as there are free slots, with their records; stall guarding is one call per half stall interval for all running jobs, not a timer per job. Per job the wrapper adds one time-limit timer (soft, then hard), abort signals and a log child only if the processor asks for them, metrics, and an active and an end snapshot handed to the tracker without waiting. The tracker writes what has accumulated at most every JOB_STATE_FLUSH_MS (20 ms): one Lua call doing SET … EX per job (a job that started and ended in the same batch is written once) and one PUBLISH listing the changes. The timed span includes writing the last batch; afterwards the scenario checks that every job has its snapshot in Redis.',
+    `BullMQ: a Worker with a no-op processor, stalledInterval = STALL_INTERVAL_MS, otherwise defaults (Lua moveToActive / moveToFinished, which also fetches the next job, lock renewal, the events stream).${systems.includes('own-bee') ? " \"On Bee-Queue's process() loop (before)\": the same wrapper and tracker run by Bee-Queue's own loop, which the worker used before JobConsumer; measured in the same run." : ''}`,
   ];
   if (rounds > 1) notes.push(`The own layer's ratios taken between the medians instead: ${ofMedians.join('; ')}.`);
+  const callsNote = concurrencies
+    .filter((c) => ownCalls.get(c)?.length)
+    .map((c) => {
+      const calls = median(ownCalls.get(c)!);
+      return `concurrency ${c}: ${Math.round(calls)} (${round(jobs / calls, 1)} jobs per call)`;
+    });
+  if (callsNote.length) notes.push(`Own layer: consumer calls (finish + take) per ${jobs.toLocaleString('en')} jobs, median: ${callsNote.join('; ')}.`);
   if (ownFlushes.length) notes.push(`Own layer: ${Math.round(median(ownFlushes))} tracker writes per ${jobs.toLocaleString('en')} jobs (median), about ${round(jobs / median(ownFlushes), 0)} jobs per write.`);
   if (ctx.quick) notes.push('Quick mode: one small round; the ratios are indicative only.');
   return { rows, targets, notes };
@@ -231,8 +240,8 @@ export const scenario: Scenario = {
       jobs: ctx.quick ? 1000 : 20_000,
       // Five rounds: the machine is shared; a median of five shrugs off two disturbed rounds.
       rounds: ctx.quick ? 1 : 5,
-      // The naive design (tracking awaited in each job) only in full runs, as the "before" of the batching.
-      systems: ctx.quick ? ['own', 'bee', 'bullmq'] : ['own', 'bee', 'bullmq', 'own-awaited'],
+      // The wrapper on Bee-Queue's own loop only in full runs, as the "before" of the consumer.
+      systems: ctx.quick ? ['own', 'bee', 'bullmq'] : ['own', 'bee', 'bullmq', 'own-bee'],
       concurrencies: [2, 20],
     }),
 };

@@ -65,7 +65,8 @@ export class JobProducer {
       .createJob({ kind, payload } as JobEnvelope)
       .setId(jobId(kind, key))
       .retries(worker.maxRetries)
-      .backoff('fixed', worker.retryDelayMs)
+      // Bee-Queue refuses a fixed backoff of 0 ms; TASK_RETRY_DELAY_S=0 means retry at once.
+      .backoff(worker.retryDelayMs > 0 ? 'fixed' : 'immediate', worker.retryDelayMs)
       // A safety net above the processor's own hard limit, which really stops the work.
       .timeout(worker.timeLimitMs + 30_000);
     // Bee-Queue's Redis client queues commands while disconnected (for up to an hour): bound the

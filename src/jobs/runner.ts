@@ -8,13 +8,13 @@
  * job never waits for Redis because of it, and a tracking failure never fails a job.
  */
 import os from 'node:os';
-import type BeeQueue from 'bee-queue';
 import type { Logger } from '../logger';
+import type { QueuedJob } from './consumer';
 import type { JobFailure } from './errors';
 import { JobError, toJobFailure } from './errors';
 import type { JobOutcome, JobSnapshot } from './jobState';
 import { JobMetrics } from './metrics';
-import type { JobEnvelope, JobKind, JobPayloads } from './registry';
+import type { JobKind, JobPayloads } from './registry';
 import type { JobStateSink } from './stateTracker';
 
 export interface JobContext<K extends JobKind> {
@@ -155,10 +155,10 @@ export function createJobHandler(processors: Processors, limits: RunnerLimits, l
     }
   }
 
-  async function handle(job: BeeQueue.Job<JobEnvelope>): Promise<void> {
+  async function handle(job: QueuedJob): Promise<void> {
     const { kind, payload } = job.data;
     const processor = processors[kind] as Processor<JobKind> | undefined;
-    const options = job.options as { retries?: number; stacktraces?: unknown[] };
+    const options = job.options;
     // Bee-Queue keeps one stack trace per failed try in the job's options: the count is the tries so far.
     const attempt = (options.stacktraces?.length ?? 0) + 1;
     if (!processor) {
@@ -208,7 +208,7 @@ export function createJobHandler(processors: Processors, limits: RunnerLimits, l
         outcome = 'retrying';
         run.log.warn({ failure, retriesLeft: run.retriesLeft }, 'job failed; it will be retried');
         await processor.onRetry?.(run, failure);
-        // Rethrowing hands the job back to Bee-Queue, which schedules the retry after the backoff.
+        // Rethrowing hands the job back to the consumer, which schedules the retry after the backoff.
         throw new JobError(failure.code, failure.message, { cause: err });
       }
       counters.failed++;

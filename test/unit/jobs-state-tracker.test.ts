@@ -1,5 +1,4 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import type BeeQueue from 'bee-queue';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config';
@@ -7,8 +6,9 @@ import { JobError } from '../../src/jobs/errors';
 import type { JobSnapshot } from '../../src/jobs/jobState';
 import { jobEventsChannel, jobStateKey, parseJobEvents, readJobSnapshot } from '../../src/jobs/jobState';
 import { estimatePercentile } from '../../src/jobs/metrics';
-import { createQueue, type Queue } from '../../src/jobs/queues';
-import type { JobEnvelope } from '../../src/jobs/registry';
+import { JobConsumer, type QueuedJob } from '../../src/jobs/consumer';
+import { JobProducer } from '../../src/jobs/queues';
+import { JOB_QUEUES } from '../../src/jobs/registry';
 import { createJobHandler, type Processor, type Processors } from '../../src/jobs/runner';
 import { JobStateTracker } from '../../src/jobs/stateTracker';
 import { createLogger } from '../../src/logger';
@@ -19,13 +19,13 @@ const log = createLogger('silent');
 const limits = { timeLimitMs: 10_000, softTimeLimitMs: 9_000 };
 const EXPIRES_S = 120;
 
-/** The parts of a Bee-Queue job the wrapper reads. */
-function fakeJob(id: string, opts: { retries?: number; failedTries?: number; kind?: string } = {}): BeeQueue.Job<JobEnvelope> {
+/** A job as the consumer hands it to the wrapper. */
+function fakeJob(id: string, opts: { retries?: number; failedTries?: number; kind?: string } = {}): QueuedJob {
   return {
     id,
     data: { kind: opts.kind ?? 'generateImage', payload: { generationId: id } },
     options: { retries: opts.retries ?? 0, stacktraces: Array.from({ length: opts.failedTries ?? 0 }, () => 'Error: earlier try') },
-  } as unknown as BeeQueue.Job<JobEnvelope>;
+  } as QueuedJob;
 }
 
 const processorOf = (run: Processor<'generateImage'>['run']): Processors => ({
@@ -192,8 +192,8 @@ describe('job state tracking against real Redis', () => {
     expect(throwing.counters.succeeded).toBe(1);
   });
 
-  it('counts tries through a real Bee-Queue retry', async () => {
-    const config = loadConfig({ REDIS_URL, REDIS_PREFIX: prefix, LOG_LEVEL: 'silent' });
+  it('counts tries through a real retry (producer, consumer, backoff)', async () => {
+    const config = loadConfig({ REDIS_URL, REDIS_PREFIX: prefix, LOG_LEVEL: 'silent', TASK_MAX_RETRIES: '2', TASK_RETRY_DELAY_S: '0' });
     const t = tracker({ flushIntervalMs: 1 });
     let tries = 0;
     const handler = createJobHandler(
@@ -204,15 +204,25 @@ describe('job state tracking against real Redis', () => {
       log,
       { sink: t },
     );
-    const queue: Queue = createQueue(config, 'low_priority', { worker: true });
-    opened.push({ close: () => queue.close(1000) });
-    queue.on('error', () => {});
-    await queue.ready();
     const id = randomUUID();
-    const succeeded = new Promise<void>((resolve) => queue.on('succeeded', () => resolve()));
-    queue.process(1, handler.handle);
-    await queue.createJob({ kind: 'generateImage', payload: { generationId: id } }).setId(id).retries(2).backoff('immediate').save();
-    await succeeded;
+    let succeeded!: () => void;
+    const done = new Promise<void>((resolve) => (succeeded = resolve));
+    const consumer = new JobConsumer({
+      redis,
+      prefix,
+      queue: JOB_QUEUES.generateImage,
+      concurrency: 1,
+      stallIntervalMs: 5000,
+      log,
+      handler: handler.handle,
+      onEnd: (_job, end) => end === 'succeeded' && succeeded(),
+    });
+    opened.push({ close: () => consumer.close(1000) });
+    consumer.start();
+    const producer = new JobProducer(config, log);
+    opened.push(producer);
+    await producer.enqueue('generateImage', id, { generationId: id });
+    await done;
     await t.flush();
     expect(await readJobSnapshot(redis, prefix, id)).toMatchObject({ state: 'succeeded', attempt: 2 });
     // The retry may start within the flush window of the failure, replacing it: the states that

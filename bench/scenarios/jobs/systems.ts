@@ -7,10 +7,10 @@ import { loadConfig, type Config, type QueueName } from '../../../src/config';
 import { JOB_QUEUES } from '../../../src/jobs/registry';
 
 export const SYSTEMS = {
-  own: 'own job layer (createJobHandler + state tracker)',
+  own: 'own job layer (JobConsumer + createJobHandler + state tracker)',
   bee: 'raw Bee-Queue',
   bullmq: 'BullMQ',
-  'own-awaited': 'own job layer, tracking awaited per job (before)',
+  'own-bee': "own job layer on Bee-Queue's process() loop (before)",
 } as const;
 export type SystemId = keyof typeof SYSTEMS;
 
@@ -44,6 +44,8 @@ export type FromWorker =
       flushes?: number;
       lost?: number;
       snapshots?: number;
+      /** Own layer only: the consumer's finish-and-take calls. */
+      calls?: number;
     }
   | { type: 'released' }
   | { type: 'closed' };

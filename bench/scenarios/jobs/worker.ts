@@ -5,24 +5,22 @@
  * job's start to the last job's end), `release` (close the queue and connections, answer
  * `released`). `close` ends the process.
  *
- * - own: the project's queue (createQueue) and job wrapper (createJobHandler) with the state
- *   tracker the worker uses (workers/worker.ts), and a no-op processor registered as generateImage.
- *   Per job: the time-limit timer, metrics, a start and an end snapshot queued for the tracker,
- *   which writes them in batches. The end time is taken after the tracker has written every state,
- *   so the figure includes the tracking; then the snapshots in Redis are counted.
- * - own-awaited: the same wrapper without the tracker, and a processor that writes the snapshot and
- *   PUBLISHes it (one pipelined round trip) at the start and again at the end, awaited: the naive
- *   design, kept to show what the batching buys.
- * - bee: the same queue settings, a no-op handler straight on `queue.process`.
+ * - own: the project's job consumer (src/jobs/consumer.ts) and job wrapper (createJobHandler) with
+ *   the state tracker, built as workers/worker.ts builds them, and a no-op processor registered as
+ *   generateImage. Per job: the time-limit timer, metrics, a start and an end snapshot queued for
+ *   the tracker, which writes them in batches; the consumer finishes ended jobs and takes new ones
+ *   in one Lua call per batch. The end time is taken after the tracker has written every state, so
+ *   the figure includes the tracking; then the snapshots in Redis are counted.
+ * - own-bee: the same wrapper and tracker on Bee-Queue's own `queue.process()` loop: what the worker
+ *   ran before the consumer, kept to show what the consumer buys.
+ * - bee: the project's queue settings (createQueue), a no-op handler straight on `queue.process`.
  * - bullmq: a BullMQ Worker with a no-op processor and the same stall interval; the jobs carry
  *   removeOnComplete / removeOnFail.
  * Each child imports only its system's libraries, before it says `up`.
  */
 import { parseArgs } from 'node:util';
-import type BeeQueue from 'bee-queue';
 import type { Redis } from 'ioredis';
-import type { JobSnapshot } from '../../../src/jobs/jobState';
-import type { JobEnvelope } from '../../../src/jobs/registry';
+import type { QueuedJob } from '../../../src/jobs/consumer';
 import type { Processor } from '../../../src/jobs/runner';
 import { report } from '../../lib/processes';
 import { benchConfig, isMessage, isSystemId, QUEUE, type FromWorker, type SystemId, type ToWorker } from './systems';
@@ -42,7 +40,7 @@ interface Running {
 }
 
 const { values } = parseArgs({ options: { system: { type: 'string' } }, strict: true });
-if (!values.system || !isSystemId(values.system)) throw new Error('usage: worker.ts --system=own|bee|bullmq|own-awaited');
+if (!values.system || !isSystemId(values.system)) throw new Error('usage: worker.ts --system=own|bee|bullmq|own-bee');
 const system: SystemId = values.system;
 const redisUrl = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379/0';
 const send = (m: FromWorker) => report(m);
@@ -64,6 +62,7 @@ const loadBeeQueueLibs = () =>
     import('../../../src/jobs/runner'),
     import('../../../src/jobs/stateTracker'),
     import('../../../src/jobs/jobState'),
+    import('../../../src/jobs/consumer'),
     import('../../../src/logger'),
     import('../../../src/redis'),
   ]);
@@ -73,52 +72,51 @@ const loadBullmqLibs = () => Promise.all([import('bullmq'), import('ioredis')]);
 const libs = system === 'bullmq' ? { bullmq: await loadBullmqLibs() } : { beeQueue: await loadBeeQueueLibs() };
 
 async function setupBeeQueue(p: Prepare): Promise<Running> {
-  const [{ createQueue }, { createJobHandler }, { JobStateTracker }, jobState, { createLogger }, { closeRedis, openRedis }] = libs.beeQueue ?? (await loadBeeQueueLibs());
+  const [{ createQueue }, { createJobHandler }, { JobStateTracker }, jobState, { JobConsumer }, { createLogger }, { closeRedis, openRedis }] =
+    libs.beeQueue ?? (await loadBeeQueueLibs());
   const config = benchConfig(redisUrl, p.prefix);
   const log = createLogger('silent');
   const limits = { timeLimitMs: config.worker.timeLimitMs, softTimeLimitMs: config.worker.softTimeLimitMs };
   const noop: Processor<'generateImage'> = { run: async () => {}, onFinalFailure: async () => {} };
+  // Raw Bee-Queue: no wrapper, no tracker, no connection of ours.
   const redis = system === 'bee' ? undefined : openRedis(redisUrl, 'bench-worker', log);
+  const tracker = redis && new JobStateTracker({ redis, prefix: p.prefix, expiresS: config.progress.expiresS, flushIntervalMs: config.worker.jobStateFlushMs, log });
+  const handler: (job: QueuedJob) => Promise<void> = tracker ? createJobHandler({ generateImage: noop }, limits, log, { sink: tracker }).handle : async () => {};
+  const settle = async (): Promise<Partial<Done>> => {
+    if (!tracker) return {};
+    await tracker.flush();
+    return { flushes: tracker.stats.flushes, lost: tracker.stats.lost };
+  };
+  // Every job must have left its snapshot.
+  const check = async (): Promise<Partial<Done>> => (redis ? { snapshots: await countKeys(redis, jobState.jobStateKey(p.prefix, '*')) } : {});
 
-  let handler: (job: BeeQueue.Job<JobEnvelope>) => Promise<void> = async () => {};
-  let settle = async (): Promise<Partial<Done>> => ({});
-  let tracker: InstanceType<typeof JobStateTracker> | undefined;
   if (system === 'own' && redis) {
-    const t = new JobStateTracker({ redis, prefix: p.prefix, expiresS: config.progress.expiresS, flushIntervalMs: config.worker.jobStateFlushMs, log });
-    tracker = t;
-    handler = createJobHandler({ generateImage: noop }, limits, log, { sink: t }).handle;
-    settle = async () => {
-      await t.flush();
-      return { flushes: t.stats.flushes, lost: t.stats.lost };
-    };
-  } else if (system === 'own-awaited' && redis) {
-    const channel = jobState.jobEventsChannel(p.prefix);
-    const write = (jobId: string, state: 'active' | 'succeeded', startedAt: number) => {
-      const finishedAt = state === 'active' ? null : Date.now();
-      const snapshot: JobSnapshot = {
-        jobId,
-        kind: 'generateImage',
-        state,
-        attempt: 1,
-        startedAt,
-        finishedAt,
-        durationMs: finishedAt === null ? null : finishedAt - startedAt,
-        errorCode: null,
-        worker: 'bench',
-      };
-      const json = JSON.stringify(snapshot);
-      return redis.pipeline().set(jobState.jobStateKey(p.prefix, jobId), json, 'EX', config.progress.expiresS).publish(channel, `{"changes":[${json}]}`).exec();
-    };
-    const awaited: Processor<'generateImage'> = {
-      async run(ctx) {
-        const startedAt = Date.now();
-        await write(ctx.jobId, 'active', startedAt);
-        await noop.run(ctx);
-        await write(ctx.jobId, 'succeeded', startedAt);
+    let consumer: InstanceType<typeof JobConsumer> | undefined;
+    return {
+      start(onJob, onDone) {
+        consumer = new JobConsumer({
+          redis,
+          prefix: p.prefix,
+          queue: QUEUE,
+          concurrency: p.concurrency,
+          stallIntervalMs: config.worker.stallIntervalMs,
+          log,
+          handler: (job) => {
+            onJob();
+            return handler(job);
+          },
+          onEnd: (_job, end) => end === 'succeeded' && onDone(),
+        });
+        consumer.start();
       },
-      onFinalFailure: noop.onFinalFailure,
+      settle: async () => ({ ...(await settle()), calls: consumer?.stats.calls }),
+      check,
+      async close() {
+        await consumer?.close(5000);
+        await tracker?.close();
+        await closeRedis(redis);
+      },
     };
-    handler = createJobHandler({ generateImage: awaited }, limits, log).handle;
   }
 
   const queue = createQueue(config, QUEUE, { worker: true });
@@ -133,8 +131,7 @@ async function setupBeeQueue(p: Prepare): Promise<Running> {
       });
     },
     settle,
-    // Every job must have left its snapshot.
-    check: async () => (system === 'own' && redis ? { snapshots: await countKeys(redis, jobState.jobStateKey(p.prefix, '*')) } : {}),
+    check,
     async close() {
       await queue.close(5000);
       await tracker?.close();

@@ -1,0 +1,668 @@
+/**
+ * The worker's job loop, on Bee-Queue's keys and record format. Producers (the API, a worker
+ * enqueuing a follow-up job) still add jobs through Bee-Queue (`JobProducer`); this replaces only
+ * `queue.process()`, which costs three round trips per job (BRPOPLPUSH, HGET, then a MULTI to finish)
+ * plus a stall-guard SREM and a timer per job. Here one Lua call finishes every job that ended since
+ * the last call and takes as many waiting jobs as there are free slots, with their records: with
+ * jobs waiting, a worker makes one round trip per batch of jobs (bench/scenarios/jobs.ts).
+ *
+ * What stays Bee-Queue's, so queues written by either side remain readable by the other:
+ * - keys `<prefix>:<queue>:waiting` (LPUSH by producers, taken from the right), `active`, `jobs`
+ *   (the records, JSON `{data, options, status, progress}`), `delayed` (a zset of retry times),
+ *   `stalling` and `stallBlock`;
+ * - retries and backoff as Bee-Queue's `Job#computeDelay` reads them from the record's options;
+ * - stall detection: every STALL_INTERVAL_MS some worker moves the jobs that no worker vouched for
+ *   since the last check from `active` back to `waiting` (task_acks_late: a job whose worker died
+ *   runs again), the same rules as Bee-Queue's checkStalledJobs.lua. A consumer vouches for all of
+ *   its running jobs in one call every half interval, instead of one timer and SREM per job.
+ *
+ * When nothing is waiting, one blocking BRPOPLPUSH (on a connection of its own) waits for the next
+ * job; the rest of the consumer's calls are plain commands that never block.
+ */
+import type { Redis } from 'ioredis';
+import type { Logger } from '../logger';
+import type { JobEnvelope } from './registry';
+
+/** A job's options as Bee-Queue stores them in its record. */
+export interface QueuedJobOptions {
+  /** Retries left (Bee-Queue counts them down). */
+  retries?: number;
+  backoff?: { strategy: string; delay: number };
+  /** A safety net: the job counts as failed this many ms after it started, whatever it is doing. */
+  timeout?: number;
+  /** One entry per failed try, newest first. */
+  stacktraces?: string[];
+  timestamp?: number;
+}
+
+/** What a handler sees of a job (a Bee-Queue `Job` has the same shape). */
+export interface QueuedJob {
+  id: string;
+  data: JobEnvelope;
+  options: QueuedJobOptions;
+}
+
+export type JobEnd = 'succeeded' | 'retrying' | 'failed';
+
+export interface JobConsumerOptions {
+  /**
+   * A connection to the queue's Redis. The consumer opens two of its own like it (same server and
+   * options), one for its calls and one for the blocking wait, and closes them in close().
+   */
+  redis: Redis;
+  /** REDIS_PREFIX: the queue's keys are `<prefix>:<queue>:*`, as Bee-Queue names them. */
+  prefix: string;
+  queue: string;
+  /** Jobs run at once by this consumer. */
+  concurrency: number;
+  /** Resolves: the job succeeded. Rejects: it is retried while its retries last, then failed. */
+  handler: (job: QueuedJob) => Promise<unknown>;
+  /** STALL_INTERVAL_MS. */
+  stallIntervalMs: number;
+  log: Logger;
+  /** Called once a job's end has been written to Redis. */
+  onEnd?: (job: QueuedJob, end: JobEnd) => void;
+  /** How often delayed retries are looked for besides those this consumer scheduled itself. Default 1000 ms. */
+  delayedPollMs?: number;
+  /** Seconds one blocking wait lasts before it is simply sent again. Default 5. */
+  blockTimeoutS?: number;
+}
+
+export interface JobConsumerStats {
+  /** Jobs taken from the queue. */
+  taken: number;
+  succeeded: number;
+  retried: number;
+  failed: number;
+  /** Calls of the finish-and-take script. */
+  calls: number;
+  /** Jobs of dead workers this consumer's stall checks put back in the queue. */
+  requeued: number;
+}
+
+/**
+ * KEYS: waiting, active, stalling, jobs, delayed, earlierDelayed.
+ * ARGV: now (ms), how many jobs to take, how many ended jobs follow, how many released ids follow,
+ * then 4 values per ended job (id, s|f|r, the record to store for a retry, the retry delay in ms),
+ * the released ids (taken, but the consumer is closing: back to the front of the queue), then ids a
+ * blocking wait moved to `active`, whose records are wanted.
+ * Returns {taken from waiting, id, record, id, record, ...}.
+ *
+ * A retry is stored only if the job was still in `active`: otherwise a stall check has already put
+ * it back in the queue (it runs again as it is) or it was removed, and either way re-adding it would
+ * run it twice. A success or a final failure removes the record even then, so a copy that a stall
+ * check put back is dropped unrun when it is taken. An id whose record is gone (removed while it
+ * waited) is dropped from `active` at once rather than left there for a stall check to re-queue. A
+ * claimed id that is no longer in `active` (a stall check moved it back while the reply was on its
+ * way) is left to whoever takes it from the queue.
+ */
+const TAKE_LUA = `
+local now = tonumber(ARGV[1])
+local want = tonumber(ARGV[2])
+local ended = tonumber(ARGV[3])
+local released = tonumber(ARGV[4])
+local i = 5
+for _ = 1, ended do
+  local id, how = ARGV[i], ARGV[i + 1]
+  local removed = redis.call('lrem', KEYS[2], 0, id)
+  redis.call('srem', KEYS[3], id)
+  if how == 'r' then
+    if removed > 0 then
+      redis.call('hset', KEYS[4], id, ARGV[i + 2])
+      local delay = tonumber(ARGV[i + 3]) or 0
+      if delay > 0 then
+        redis.call('zadd', KEYS[5], now + delay, id)
+        redis.call('publish', KEYS[6], now + delay)
+      else
+        redis.call('lpush', KEYS[1], id)
+      end
+    end
+  else
+    redis.call('hdel', KEYS[4], id)
+  end
+  i = i + 4
+end
+for _ = 1, released do
+  if redis.call('lrem', KEYS[2], 0, ARGV[i]) > 0 then
+    redis.call('rpush', KEYS[1], ARGV[i])
+  end
+  i = i + 1
+end
+local out = {0}
+for j = i, #ARGV do
+  local id = ARGV[j]
+  local record = redis.call('hget', KEYS[4], id)
+  if not record then
+    redis.call('lrem', KEYS[2], 0, id)
+  elseif redis.call('lpos', KEYS[2], id) then
+    redis.call('srem', KEYS[3], id)
+    out[#out + 1] = id
+    out[#out + 1] = record
+  end
+end
+local taken = 0
+while taken < want do
+  local id = redis.call('rpoplpush', KEYS[1], KEYS[2])
+  if not id then break end
+  local record = redis.call('hget', KEYS[4], id)
+  if record then
+    taken = taken + 1
+    redis.call('srem', KEYS[3], id)
+    out[#out + 1] = id
+    out[#out + 1] = record
+  else
+    redis.call('lrem', KEYS[2], 0, id)
+  end
+end
+out[1] = taken
+return out
+`;
+
+/**
+ * KEYS: stallBlock, stalling, waiting, active. ARGV: the stall interval (ms), then the ids of the
+ * jobs this consumer holds. Returns the ids put back in the queue.
+ *
+ * First vouches for this consumer's jobs (removes them from `stalling`). Then, at most once per
+ * interval across all workers (the stallBlock key), Bee-Queue's check: whatever is still in
+ * `stalling` was in `active` at the previous check and nobody vouched for it since, so its worker is
+ * gone: it goes back to the queue (LPUSH: behind the jobs already waiting, so a job that kills its
+ * workers cannot starve the rest). Then every active job is marked as stalling until vouched for.
+ */
+const GUARD_LUA = `
+for i = 2, #ARGV do redis.call('srem', KEYS[2], ARGV[i]) end
+if not redis.call('set', KEYS[1], '1', 'PX', tonumber(ARGV[1]), 'NX') then return {} end
+local stalled = {}
+for _, id in ipairs(redis.call('smembers', KEYS[2])) do
+  if redis.call('lrem', KEYS[4], 0, id) > 0 then
+    stalled[#stalled + 1] = id
+    redis.call('lpush', KEYS[3], id)
+  end
+end
+redis.call('del', KEYS[2])
+for _, id in ipairs(redis.call('lrange', KEYS[4], 0, -1)) do redis.call('sadd', KEYS[2], id) end
+return stalled
+`;
+
+/**
+ * KEYS: delayed, waiting. ARGV: now (ms), the most to move in one call.
+ * Moves the retries that are due to the queue; returns {how many, the next one's time or -1}.
+ */
+const RAISE_LUA = `
+local due = redis.call('zrangebyscore', KEYS[1], 0, ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+if #due > 0 then
+  redis.call('lpush', KEYS[2], unpack(due))
+  redis.call('zrem', KEYS[1], unpack(due))
+end
+local head = redis.call('zrange', KEYS[1], 0, 0, 'WITHSCORES')
+return {#due, head[2] or '-1'}
+`;
+
+const RAISE_BATCH = 1000;
+/** A call without a reply for this long means a half-open connection: it is replaced and the call sent again. */
+const COMMAND_TIMEOUT_MS = 10_000;
+
+type ScriptArg = string | number;
+interface ConsumerScripts {
+  sdjobsTakeJobs(...args: ScriptArg[]): Promise<string[]>;
+  sdjobsGuardJobs(...args: ScriptArg[]): Promise<string[]>;
+  sdjobsRaiseDelayed(...args: ScriptArg[]): Promise<[number, string]>;
+}
+
+type JobRecord = { data?: unknown; status?: string; options: QueuedJobOptions };
+
+interface Running {
+  job: QueuedJob;
+  /** The parsed record, written back (with one retry less) when the job is retried. */
+  record: JobRecord;
+  /** When the safety-net timeout fails the job (ms since the epoch), or Infinity. */
+  deadline: number;
+  ended: boolean;
+  /** Ended by the safety net while its handler still runs: it keeps its slot until the handler returns. */
+  timedOut: boolean;
+}
+
+interface Ended {
+  run: Running;
+  end: JobEnd;
+  /** The record to store for a retry. */
+  record: string;
+  delayMs: number;
+}
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Parses a job record, or says what is wrong with it. */
+function parseRecord(raw: string): JobRecord | string {
+  let record: unknown;
+  try {
+    record = JSON.parse(raw);
+  } catch {
+    return 'not valid JSON';
+  }
+  if (!isPlainObject(record)) return 'not a JSON object';
+  const options = record.options ?? {};
+  if (!isPlainObject(options)) return 'its options are not an object';
+  if (options.stacktraces !== undefined && !Array.isArray(options.stacktraces)) return 'its stacktraces are not a list';
+  return { ...record, options: options as QueuedJobOptions };
+}
+
+/**
+ * Bee-Queue's Job#computeDelay and backoff strategies (lib/backoff.js): -1 when no retry is left
+ * (or the strategy is unknown, as there), else the wait in ms. Mutates `options` as they do (the
+ * exponential delay doubles). A delay that is not a number counts as 0.
+ */
+function retryDelay(options: QueuedJobOptions): number {
+  if (!((options.retries ?? 0) > 0)) return -1;
+  const backoff = options.backoff;
+  const delay = Number.isFinite(backoff?.delay) && backoff!.delay > 0 ? backoff!.delay : 0;
+  switch (backoff?.strategy ?? 'immediate') {
+    case 'immediate':
+      return 0;
+    case 'fixed':
+      return delay;
+    case 'exponential':
+      backoff!.delay = delay * 2;
+      return delay;
+    default:
+      return -1;
+  }
+}
+
+const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
+
+export class JobConsumer {
+  readonly stats: JobConsumerStats = { taken: 0, succeeded: 0, retried: 0, failed: 0, calls: 0, requeued: 0 };
+  private readonly commands: Redis & ConsumerScripts;
+  private readonly blocking: Redis;
+  private readonly keys: { waiting: string; active: string; stalling: string; jobs: string; delayed: string; earlierDelayed: string; stallBlock: string };
+  private readonly running = new Set<Running>();
+  /** Jobs the safety net ended whose handlers still run. */
+  private zombies = 0;
+  private ended: Ended[] = [];
+  /** Ids a blocking wait moved to `active`; their records are read by the next call. */
+  private claimed: string[] = [];
+  /** Ids taken while closing, handed back to the queue by the next call. */
+  private released: string[] = [];
+  /** What the call under way carries (vouched for until it is written). */
+  private sending: { ended: Ended[]; claimed: string[]; released: string[]; since: number } | undefined;
+  private waitingBlocked = false;
+  private pumpScheduled = false;
+  /** The last take found fewer jobs than it wanted: wait (blocking) rather than poll. */
+  private queueEmpty = false;
+  private failures = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private guardTimer: NodeJS.Timeout | undefined;
+  private raiseTimer: NodeJS.Timeout | undefined;
+  private raiseAt = Infinity;
+  private started = false;
+  private closing = false;
+  /** After close(): whatever ends now is left in `active` for a stall check to re-queue. */
+  private closed = false;
+  private closePromise: Promise<void> | undefined;
+  private idleWaiters: Array<() => void> = [];
+
+  constructor(private readonly opts: JobConsumerOptions) {
+    if (!Number.isInteger(opts.concurrency) || opts.concurrency < 1) throw new Error(`concurrency must be a positive integer, got ${opts.concurrency}`);
+    const name = `${opts.redis.options.connectionName ?? 'worker'}:${opts.queue}`;
+    // Its own connection without auto-pipelining: the loop sends one call at a time, and batching
+    // with other commands would only add an event-loop turn to every round trip.
+    // (No commandTimeout: it costs a timer per call. The guard replaces a connection whose call hangs.)
+    const commands = opts.redis.duplicate({ connectionName: `${name}:jobs`, enableAutoPipelining: false, lazyConnect: true });
+    commands.defineCommand('sdjobsTakeJobs', { numberOfKeys: 6, lua: TAKE_LUA });
+    commands.defineCommand('sdjobsGuardJobs', { numberOfKeys: 4, lua: GUARD_LUA });
+    commands.defineCommand('sdjobsRaiseDelayed', { numberOfKeys: 2, lua: RAISE_LUA });
+    this.commands = commands as Redis & ConsumerScripts;
+    // A blocked connection can do nothing else, so the wait gets one of its own. It holds a wait
+    // across an outage (no retry limit); a socket silent for longer than a wait is dead and replaced.
+    const blockTimeoutS = opts.blockTimeoutS ?? 5;
+    this.blocking = opts.redis.duplicate({
+      connectionName: `${name}:wait`,
+      enableAutoPipelining: false,
+      maxRetriesPerRequest: null,
+      socketTimeout: blockTimeoutS * 1000 + COMMAND_TIMEOUT_MS,
+      lazyConnect: true,
+    });
+    // Their errors are the owner's connection's errors too, which the owner already logs.
+    this.commands.on('error', () => {});
+    this.blocking.on('error', () => {});
+    const base = `${opts.prefix}:${opts.queue}:`;
+    this.keys = {
+      waiting: `${base}waiting`,
+      active: `${base}active`,
+      stalling: `${base}stalling`,
+      jobs: `${base}jobs`,
+      delayed: `${base}delayed`,
+      earlierDelayed: `${base}earlierDelayed`,
+      stallBlock: `${base}stallBlock`,
+    };
+  }
+
+  /** Jobs running now. */
+  get active(): number {
+    return this.running.size;
+  }
+
+  /** Starts taking jobs: the first stall check (jobs of workers that died while none ran), due retries, then the queue. */
+  start(): void {
+    if (this.started || this.closing) return;
+    this.started = true;
+    this.guard();
+    this.guardTimer = setInterval(this.guard, Math.max(1, Math.floor(this.opts.stallIntervalMs / 2)));
+    this.raiseDelayed();
+    this.pump();
+  }
+
+  /**
+   * Stops taking jobs, lets the running ones finish for up to `timeoutMs` and writes their ends.
+   * Jobs still running after that stay in `active`; a stall check re-queues them. Safe to call twice.
+   */
+  close(timeoutMs: number): Promise<void> {
+    this.closePromise ??= (async () => {
+      this.closing = true;
+      clearTimeout(this.raiseTimer);
+      this.raiseTimer = undefined;
+      // Ends the blocking wait. An id it took at that instant stays in `active` for a stall check.
+      this.blocking.disconnect();
+      this.pump();
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<boolean>((resolve) => {
+        timer = setTimeout(resolve, timeoutMs, true);
+      });
+      // The guard keeps vouching for the jobs that are draining, or another worker would re-queue them.
+      const gaveUp = await Promise.race([this.idle().then(() => false), timedOut]);
+      clearTimeout(timer);
+      clearInterval(this.guardTimer);
+      clearTimeout(this.retryTimer);
+      this.closed = true;
+      if (gaveUp) {
+        this.opts.log.warn(
+          { queue: this.opts.queue, running: this.running.size, unwritten: this.ended.length },
+          'jobs still running at shutdown are left to be re-delivered by a stall check',
+        );
+        this.commands.disconnect();
+      } else {
+        await this.commands.quit().catch(() => this.commands.disconnect());
+      }
+    })();
+    return this.closePromise;
+  }
+
+  private isIdle(): boolean {
+    return this.running.size === 0 && this.ended.length === 0 && this.claimed.length === 0 && this.released.length === 0 && !this.sending;
+  }
+
+  private idle(): Promise<void> {
+    if (this.isIdle()) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Coalesces everything that happens in one turn of the event loop into one call. */
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(this.pumpNow);
+  }
+
+  private readonly pumpNow = (): void => {
+    this.pumpScheduled = false;
+    this.pump();
+  };
+
+  /** Sends one finish-and-take call for whatever is pending, unless one is under way. */
+  private pump(): void {
+    if (this.sending || this.closed || this.retryTimer) return;
+    if (this.closing && this.isIdle()) {
+      for (const resolve of this.idleWaiters.splice(0)) resolve();
+      return;
+    }
+    const want = this.closing ? 0 : this.opts.concurrency - this.running.size - this.zombies - this.claimed.length - (this.waitingBlocked ? 1 : 0);
+    if (this.ended.length === 0 && this.claimed.length === 0 && this.released.length === 0) {
+      if (want <= 0 || !this.started) return;
+      if (this.queueEmpty) {
+        if (!this.waitingBlocked) this.waitForJob();
+        return;
+      }
+    }
+    const sending = { ended: this.ended, claimed: this.claimed, released: this.released, since: Date.now() };
+    this.ended = [];
+    this.claimed = [];
+    this.released = [];
+    const k = this.keys;
+    const args: ScriptArg[] = [k.waiting, k.active, k.stalling, k.jobs, k.delayed, k.earlierDelayed, sending.since, Math.max(0, want), sending.ended.length, sending.released.length];
+    for (const e of sending.ended) args.push(e.run.job.id, e.end === 'retrying' ? 'r' : e.end === 'failed' ? 'f' : 's', e.record, e.delayMs);
+    for (const id of sending.released) args.push(id);
+    for (const id of sending.claimed) args.push(id);
+    this.sending = sending;
+    this.stats.calls++;
+    this.commands.sdjobsTakeJobs(...args).then(
+      (out) => {
+        this.sending = undefined;
+        this.failures = 0;
+        for (const e of sending.ended) this.reportEnd(e);
+        // A take that wanted nothing learns nothing about the queue.
+        if (want > 0) this.queueEmpty = Number(out[0]) < want;
+        for (let i = 1; i + 1 < out.length; i += 2) {
+          if (this.closed) break; // the ids stay in `active`: a stall check re-queues them
+          if (this.closing) this.released.push(out[i]!);
+          else this.run(out[i]!, out[i + 1]!);
+        }
+        this.pump();
+      },
+      (err: unknown) => {
+        this.sending = undefined;
+        if (err instanceof Error && err.name === 'ReplyError') {
+          // The script itself failed: sending the same batch again would fail the same way. Its
+          // jobs are no longer vouched for, so a stall check puts them back in the queue.
+          this.opts.log.error({ err, queue: this.opts.queue, ended: sending.ended.length }, 'the finish-and-take script failed; its jobs are left to the stall check');
+          this.schedulePump();
+          return;
+        }
+        // Sending the batch again is safe: a retry is re-added only if the job is still active.
+        // (A reply lost after the script ran is the exception: a retry with no delay may have been
+        // taken by another worker meanwhile, and is then queued once more.)
+        this.ended = sending.ended.concat(this.ended);
+        this.claimed = sending.claimed.concat(this.claimed);
+        this.released = sending.released.concat(this.released);
+        this.retryLater(err, 'could not finish or take jobs');
+      },
+    );
+  }
+
+  private retryLater(err: unknown, what: string): void {
+    if (this.closed || this.retryTimer) return;
+    this.failures++;
+    const delay = Math.min(5000, 50 * 2 ** Math.min(this.failures, 7));
+    this.opts.log.warn({ err: message(err), queue: this.opts.queue, retryInMs: delay }, what);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.pump();
+    }, delay);
+  }
+
+  private waitForJob(): void {
+    this.waitingBlocked = true;
+    const k = this.keys;
+    this.blocking.brpoplpush(k.waiting, k.active, this.opts.blockTimeoutS ?? 5).then(
+      (id) => {
+        this.waitingBlocked = false;
+        if (id) {
+          this.claimed.push(id);
+          this.queueEmpty = false;
+        }
+        this.pump();
+      },
+      (err: unknown) => {
+        if (this.closing) {
+          this.waitingBlocked = false;
+          this.pump();
+          return;
+        }
+        // Still counted as waiting during the pause, so pump() does not start another wait at once.
+        this.opts.log.warn({ err: message(err), queue: this.opts.queue }, 'waiting for a job failed; waiting again in a second');
+        setTimeout(() => {
+          this.waitingBlocked = false;
+          this.pump();
+        }, 1000).unref();
+      },
+    );
+  }
+
+  private run(id: string, raw: string): void {
+    this.stats.taken++;
+    const parsed = parseRecord(raw);
+    const record: JobRecord = typeof parsed === 'string' ? { options: {} } : parsed;
+    const options = record.options;
+    options.stacktraces ??= [];
+    const timeout = options.timeout;
+    const run: Running = {
+      job: { id, data: record.data as JobEnvelope, options },
+      record,
+      deadline: typeof timeout === 'number' && timeout > 0 ? Date.now() + timeout : Infinity,
+      ended: false,
+      timedOut: false,
+    };
+    this.running.add(run);
+    if (typeof parsed === 'string') {
+      // Retrying cannot repair a record: drop the job, loudly.
+      this.opts.log.error({ job: id, queue: this.opts.queue, problem: parsed }, 'job record is unusable; dropping the job');
+      this.end(run, new Error(`invalid job record: ${parsed}`), false);
+      return;
+    }
+    let promise: Promise<unknown>;
+    try {
+      promise = Promise.resolve(this.opts.handler(run.job));
+    } catch (err) {
+      promise = Promise.reject(err);
+    }
+    promise.then(
+      () => this.settle(run, undefined),
+      (err: unknown) => this.settle(run, err ?? new Error('job failed')),
+    );
+  }
+
+  private settle(run: Running, err: unknown): void {
+    if (run.timedOut) {
+      // The safety net already wrote this job's end; its slot is free now.
+      run.timedOut = false;
+      this.zombies--;
+      this.schedulePump();
+      return;
+    }
+    this.end(run, err, true);
+  }
+
+  private end(run: Running, err: unknown, retryable: boolean): void {
+    if (run.ended) return;
+    run.ended = true;
+    this.running.delete(run);
+    if (this.closed) {
+      this.opts.log.warn({ job: run.job.id, queue: this.opts.queue }, 'a job ended after shutdown; a stall check will re-deliver it');
+      return;
+    }
+    let end: JobEnd = 'succeeded';
+    let record = '';
+    let delayMs = -1;
+    if (err !== undefined) {
+      const options = run.record.options;
+      delayMs = retryable ? retryDelay(options) : -1;
+      end = delayMs >= 0 ? 'retrying' : 'failed';
+      if (end === 'retrying') {
+        options.retries = (options.retries ?? 1) - 1;
+        options.stacktraces!.unshift(err instanceof Error ? (err.stack ?? err.message) : String(err));
+        run.record.status = 'retrying';
+        record = JSON.stringify(run.record);
+        if (delayMs > 0) this.scheduleRaise(Date.now() + delayMs);
+      }
+    }
+    this.ended.push({ run, end, record, delayMs });
+    // Nothing else can end in this turn: send at once rather than wait for the turn to finish.
+    if (this.running.size === 0 && this.zombies === 0) this.pump();
+    else this.schedulePump();
+  }
+
+  private reportEnd(e: Ended): void {
+    if (e.end === 'succeeded') this.stats.succeeded++;
+    else if (e.end === 'retrying') this.stats.retried++;
+    else this.stats.failed++;
+    try {
+      this.opts.onEnd?.(e.run.job, e.end);
+    } catch (err) {
+      this.opts.log.warn({ err, job: e.run.job.id }, 'onEnd listener failed');
+    }
+  }
+
+  /** The ids of every job this consumer holds in `active`: running, ended but not yet written, claimed, released. */
+  private heldIds(): string[] {
+    const ids = [...this.running].map((r) => r.job.id);
+    for (const e of this.ended) ids.push(e.run.job.id);
+    ids.push(...this.claimed, ...this.released);
+    if (this.sending) {
+      for (const e of this.sending.ended) ids.push(e.run.job.id);
+      ids.push(...this.sending.claimed, ...this.sending.released);
+    }
+    return ids;
+  }
+
+  /**
+   * Every half stall interval: fail jobs past their safety-net timeout, vouch for the rest, and
+   * maybe check for stalled jobs. The safety net sits above the runner's own hard limit (which
+   * aborts the work); a job that ignored that for so long is failed without a retry, and keeps its
+   * slot until its handler returns, so a stuck handler can never run beside a second copy of itself.
+   */
+  private readonly guard = (): void => {
+    const now = Date.now();
+    if (this.sending && now - this.sending.since > COMMAND_TIMEOUT_MS) {
+      // ioredis sends the unanswered call again on the new connection; a resend is safe (see pump()).
+      this.opts.log.warn({ queue: this.opts.queue, waitedMs: now - this.sending.since }, 'no reply from Redis; reconnecting');
+      this.sending.since = now;
+      this.commands.disconnect(true);
+    }
+    for (const run of this.running) {
+      if (run.deadline > now) continue;
+      this.opts.log.error({ job: run.job.id, queue: this.opts.queue, timeoutMs: run.job.options.timeout }, 'job ran past its timeout without stopping; failing it');
+      run.timedOut = true;
+      this.zombies++;
+      this.end(run, new Error(`Job ${run.job.id} timed out (${run.job.options.timeout} ms)`), false);
+    }
+    const k = this.keys;
+    this.commands.sdjobsGuardJobs(k.stallBlock, k.stalling, k.waiting, k.active, this.opts.stallIntervalMs, ...this.heldIds()).then(
+      (stalled) => {
+        if (stalled.length === 0) return;
+        this.stats.requeued += stalled.length;
+        this.queueEmpty = false;
+        this.opts.log.warn({ queue: this.opts.queue, jobs: stalled }, 'jobs whose worker stopped vouching for them were put back in the queue');
+        this.schedulePump();
+      },
+      (err: unknown) => this.opts.log.warn({ err: message(err), queue: this.opts.queue }, 'stall check failed'),
+    );
+  };
+
+  private scheduleRaise(at: number): void {
+    if (this.closing || (this.raiseTimer && this.raiseAt <= at)) return;
+    clearTimeout(this.raiseTimer);
+    this.raiseAt = at;
+    this.raiseTimer = setTimeout(this.raiseDelayed, Math.max(0, at - Date.now()));
+  }
+
+  /** Moves due retries to the queue, then sleeps until the next one is due (or the poll interval). */
+  private readonly raiseDelayed = (): void => {
+    this.raiseTimer = undefined;
+    this.raiseAt = Infinity;
+    if (this.closing) return;
+    const poll = this.opts.delayedPollMs ?? 1000;
+    this.commands.sdjobsRaiseDelayed(this.keys.delayed, this.keys.waiting, Date.now(), RAISE_BATCH).then(
+      ([raised, next]) => {
+        if (raised > 0) {
+          this.queueEmpty = false;
+          this.schedulePump();
+        }
+        const nextAt = raised >= RAISE_BATCH ? Date.now() : Number(next) >= 0 ? Number(next) : Infinity;
+        this.scheduleRaise(Math.min(nextAt, Date.now() + poll));
+      },
+      (err: unknown) => {
+        this.opts.log.warn({ err: message(err), queue: this.opts.queue }, 'could not move due retries to the queue');
+        this.scheduleRaise(Date.now() + poll);
+      },
+    );
+  };
+}

@@ -1,0 +1,306 @@
+/**
+ * The job consumer against real Redis, fed by the real producer (Bee-Queue's addJob): every job runs
+ * once, concurrency holds, retries wait their backoff, a dead worker's job comes back and a live
+ * one's does not, shutdown drains, and bad records cannot stop the loop.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { loadConfig, type Config } from '../../src/config';
+import { JobConsumer, type JobConsumerOptions, type JobEnd, type QueuedJob } from '../../src/jobs/consumer';
+import { JobProducer } from '../../src/jobs/queues';
+import { createLogger } from '../../src/logger';
+import { REDIS_URL } from '../helpers/stack';
+
+const log = createLogger('silent');
+const QUEUE = 'high_priority';
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+describe('job consumer on Bee-Queue keys, against real Redis', () => {
+  let redis: Redis;
+  let prefix: string;
+  let config: Config;
+  let producer: JobProducer;
+  const opened: JobConsumer[] = [];
+  const key = (name: string) => `${prefix}:${QUEUE}:${name}`;
+
+  const consumer = (opts: Partial<JobConsumerOptions> & Pick<JobConsumerOptions, 'handler'>) => {
+    const c = new JobConsumer({ redis, prefix, queue: QUEUE, concurrency: 1, stallIntervalMs: 5000, log, ...opts });
+    opened.push(c);
+    c.start();
+    return c;
+  };
+  const enqueue = (generationId: string) => producer.enqueue('generateImage', generationId, { generationId });
+
+  beforeAll(() => {
+    redis = new Redis(REDIS_URL, { enableAutoPipelining: true });
+  });
+  beforeEach(() => {
+    prefix = `t${randomBytes(5).toString('hex')}`;
+    // 4 tries, 200 ms apart: short enough for a test, long enough to see the wait.
+    config = loadConfig({ REDIS_URL, REDIS_PREFIX: prefix, LOG_LEVEL: 'silent', TASK_MAX_RETRIES: '3', TASK_RETRY_DELAY_S: '0.2' });
+    producer = new JobProducer(config, log);
+  });
+  afterEach(async () => {
+    await Promise.all(opened.splice(0).map((c) => c.close(1000)));
+    await producer.close();
+    const keys = await redis.keys(`${prefix}:*`);
+    if (keys.length) await redis.del(...keys);
+  });
+  afterAll(() => redis.disconnect());
+
+  it('runs every job once, never more at a time than its concurrency, and leaves nothing behind', async () => {
+    const ids = Array.from({ length: 300 }, () => randomUUID());
+    for (const id of ids) await enqueue(id);
+    const seen: string[] = [];
+    const ends: JobEnd[] = [];
+    let running = 0;
+    let most = 0;
+    const c = consumer({
+      concurrency: 7,
+      handler: async (job) => {
+        running++;
+        most = Math.max(most, running);
+        seen.push(job.data.payload.generationId);
+        await sleep(Math.random() * 3);
+        running--;
+      },
+      onEnd: (_job, end) => ends.push(end),
+    });
+    await until(() => ends.length >= ids.length, 'every job to end');
+    await sleep(50);
+    expect(new Set(seen).size).toBe(ids.length);
+    expect(seen).toHaveLength(ids.length);
+    expect(most).toBe(7);
+    expect(ends.every((e) => e === 'succeeded')).toBe(true);
+    // Batched: far fewer calls than jobs.
+    expect(c.stats.calls).toBeLessThan(ids.length);
+    expect(await redis.hlen(key('jobs'))).toBe(0);
+    expect(await redis.llen(key('active'))).toBe(0);
+    expect(await redis.llen(key('waiting'))).toBe(0);
+  });
+
+  it('wakes up for a job added while it waits, without polling', async () => {
+    const started: number[] = [];
+    await enqueue(randomUUID()); // connects the producer and loads its script
+    const c = consumer({ concurrency: 2, handler: async () => void started.push(Date.now()) });
+    await until(() => started.length === 1, 'the first job');
+    await sleep(100);
+    const calls = c.stats.calls;
+    await sleep(1000); // the queue is empty: the consumer is in its blocking wait
+    expect(c.stats.calls).toBe(calls);
+    const t0 = Date.now();
+    await enqueue(randomUUID());
+    await until(() => started.length === 2, 'the job to start');
+    expect(started[1]! - t0).toBeLessThan(1000);
+  });
+
+  it('retries a failing job after its backoff with one retry less and the failure recorded, then succeeds', async () => {
+    const id = randomUUID();
+    await enqueue(id);
+    const tries: Array<{ at: number; retries: number | undefined; traces: number }> = [];
+    const ends: JobEnd[] = [];
+    consumer({
+      handler: async (job: QueuedJob) => {
+        tries.push({ at: Date.now(), retries: job.options.retries, traces: job.options.stacktraces?.length ?? -1 });
+        if (tries.length < 3) throw new Error(`flaky ${tries.length}`);
+      },
+      onEnd: (_job, end) => ends.push(end),
+    });
+    await until(() => ends.length === 3, 'three ends');
+    expect(ends).toEqual(['retrying', 'retrying', 'succeeded']);
+    expect(tries.map((t) => t.retries)).toEqual([3, 2, 1]);
+    expect(tries.map((t) => t.traces)).toEqual([0, 1, 2]);
+    // TASK_RETRY_DELAY_S=0.2, timers aside.
+    expect(tries[1]!.at - tries[0]!.at).toBeGreaterThanOrEqual(190);
+    expect(tries[2]!.at - tries[1]!.at).toBeGreaterThanOrEqual(190);
+    expect(await redis.hlen(key('jobs'))).toBe(0);
+    expect(await redis.zcard(key('delayed'))).toBe(0);
+  });
+
+  it('fails a job for good when its retries are spent, and removes it', async () => {
+    const id = randomUUID();
+    await enqueue(id);
+    const ends: JobEnd[] = [];
+    consumer({ handler: async () => Promise.reject(new Error('always')), onEnd: (_job, end) => ends.push(end) });
+    await until(() => ends.length === 4, 'four tries');
+    expect(ends).toEqual(['retrying', 'retrying', 'retrying', 'failed']);
+    await sleep(400);
+    expect(ends).toHaveLength(4);
+    expect(await redis.hexists(key('jobs'), id)).toBe(0);
+  });
+
+  it("re-delivers the job of a worker that died, but never the job of a live worker that runs long", async () => {
+    // A "dead worker" took a job and vanished: it sits in active and nobody vouches for it.
+    const dead = randomUUID();
+    await enqueue(dead);
+    expect(await redis.rpoplpush(key('waiting'), key('active'))).toBe(dead);
+    // A live consumer runs a long job across several stall intervals.
+    const live = randomUUID();
+    const runs = new Map<string, number>();
+    let release!: () => void;
+    const longJob = new Promise<void>((resolve) => (release = resolve));
+    const handler = async (job: QueuedJob) => {
+      const gid = job.data.payload.generationId;
+      runs.set(gid, (runs.get(gid) ?? 0) + 1);
+      if (gid === live) await longJob;
+    };
+    consumer({ stallIntervalMs: 200, handler });
+    await enqueue(live);
+    await until(() => runs.get(live) === 1, 'the long job to start');
+    const other = consumer({ stallIntervalMs: 200, handler });
+    await until(() => runs.get(dead) === 1, 'the dead worker\'s job to be re-delivered', 5000);
+    await sleep(1000); // five stall intervals
+    expect(runs.get(live)).toBe(1);
+    expect(runs.get(dead)).toBe(1);
+    release();
+    await until(async () => (await redis.hlen(key('jobs'))) === 0, 'both jobs to be done');
+    expect(opened[0]!.stats.requeued + other.stats.requeued).toBe(1);
+  });
+
+  it('on close lets a running job finish and writes its end; past the timeout it leaves the job for another worker', async () => {
+    const quick = randomUUID();
+    await enqueue(quick);
+    const ends: string[] = [];
+    let started!: () => void;
+    const isRunning = new Promise<void>((resolve) => (started = resolve));
+    const c = consumer({
+      stallIntervalMs: 200,
+      handler: async () => {
+        started();
+        await sleep(300);
+      },
+      onEnd: (job) => ends.push(job.id),
+    });
+    await isRunning;
+    await c.close(5000);
+    expect(ends).toEqual([quick]);
+    expect(await redis.hlen(key('jobs'))).toBe(0);
+
+    // A job that outlives the shutdown timeout stays active; another worker's stall check runs it again.
+    const stuck = randomUUID();
+    await enqueue(stuck);
+    const runs: string[] = [];
+    let stuckStarted!: () => void;
+    const stuckRunning = new Promise<void>((resolve) => (stuckStarted = resolve));
+    const first = consumer({ stallIntervalMs: 200, handler: () => (stuckStarted(), new Promise(() => {})) });
+    await stuckRunning;
+    await first.close(100);
+    expect(await redis.lrange(key('active'), 0, -1)).toEqual([stuck]);
+    consumer({ stallIntervalMs: 200, handler: async (job) => void runs.push(job.id) });
+    await until(() => runs.length === 1, 'the stuck job to run again', 5000);
+    expect(runs).toEqual([stuck]);
+  });
+
+  it('fails a job that ignores its timeout (the safety net) for good, and keeps its slot until its handler returns', async () => {
+    const stuck = randomUUID();
+    const next = randomUUID();
+    const record = (id: string, options: object) => JSON.stringify({ data: { kind: 'generateImage', payload: { generationId: id } }, options, status: 'created' });
+    await redis.hset(key('jobs'), stuck, record(stuck, { retries: 3, timeout: 150, stacktraces: [] }));
+    await redis.hset(key('jobs'), next, record(next, { retries: 0 }));
+    await redis.lpush(key('waiting'), stuck, next);
+    const ends: Array<[string, JobEnd]> = [];
+    const started: string[] = [];
+    let release!: () => void;
+    const stuckHandler = new Promise<void>((resolve) => (release = resolve));
+    consumer({
+      stallIntervalMs: 200,
+      handler: (job) => {
+        started.push(job.id);
+        return job.id === stuck ? stuckHandler : Promise.resolve();
+      },
+      onEnd: (job, end) => ends.push([job.id, end]),
+    });
+    await until(() => ends.length >= 1, 'the safety net', 5000);
+    expect(ends).toEqual([[stuck, 'failed']]);
+    expect(await redis.hexists(key('jobs'), stuck)).toBe(0);
+    await sleep(300);
+    expect(started).toEqual([stuck]); // concurrency 1: the stuck handler still holds the slot
+    release();
+    await until(() => ends.length >= 2, 'the next job');
+    expect(ends).toEqual([[stuck, 'failed'], [next, 'succeeded']]);
+  });
+
+  it('drops unusable records and a job removed while it waited, and goes on with the rest', async () => {
+    const bad = ['{not json', '"a string"', '{"options":1,"data":{}}', '{"options":{"stacktraces":"x","retries":2},"data":{}}'].map((raw) => [randomUUID(), raw] as const);
+    const removed = randomUUID();
+    const good = randomUUID();
+    for (const [id, raw] of bad) {
+      await redis.hset(key('jobs'), id, raw);
+      await redis.lpush(key('waiting'), id);
+    }
+    await enqueue(removed);
+    await redis.hdel(key('jobs'), removed);
+    await enqueue(good);
+    const ran: string[] = [];
+    const ends: Array<[string, JobEnd]> = [];
+    consumer({ concurrency: 3, handler: async (job) => void ran.push(job.id), onEnd: (job, end) => ends.push([job.id, end]) });
+    await until(() => ends.length >= bad.length + 1, 'every end');
+    expect(ran).toEqual([good]);
+    for (const [id] of bad) expect(ends).toContainEqual([id, 'failed']);
+    expect(ends).toContainEqual([good, 'succeeded']);
+    expect(ends).toHaveLength(bad.length + 1);
+    expect(await redis.llen(key('active'))).toBe(0);
+    expect(await redis.hlen(key('jobs'))).toBe(0);
+  });
+
+  it('survives its connections being killed mid-run: every job still runs and the queue ends empty', async () => {
+    // A template connection with a name of its own, so only this test's consumer is cut off.
+    const name = `kill-${prefix}`;
+    const template = new Redis(REDIS_URL, { connectionName: name, lazyConnect: true });
+    const ids = Array.from({ length: 400 }, () => randomUUID());
+    for (const id of ids) await enqueue(id);
+    const runs = new Map<string, number>();
+    const c = consumer({
+      redis: template,
+      concurrency: 4,
+      stallIntervalMs: 300,
+      handler: async (job) => {
+        runs.set(job.id, (runs.get(job.id) ?? 0) + 1);
+        await sleep(2);
+      },
+    });
+    const killed: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      await sleep(60);
+      const clients = (await redis.client('LIST')) as string;
+      for (const line of clients.split('\n')) {
+        if (!line.includes(` name=${name}:`)) continue;
+        const id = /\bid=(\d+)/.exec(line)?.[1];
+        if (id) killed.push(await redis.client('KILL', 'ID', id) as number);
+      }
+    }
+    expect(killed.length).toBeGreaterThanOrEqual(3);
+    await until(
+      async () => ids.every((id) => runs.has(id)) && (await redis.hlen(key('jobs'))) === 0 && (await redis.llen(key('active'))) === 0,
+      'every job to run and the queue to empty',
+      20_000,
+    );
+    expect(await redis.llen(key('waiting'))).toBe(0);
+    // At least once; a job taken by a call whose reply was cut off runs again after a stall check.
+    expect(c.stats.requeued).toBeGreaterThanOrEqual([...runs.values()].filter((n) => n > 1).length);
+    template.disconnect();
+  });
+
+  it('closes at once when it is idle in its blocking wait', async () => {
+    const c = consumer({ handler: async () => {} });
+    await sleep(200);
+    const t0 = Date.now();
+    await c.close(5000);
+    expect(Date.now() - t0).toBeLessThan(500);
+  });
+
+  it('refuses a concurrency that is not a positive integer', () => {
+    for (const concurrency of [0, -1, 1.5, Number.NaN]) {
+      expect(() => new JobConsumer({ redis, prefix, queue: QUEUE, concurrency, stallIntervalMs: 1000, log, handler: async () => {} })).toThrow(/concurrency/);
+    }
+  });
+});
