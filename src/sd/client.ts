@@ -83,6 +83,8 @@ export class SdClient {
    * its own timer or by the caller's signal (the job's time limit) instead.
    */
   private readonly agent = new Agent({ headersTimeout: 0, bodyTimeout: 0, keepAliveTimeout: 10_000 });
+  /** Tasks this client interrupted (the soft time limit): their answer is the image so far. */
+  private readonly interrupted = new Set<string>();
 
   constructor(opts: SdClientOptions) {
     const url = new URL(opts.baseUrl);
@@ -131,7 +133,8 @@ export class SdClient {
     try {
       const body = await this.request('POST', '/sdapi/v1/txt2img', { what: 'txt2img', body: payload, signal });
       const result = parseTxt2ImgResponse(body, req.seed, this.baseUrl);
-      progress?.finish(req.steps);
+      // An interrupted job answers with the image so far: its last step stays what it was.
+      progress?.finish(this.interrupted.delete(taskId) ? null : req.steps);
       return result;
     } catch (err) {
       const error = toSdError(err, this.context('txt2img', signal));
@@ -147,6 +150,7 @@ export class SdClient {
       }
       throw error;
     } finally {
+      this.interrupted.delete(taskId);
       // Stop before the caller resumes: no onProgress may run after this call settled.
       progress?.stop();
       stopPolling.abort();
@@ -184,6 +188,7 @@ export class SdClient {
       throw err;
     }
     if (!isRecord(body) || body.active !== true) return false;
+    this.interrupted.add(taskId);
     await this.request('POST', '/sdapi/v1/interrupt', { what: 'interrupt', body: {}, timeoutMs: this.fetchTimeoutMs });
     return true;
   }
@@ -343,10 +348,11 @@ class ProgressReporter {
     if (this.seenTask) this.finish(steps);
   }
 
-  /** The final tick: sampling is over, 100 %. */
-  finish(steps: number): void {
-    if (this.last?.progress === 1 && this.last.step === steps) return;
-    this.report({ phase: 'active', queuePosition: null, progress: 1, step: steps, totalSteps: steps, etaSeconds: 0, preview: null });
+  /** The final tick: sampling is over, 100 %. `null`: it was interrupted, the step stays the last one seen. */
+  finish(steps: number | null): void {
+    const step = steps ?? this.last?.step ?? null;
+    if (this.last?.progress === 1 && this.last.step === step) return;
+    this.report({ phase: 'active', queuePosition: null, progress: 1, step, totalSteps: steps ?? this.last?.totalSteps ?? null, etaSeconds: 0, preview: null });
   }
 
   stop(): void {

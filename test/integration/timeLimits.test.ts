@@ -1,0 +1,53 @@
+/**
+ * Celery's task_soft_time_limit / task_time_limit, over the real worker and the simulator: the soft
+ * limit interrupts sampling and keeps the image so far; the hard limit stops the job for good
+ * (no retry, credits back) and leaves the SD server free.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { startStack, type Stack } from '../helpers/stack';
+import { events, expectWellFormedStream, generate, statusPath, watch } from './helpers';
+
+describe('time limits', () => {
+  let stack: Stack | undefined;
+  afterEach(async () => {
+    await stack?.close();
+    stack = undefined;
+  });
+
+  it('at the soft limit the worker interrupts sampling and the generation succeeds with the image so far', async () => {
+    stack = await startStack({ env: { TASK_SOFT_TIME_LIMIT_S: '1', TASK_TIME_LIMIT_S: '20' }, simulator: { stepMs: 100 } });
+    const user = await stack.createUser(1);
+    const started = Date.now();
+    // 60 steps of 100 ms: six seconds of sampling, stopped after one.
+    const { id } = await generate(stack, user.token, { steps: 60, width: 64, height: 64 });
+    const list = events(await watch(stack.baseUrl, id, user.token).done);
+    expectWellFormedStream(list, id);
+    const last = list[list.length - 1]!;
+    expect(last.status).toBe('SUCCEEDED');
+    expect(last.images).toHaveLength(1);
+    expect(stack.sim.stats.interrupts).toBe(1);
+    expect(stack.sim.stats.txt2imgCalls).toBe(1);
+    expect(Math.max(...list.filter((e) => e.status === 'GENERATING').map((e) => e.step ?? 0))).toBeLessThan(60);
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(await stack.credits(user.userId)).toBe(0);
+  });
+
+  it('at the hard limit the job is stopped and fails with TIME_LIMIT_EXCEEDED, without a retry, credits back', async () => {
+    // Soft and hard at the same second: the hard limit ends the job before the interrupt's answer.
+    stack = await startStack({ env: { TASK_SOFT_TIME_LIMIT_S: '1', TASK_TIME_LIMIT_S: '1', TASK_MAX_RETRIES: '2', TASK_RETRY_DELAY_S: '0' }, simulator: { stepMs: 200 } });
+    const user = await stack.createUser(1);
+    const { id } = await generate(stack, user.token, { steps: 50, width: 64, height: 64 });
+    const list = events(await watch(stack.baseUrl, id, user.token).done);
+    expectWellFormedStream(list, id);
+    const last = list[list.length - 1]!;
+    expect(last.status).toBe('FAILED');
+    expect(last.error).toMatchObject({ code: 'TIME_LIMIT_EXCEEDED', retryable: false });
+    expect(statusPath(list)).not.toContain('RETRYING');
+    expect(stack.sim.stats.txt2imgCalls).toBe(1);
+    expect(await stack.credits(user.userId)).toBe(1);
+    // The SD server is free again: a short generation right after it succeeds.
+    const next = await generate(stack, user.token, { steps: 2, width: 64, height: 64 });
+    const after = events(await watch(stack.baseUrl, next.id, user.token).done);
+    expect(after[after.length - 1]!.status).toBe('SUCCEEDED');
+  });
+});
