@@ -198,7 +198,11 @@ return {#due, head[2] or '-1'}
 `;
 
 const RAISE_BATCH = 1000;
-/** A call without a reply for this long means a half-open connection: it is replaced and the call sent again. */
+/**
+ * A call without a reply for this long (or half the stall interval, if that is shorter) means a
+ * half-open connection: it is replaced and the calls are sent again. It must be noticed well within
+ * a stall interval, or the vouching stops and other workers re-queue this worker's live jobs.
+ */
 const COMMAND_TIMEOUT_MS = 10_000;
 
 type ScriptArg = string | number;
@@ -240,6 +244,7 @@ function parseRecord(raw: string): JobRecord | string {
     return 'not valid JSON';
   }
   if (!isPlainObject(record)) return 'not a JSON object';
+  if (!isPlainObject(record.data) || typeof record.data.kind !== 'string') return 'its data has no job kind';
   const options = record.options ?? {};
   if (!isPlainObject(options)) return 'its options are not an object';
   if (options.stacktraces !== undefined && !Array.isArray(options.stacktraces)) return 'its stacktraces are not a list';
@@ -285,6 +290,9 @@ export class JobConsumer {
   private released: string[] = [];
   /** What the call under way carries (vouched for until it is written). */
   private sending: { ended: Ended[]; claimed: string[]; released: string[]; since: number } | undefined;
+  /** Calls on `commands` without a reply yet, and when the oldest of them (or the last reply) was. */
+  private unanswered = 0;
+  private unansweredSince = 0;
   private waitingBlocked = false;
   private pumpScheduled = false;
   /** The last take found fewer jobs than it wanted: wait (blocking) rather than poll. */
@@ -381,7 +389,14 @@ export class JobConsumer {
         );
         this.commands.disconnect();
       } else {
-        await this.commands.quit().catch(() => this.commands.disconnect());
+        // QUIT waits for a reply; a connection that went half-open right now must not hold shutdown up.
+        let quitTimer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          this.commands.quit().catch(() => undefined),
+          new Promise((resolve) => (quitTimer = setTimeout(resolve, 2000))),
+        ]);
+        clearTimeout(quitTimer);
+        this.commands.disconnect();
       }
     })();
     return this.closePromise;
@@ -434,9 +449,8 @@ export class JobConsumer {
     for (const id of sending.claimed) args.push(id);
     this.sending = sending;
     this.stats.calls++;
-    this.commands.sdjobsTakeJobs(...args).then(
+    this.call(this.commands.sdjobsTakeJobs(...args)).then(
       (out) => {
-        this.sending = undefined;
         this.failures = 0;
         for (const e of sending.ended) this.reportEnd(e);
         // A take that wanted nothing learns nothing about the queue.
@@ -446,15 +460,19 @@ export class JobConsumer {
           if (this.closing) this.released.push(out[i]!);
           else this.run(out[i]!, out[i + 1]!);
         }
+        // Only now: a job that ends while the batch is being started (an unusable record) must
+        // not start another take that counts slots without the rest of the batch.
+        this.sending = undefined;
         this.pump();
       },
       (err: unknown) => {
         this.sending = undefined;
-        if (err instanceof Error && err.name === 'ReplyError') {
+        if (err instanceof Error && err.name === 'ReplyError' && /user_script|Error running script/.test(err.message)) {
           // The script itself failed: sending the same batch again would fail the same way. Its
-          // jobs are no longer vouched for, so a stall check puts them back in the queue.
+          // jobs are no longer vouched for, so a stall check puts them back in the queue. (Other
+          // error replies, such as OOM or READONLY during a failover, pass: they are retried below.)
           this.opts.log.error({ err, queue: this.opts.queue, ended: sending.ended.length }, 'the finish-and-take script failed; its jobs are left to the stall check');
-          this.schedulePump();
+          this.retryLater(err, 'retrying the job loop after a script error');
           return;
         }
         // Sending the batch again is safe: a retry is re-added only if the job is still active.
@@ -466,6 +484,17 @@ export class JobConsumer {
         this.retryLater(err, 'could not finish or take jobs');
       },
     );
+  }
+
+  /** Counts a call on `commands` until it is answered, for the half-open watchdog in guard(). */
+  private call<T>(promise: Promise<T>): Promise<T> {
+    if (this.unanswered++ === 0) this.unansweredSince = Date.now();
+    const answered = () => {
+      this.unanswered--;
+      this.unansweredSince = Date.now();
+    };
+    promise.then(answered, answered);
+    return promise;
   }
 
   private retryLater(err: unknown, what: string): void {
@@ -611,10 +640,11 @@ export class JobConsumer {
    */
   private readonly guard = (): void => {
     const now = Date.now();
-    if (this.sending && now - this.sending.since > COMMAND_TIMEOUT_MS) {
-      // ioredis sends the unanswered call again on the new connection; a resend is safe (see pump()).
-      this.opts.log.warn({ queue: this.opts.queue, waitedMs: now - this.sending.since }, 'no reply from Redis; reconnecting');
-      this.sending.since = now;
+    const limit = Math.min(COMMAND_TIMEOUT_MS, Math.max(1000, this.opts.stallIntervalMs / 2));
+    if (this.unanswered > 0 && now - this.unansweredSince > limit) {
+      // ioredis sends the unanswered calls again on the new connection; a resend is safe (see pump()).
+      this.opts.log.warn({ queue: this.opts.queue, waitedMs: now - this.unansweredSince }, 'no reply from Redis; reconnecting');
+      this.unansweredSince = now;
       this.commands.disconnect(true);
     }
     for (const run of this.running) {
@@ -625,7 +655,7 @@ export class JobConsumer {
       this.end(run, new Error(`Job ${run.job.id} timed out (${run.job.options.timeout} ms)`), false);
     }
     const k = this.keys;
-    this.commands.sdjobsGuardJobs(k.stallBlock, k.stalling, k.waiting, k.active, this.opts.stallIntervalMs, ...this.heldIds()).then(
+    this.call(this.commands.sdjobsGuardJobs(k.stallBlock, k.stalling, k.waiting, k.active, this.opts.stallIntervalMs, ...this.heldIds())).then(
       (stalled) => {
         if (stalled.length === 0) return;
         this.stats.requeued += stalled.length;
@@ -650,7 +680,7 @@ export class JobConsumer {
     this.raiseAt = Infinity;
     if (this.closing) return;
     const poll = this.opts.delayedPollMs ?? 1000;
-    this.commands.sdjobsRaiseDelayed(this.keys.delayed, this.keys.waiting, Date.now(), RAISE_BATCH).then(
+    this.call(this.commands.sdjobsRaiseDelayed(this.keys.delayed, this.keys.waiting, Date.now(), RAISE_BATCH)).then(
       ([raised, next]) => {
         if (raised > 0) {
           this.queueEmpty = false;

@@ -83,7 +83,9 @@ export class SdClient {
    * its own timer or by the caller's signal (the job's time limit) instead.
    */
   private readonly agent = new Agent({ headersTimeout: 0, bodyTimeout: 0, keepAliveTimeout: 10_000 });
-  /** Tasks this client interrupted (the soft time limit): their answer is the image so far. */
+  /** txt2img calls under way, by task id. */
+  private readonly inFlight = new Set<string>();
+  /** Those of them this client interrupted (the soft time limit): their answer is the image so far. */
   private readonly interrupted = new Set<string>();
 
   constructor(opts: SdClientOptions) {
@@ -127,6 +129,7 @@ export class SdClient {
       override_settings_restore_afterwards: true,
     };
 
+    this.inFlight.add(taskId);
     const progress = onProgress ? new ProgressReporter(onProgress, this.logger, taskId) : undefined;
     const stopPolling = new AbortController();
     const poller = progress ? this.pollProgress(taskId, req.steps, progress, stopPolling.signal) : undefined;
@@ -150,6 +153,7 @@ export class SdClient {
       }
       throw error;
     } finally {
+      this.inFlight.delete(taskId);
       this.interrupted.delete(taskId);
       // Stop before the caller resumes: no onProgress may run after this call settled.
       progress?.stop();
@@ -188,7 +192,8 @@ export class SdClient {
       throw err;
     }
     if (!isRecord(body) || body.active !== true) return false;
-    this.interrupted.add(taskId);
+    // Only a call still under way is marked (its `finally` clears the mark): nothing is kept after it.
+    if (this.inFlight.has(taskId)) this.interrupted.add(taskId);
     await this.request('POST', '/sdapi/v1/interrupt', { what: 'interrupt', body: {}, timeoutMs: this.fetchTimeoutMs });
     return true;
   }
@@ -220,7 +225,7 @@ export class SdClient {
             if (reading.previewId !== null) lastPreviewId = reading.previewId;
             out.report(reading.progress);
           } else if (reading?.kind === 'completed') {
-            out.reportCompleted(steps);
+            out.reportCompleted(this.interrupted.has(taskId) ? null : steps);
           } else if (reading?.kind === 'unknown') {
             // Not registered yet (our POST is still on its way) or already forgotten.
             out.report({ phase: 'queued', queuePosition: null, progress: 0, step: null, totalSteps: null, etaSeconds: null, preview: null });
@@ -344,7 +349,7 @@ class ProgressReporter {
   }
 
   /** "completed" is trusted only after we saw the task ourselves: a reused id can be stale. */
-  reportCompleted(steps: number): void {
+  reportCompleted(steps: number | null): void {
     if (this.seenTask) this.finish(steps);
   }
 

@@ -17,7 +17,6 @@ describe('time limits', () => {
   it('at the soft limit the worker interrupts sampling and the generation succeeds with the image so far', async () => {
     stack = await startStack({ env: { TASK_SOFT_TIME_LIMIT_S: '1', TASK_TIME_LIMIT_S: '20' }, simulator: { stepMs: 100 } });
     const user = await stack.createUser(1);
-    const started = Date.now();
     // 60 steps of 100 ms: six seconds of sampling, stopped after one.
     const { id } = await generate(stack, user.token, { steps: 60, width: 64, height: 64 });
     const list = events(await watch(stack.baseUrl, id, user.token).done);
@@ -28,7 +27,6 @@ describe('time limits', () => {
     expect(stack.sim.stats.interrupts).toBe(1);
     expect(stack.sim.stats.txt2imgCalls).toBe(1);
     expect(Math.max(...list.filter((e) => e.status === 'GENERATING').map((e) => e.step ?? 0))).toBeLessThan(60);
-    expect(Date.now() - started).toBeLessThan(5000);
     expect(await stack.credits(user.userId)).toBe(0);
   });
 
