@@ -9,6 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { forkTs, type BenchChild } from '../lib/processes';
+import { deleteKeys } from '../lib/redisKeys';
 import { median, round } from '../lib/stats';
 import type { BenchContext, Row, Scenario, ScenarioResult, Target } from '../lib/types';
 import { isMessage, SYSTEMS, type FromProducer, type FromWorker, type SystemId, type ToProducer, type ToWorker } from './jobs/systems';
@@ -29,17 +30,6 @@ interface Measurement {
 type Done = Extract<FromWorker, { type: 'done' }>;
 
 const WARM_UP_JOBS = 500;
-
-async function deleteKeys(redis: Redis, pattern: string): Promise<number> {
-  let cursor = '0';
-  let deleted = 0;
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) deleted += await redis.unlink(...keys);
-  } while (cursor !== '0');
-  return deleted;
-}
 
 /** Rotates the systems so that none always runs first (or right after the same neighbour). */
 const rotate = <T>(xs: readonly T[], by: number): T[] => xs.map((_, i) => xs[(i + by) % xs.length]!);

@@ -23,6 +23,7 @@ import type { Redis } from 'ioredis';
 import type { QueuedJob } from '../../../src/jobs/consumer';
 import type { Processor } from '../../../src/jobs/runner';
 import { report } from '../../lib/processes';
+import { countKeys } from '../../lib/redisKeys';
 import { benchConfig, isMessage, isSystemId, QUEUE, type FromWorker, type SystemId, type ToWorker } from './systems';
 
 type Done = Extract<FromWorker, { type: 'done' }>;
@@ -44,17 +45,6 @@ if (!values.system || !isSystemId(values.system)) throw new Error('usage: worker
 const system: SystemId = values.system;
 const redisUrl = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379/0';
 const send = (m: FromWorker) => report(m);
-
-async function countKeys(redis: Redis, pattern: string): Promise<number> {
-  let cursor = '0';
-  let n = 0;
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-    cursor = next;
-    n += keys.length;
-  } while (cursor !== '0');
-  return n;
-}
 
 const loadBeeQueueLibs = () =>
   Promise.all([

@@ -2,6 +2,7 @@
 import type { Knex } from 'knex';
 import { Redis } from 'ioredis';
 import { generateToken, hashToken } from '../../../src/auth/tokens';
+import { deleteKeys } from '../../lib/redisKeys';
 
 export interface BenchUser {
   id: string;
@@ -33,12 +34,7 @@ export async function deleteRedisPrefix(redisUrl: string, prefix: string): Promi
   let deleted = 0;
   try {
     await redis.connect();
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length) deleted += await redis.unlink(...keys);
-    } while (cursor !== '0');
+    deleted = await deleteKeys(redis, `${prefix}:*`);
   } finally {
     redis.disconnect();
   }

@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Knex } from 'knex';
 import { generateToken, hashToken } from '../../../src/auth/tokens';
+import { deleteKeys } from '../../lib/redisKeys';
 import type { GenerationInput } from '../../../src/generation/input';
 import type { ProgressUpdate } from '../../../src/progress/event';
 import type { ProgressPublisher } from '../../../src/progress/publisher';
@@ -88,10 +89,5 @@ export async function seedGenerations(db: Knex, publisher: ProgressPublisher, co
 
 /** Deletes every key under the prefix (snapshots, queue keys). */
 export async function deletePrefix(redis: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length) await redis.del(...keys);
-  } while (cursor !== '0');
+  await deleteKeys(redis, `${prefix}:*`);
 }
