@@ -98,8 +98,10 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     },
     context: async ({ request }): Promise<SchemaContext> => {
       const token = bearerToken(request.headers.get('authorization'));
+      const user = token ? await auth.authenticate(token) : null;
       return {
-        user: token ? await auth.authenticate(token) : null,
+        user,
+        tokenRejected: token !== null && user === null,
         db,
         generations,
         log,

@@ -10,6 +10,8 @@ import type { ProgressEvent } from '../progress/event';
 /** What every resolver gets: the caller (null when anonymous) and the services. */
 export interface SchemaContext {
   user: AuthUser | null;
+  /** A token was sent but is unknown or revoked: `me` says so instead of answering null. */
+  tokenRejected: boolean;
   db: Knex;
   generations: GenerationService;
   log: Logger;
@@ -42,6 +44,12 @@ export function createBuilder() {
 }
 
 export type Builder = ReturnType<typeof createBuilder>;
+
+/** The caller, or null without a token; a token that was sent but is not valid is an error, not anonymity. */
+export function optionalUser(ctx: SchemaContext): AuthUser | null {
+  if (ctx.tokenRejected) throw unauthenticated();
+  return ctx.user;
+}
 
 export function requireUser(ctx: SchemaContext): AuthUser {
   if (!ctx.user) throw unauthenticated();

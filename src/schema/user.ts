@@ -1,5 +1,5 @@
 import { User } from '../db/models';
-import type { Builder } from './builder';
+import { optionalUser, type Builder } from './builder';
 
 export interface UserShape {
   id: string;
@@ -22,7 +22,12 @@ export function addUserType(builder: Builder) {
   });
 
   builder.queryField('me', (t) =>
-    t.field({ type: UserRef, nullable: true, description: 'The caller, or null without a token.', resolve: (_r, _a, ctx) => ctx.user }),
+    t.field({
+      type: UserRef,
+      nullable: true,
+      description: 'The caller; null without a token; UNAUTHENTICATED for an unknown or revoked token.',
+      resolve: (_r, _a, ctx) => optionalUser(ctx),
+    }),
   );
   return UserRef;
 }

@@ -120,7 +120,17 @@ describe('a generation, end to end over real HTTP', () => {
 
   it('requires a token', async () => {
     const res = await gql(stack.baseUrl, MeDoc, {});
+    expect(res.errors).toBeUndefined();
     expect(res.data?.me).toBeNull();
+    // A token that was sent but is not valid is not the same as no token: a client can tell a typo
+    // (or a revoked token) from being signed out.
+    const unknown = await gql(stack.baseUrl, MeDoc, {}, 'sdk_typo');
+    expect(unknown.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+    expect(unknown.data?.me ?? null).toBeNull();
+    const user = await stack.createUser(1);
+    await stack.tdb.db('api_tokens').where({ user_id: user.userId }).update({ revoked_at: stack.tdb.db.fn.now() });
+    const revoked = await gql(stack.baseUrl, MeDoc, {}, user.token);
+    expect(revoked.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
     const gen = await fetch(`${stack.baseUrl}/graphql`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: 'Bearer sdk_wrong' },
