@@ -8,6 +8,7 @@
  */
 import os from 'node:os';
 import { z } from 'zod';
+import { DEFAULT_STEP_MS } from './sd/simulator/defaults';
 
 export const QUEUE_NAMES = ['high_priority', 'normal_priority', 'low_priority'] as const;
 export type QueueName = (typeof QUEUE_NAMES)[number];
@@ -69,6 +70,8 @@ const envSchema = z.object({
   SD_PROGRESS_INTERVAL_MS: int(500, 10, 60_000),
   SD_PREVIEW_INTERVAL_MS: int(1500, 0, 600_000),
   SD_PREVIEW_SIZE: int(128, 16, 1024),
+  /** `npm run dev` without APP_SD_API_URL: the built-in simulator's time per sampling step. */
+  SD_SIMULATOR_STEP_MS: int(DEFAULT_STEP_MS, 0, 60_000),
 
   /** No defaults here: WORKER_CONCURRENCY ?? CELERY_WORKER_CONCURRENCY ?? 2 is decided below. */
   WORKER_CONCURRENCY: optionalInt(1, 256),
@@ -120,6 +123,14 @@ const envSchema = z.object({
 
 export type Env = Record<string, string | undefined>;
 
+/** Every variable `loadConfig` reads (the README's configuration table lists each one). */
+export const ENV_VARIABLES = Object.keys(envSchema.shape) as ReadonlyArray<keyof typeof envSchema.shape>;
+
+/** Each variable's default as the schema applies it to an empty environment (undefined: none). */
+export function envDefaults(): Record<string, unknown> {
+  return envSchema.parse({});
+}
+
 function buildConfig(e: z.infer<typeof envSchema>) {
   const concurrency = e.WORKER_CONCURRENCY ?? e.CELERY_WORKER_CONCURRENCY ?? 2;
   const queues = e.WORKER_QUEUES.split(',').map((q) => q.trim()).filter(Boolean);
@@ -151,6 +162,7 @@ function buildConfig(e: z.infer<typeof envSchema>) {
       progressIntervalMs: e.SD_PROGRESS_INTERVAL_MS,
       previewIntervalMs: e.SD_PREVIEW_INTERVAL_MS,
       previewSize: e.SD_PREVIEW_SIZE,
+      simulatorStepMs: e.SD_SIMULATOR_STEP_MS,
     },
     worker: {
       concurrency,

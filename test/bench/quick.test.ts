@@ -4,6 +4,7 @@
  * this checks that every scenario runs to the end and reports real, finite measurements.
  */
 import { describe, expect, it } from 'vitest';
+import { BENCH_QUICK_MS } from '../helpers/budgets';
 import { renderMarkdown, runBench } from '../../bench/run';
 import { SCENARIOS } from '../../bench/scenarios/index';
 
@@ -22,5 +23,5 @@ describe('npm run bench -- --quick', () => {
     }
     const md = renderMarkdown(report);
     for (const s of SCENARIOS) expect(md).toContain(s.title);
-  }, 240_000);
+  }, BENCH_QUICK_MS);
 });

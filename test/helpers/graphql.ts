@@ -97,7 +97,7 @@ export function subscribe<T, V>(
   return {
     results,
     done,
-    waitFor(pred, timeoutMs = 20_000) {
+    waitFor(pred, timeoutMs = 60_000) {
       const found = results.find(pred);
       if (found) return Promise.resolve(found);
       return new Promise((resolve, reject) => {

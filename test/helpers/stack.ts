@@ -16,6 +16,7 @@ import { freePort } from '../../src/main/freePort';
 import { createSdSimulator, type SdSimulator, type SimulatorOptions } from '../../src/sd/simulator/index';
 import { LocalFolderStorage } from '../../src/storage/localFolder';
 import { createWorker, type Worker } from '../../workers/worker';
+import { PROCESS_START_MS } from './budgets';
 import { createTestDatabase, type TestDatabase } from './database';
 
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379/0';
@@ -48,7 +49,7 @@ export interface Stack {
 }
 
 /** Resolves when `${url}/health` answers 200; fails early if `alive()` turns false. */
-export async function waitForHealth(url: string, ms = 30_000, alive: () => boolean = () => true): Promise<void> {
+export async function waitForHealth(url: string, ms = PROCESS_START_MS, alive: () => boolean = () => true): Promise<void> {
   const deadline = Date.now() + ms;
   while (!(await fetch(`${url}/health`).then((r) => r.ok, () => false))) {
     if (!alive()) throw new Error(`${url}: the process exited before it was healthy`);
@@ -159,7 +160,7 @@ async function start(
       let stderr = '';
       child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
       const url = `http://127.0.0.1:${p}`;
-      await waitForHealth(url, 30_000, () => child.exitCode === null).catch((err: unknown) => {
+      await waitForHealth(url, PROCESS_START_MS, () => child.exitCode === null).catch((err: unknown) => {
         throw new Error(`second API did not start: ${String(err)}\n${stderr}`);
       });
       return {

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { WAIT_MS } from '../helpers/budgets';
 import { gql } from '../helpers/graphql';
 import { startStack, type Stack } from '../helpers/stack';
 import { CancelDoc, GenerateDoc, GenerationDoc } from './documents';
@@ -154,7 +155,7 @@ describe('cancelling', () => {
     const blockSub = watch(stack.baseUrl, block.id, blocker.token);
     await blockSub.waitFor((r) => r.data?.generationProgress.status === 'STARTED');
     // STARTED is published just before the worker calls txt2img: wait until the server has the call.
-    await vi.waitFor(() => expect(stack.sim.stats.txt2imgCalls).toBe(1), { timeout: 5000 });
+    await vi.waitFor(() => expect(stack.sim.stats.txt2imgCalls).toBe(1), { timeout: WAIT_MS });
     const callsBefore = stack.sim.stats.txt2imgCalls;
 
     const user = await stack.createUser(1);
@@ -174,9 +175,9 @@ describe('cancelling', () => {
     const blocked = events(await blockSub.done);
     expect(blocked[blocked.length - 1]!.status).toBe('CANCELLED');
     expect(await stack.credits(blocker.userId)).toBe(1);
-    await vi.waitFor(() => expect(stack.worker!.counters.active).toBe(0), { timeout: 5000 });
+    await vi.waitFor(() => expect(stack.worker!.counters.active).toBe(0), { timeout: WAIT_MS });
     // The freed slot took the cancelled job from the queue and dropped it: it never reached the GPU.
-    await vi.waitFor(async () => expect(await stack.redis.llen(`${stack.env.REDIS_PREFIX}:high_priority:waiting`)).toBe(0), { timeout: 5000 });
+    await vi.waitFor(async () => expect(await stack.redis.llen(`${stack.env.REDIS_PREFIX}:high_priority:waiting`)).toBe(0), { timeout: WAIT_MS });
     expect(stack.sim.stats.txt2imgCalls).toBe(callsBefore);
   });
 });

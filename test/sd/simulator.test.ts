@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import sharp from 'sharp';
 import { createSdSimulator } from '../../src/sd/simulator/index';
 import type { SdSimulator } from '../../src/sd/simulator/index';
+import { WAIT_MS } from '../helpers/budgets';
 import { pngSize, pngTexts, readPngChunks } from './png-chunks';
 
 let sim: SdSimulator;
@@ -137,10 +138,9 @@ describe('txt2img images', () => {
     expect(new Set(images.map((i) => i.toString('base64'))).size).toBe(3);
   });
 
-  it('renders 1024×1024 quickly', async () => {
-    const t0 = Date.now();
+  // How fast it renders is the benchmarks' business (npm run bench), not a test's.
+  it('renders 1024×1024', async () => {
     const { images } = await txt2img({ prompt: 'big', steps: 1, width: 1024, height: 1024, seed: 1 });
-    expect(Date.now() - t0).toBeLessThan(2000);
     expect(pngSize(images[0]!)).toEqual({ width: 1024, height: 1024 });
   });
 });
@@ -149,7 +149,7 @@ describe('queue and progress', () => {
   it('runs one job at a time and reports the waiting one as "In queue"', async () => {
     const before = sim.stats;
     const first = txt2img({ prompt: 'first', steps: 40, width: 64, height: 64, seed: 1, force_task_id: 'q-first' });
-    await vi.waitFor(async () => expect((await progressOf('q-first')).active).toBe(true), { timeout: 2000, interval: 5 });
+    await vi.waitFor(async () => expect((await progressOf('q-first')).active).toBe(true), { timeout: WAIT_MS, interval: 5 });
 
     const second = txt2img({ prompt: 'second', steps: 2, width: 64, height: 64, seed: 2, force_task_id: 'q-second' });
     await vi.waitFor(
@@ -157,7 +157,7 @@ describe('queue and progress', () => {
         const p = await progressOf('q-second');
         expect(p).toEqual({ active: false, queued: true, completed: false, progress: null, eta: null, live_preview: null, id_live_preview: -1, textinfo: 'In queue: 1/1' });
       },
-      { timeout: 2000, interval: 5 },
+      { timeout: WAIT_MS, interval: 5 },
     );
     const active = await progressOf('q-first');
     expect(active).toMatchObject({ active: true, queued: false, completed: false });
@@ -184,7 +184,7 @@ describe('queue and progress', () => {
         first = await progressOf('prev-1');
         expect(typeof first.live_preview).toBe('string');
       },
-      { timeout: 2000, interval: 5 },
+      { timeout: WAIT_MS, interval: 5 },
     );
     const uri = first.live_preview as string;
     expect(uri).toMatch(/^data:image\/png;base64,/);
@@ -202,7 +202,7 @@ describe('queue and progress', () => {
         expect(later.id_live_preview).toBeGreaterThan(id);
         expect(typeof later.live_preview).toBe('string');
       },
-      { timeout: 2000, interval: 5 },
+      { timeout: WAIT_MS, interval: 5 },
     );
     await job;
   });
@@ -227,7 +227,7 @@ describe('queue and progress', () => {
         // Raw base64, no data: prefix.
         expect(g.current_image!.startsWith('iVBOR')).toBe(true);
       },
-      { timeout: 2000, interval: 5 },
+      { timeout: WAIT_MS, interval: 5 },
     );
     const skipped = (await call('GET', '/sdapi/v1/progress?skip_current_image=true')).body as Record<string, unknown>;
     expect(skipped.current_image).toBeNull();
@@ -236,15 +236,40 @@ describe('queue and progress', () => {
 
   it('interrupt stops the running job early and still answers with its images', async () => {
     const before = sim.stats.interrupts;
-    const t0 = Date.now();
-    const job = txt2img({ prompt: 'long', steps: 1000, width: 64, height: 64, batch_size: 2, force_task_id: 'int-1' });
-    await vi.waitFor(async () => expect((await progressOf('int-1')).active).toBe(true), { timeout: 2000, interval: 5 });
-    const res = await call('POST', '/sdapi/v1/interrupt');
-    expect(res).toMatchObject({ status: 200, body: {} });
-    const { images } = await job;
-    expect(images).toHaveLength(2);
-    expect(Date.now() - t0).toBeLessThan(2000); // 1000 steps × 5 ms would be 5 s
-    expect(sim.stats.interrupts).toBe(before + 1);
+    // Paused, the job can only end by the interrupt.
+    sim.pause();
+    try {
+      const job = txt2img({ prompt: 'long', steps: 1000, width: 64, height: 64, batch_size: 2, force_task_id: 'int-1' });
+      await vi.waitFor(async () => expect((await progressOf('int-1')).active).toBe(true), { timeout: WAIT_MS, interval: 5 });
+      const res = await call('POST', '/sdapi/v1/interrupt');
+      expect(res).toMatchObject({ status: 200, body: {} });
+      const { images } = await job;
+      expect(images).toHaveLength(2);
+      expect(sim.stats.interrupts).toBe(before + 1);
+    } finally {
+      sim.resume();
+    }
+  });
+
+  it('pause holds the running job at its step until resume', async () => {
+    sim.pause();
+    try {
+      const job = txt2img({ prompt: 'held', steps: 4, width: 64, height: 64, force_task_id: 'pause-1' });
+      await vi.waitFor(async () => expect((await progressOf('pause-1')).active).toBe(true), { timeout: 20_000, interval: 5 });
+      const held = await progressOf('pause-1');
+      // Twenty step times later it has not moved, and it has not answered.
+      let answered = false;
+      void job.then(() => (answered = true));
+      await new Promise((r) => setTimeout(r, 100));
+      expect((await progressOf('pause-1')).progress).toBe(held.progress);
+      expect(answered).toBe(false);
+      sim.resume();
+      const { images, info } = await job;
+      expect(images).toHaveLength(1);
+      expect(info.steps).toBe(4);
+    } finally {
+      sim.resume();
+    }
   });
 
   it('remembers only the last 16 finished task ids', async () => {
@@ -376,14 +401,14 @@ describe('server variants', () => {
   it('close() ends hanging and running requests promptly and is safe to call twice', async () => {
     const doomed = createSdSimulator({ stepMs: 50 });
     const url = await doomed.listen();
+    // Paused: nothing ends by itself, so only close() can settle these requests.
+    doomed.pause();
     doomed.failNext('hang');
     const hanging = call('POST', '/sdapi/v1/txt2img', { steps: 1 }, { url });
     const running = call('POST', '/sdapi/v1/txt2img', { steps: 1000, width: 8, height: 8, force_task_id: 'doomed' }, { url });
     const queued = call('POST', '/sdapi/v1/txt2img', { steps: 1, width: 8, height: 8 }, { url });
-    await vi.waitFor(async () => expect((await progressOf('doomed', -1, url)).active).toBe(true), { timeout: 2000, interval: 5 });
-    const t0 = Date.now();
+    await vi.waitFor(async () => expect((await progressOf('doomed', -1, url)).active).toBe(true), { timeout: WAIT_MS, interval: 5 });
     await Promise.all([doomed.close(), doomed.close()]);
-    expect(Date.now() - t0).toBeLessThan(1000);
     const settled = await Promise.allSettled([hanging, running, queued]);
     expect(settled.map((s) => s.status)).toEqual(['rejected', 'rejected', 'rejected']);
     expect(() => doomed.url).not.toThrow();

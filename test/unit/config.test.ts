@@ -1,5 +1,36 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/config';
+import { ConfigError, ENV_VARIABLES, envDefaults, loadConfig } from '../../src/config';
+
+/** The README's configuration table: variable → its default column, as written. */
+function readmeTable(): Map<string, string> {
+  const readme = readFileSync(path.resolve(import.meta.dirname, '../../README.md'), 'utf8');
+  const section = readme.slice(readme.indexOf('## Configuration'), readme.indexOf('\n## ', readme.indexOf('## Configuration') + 5));
+  const rows = new Map<string, string>();
+  for (const line of section.split('\n')) {
+    const cells = line.split('|').map((c) => c.trim());
+    if (cells.length < 4 || !cells[1]?.startsWith('`')) continue;
+    const names = [...cells[1].matchAll(/`([A-Z][A-Z0-9_]+)`/g)].map((m) => m[1]!);
+    const defaults = cells[2]!.split(' / ');
+    names.forEach((n, i) => rows.set(n, (names.length === defaults.length ? defaults[i] : cells[2])!.trim()));
+  }
+  return rows;
+}
+
+describe('the README configuration table', () => {
+  it('lists exactly the variables config.ts reads, with the same defaults', () => {
+    const table = readmeTable();
+    expect([...table.keys()].sort()).toEqual([...ENV_VARIABLES].sort());
+    const defaults = envDefaults();
+    for (const [name, written] of table) {
+      // Only plain literals are compared; a computed default is described in words.
+      const literal = /^`([^`]*)`$/.exec(written)?.[1];
+      if (literal === undefined || defaults[name] === undefined) continue;
+      expect(`${name}=${literal}`).toBe(`${name}=${String(defaults[name])}`);
+    }
+  });
+});
 
 describe('loadConfig', () => {
   it('applies the documented defaults', () => {

@@ -11,6 +11,7 @@ import { progressChannel, progressKey } from '../../src/progress/event';
 import { ProgressHub } from '../../src/progress/hub';
 import { ProgressPublisher } from '../../src/progress/publisher';
 import { progressStream, type ProgressStreamSource } from '../../src/progress/stream';
+import { WAIT_MS } from '../helpers/budgets';
 import { openProgressRedis, progressUpdate, type ProgressRedis } from '../helpers/progress';
 
 const prefix = `t${randomBytes(5).toString('hex')}`;
@@ -81,7 +82,7 @@ describe('progress stream machinery against real Redis', () => {
     await expect.poll(() => streams.every((s) => s.seen.length === 1)).toBe(true);
     expect(counts.reads).toBe(3); // the first state of each
     // Quiet: the scheduler checks all three in batched calls, without reading their state.
-    await expect.poll(() => counts.seqKeys, { timeout: 2000 }).toBeGreaterThanOrEqual(3);
+    await expect.poll(() => counts.seqKeys, { timeout: WAIT_MS }).toBeGreaterThanOrEqual(3);
     expect(counts.reads).toBe(3);
     // A state that lands in the snapshot without its message: found by the check, then sent.
     await redis.hset(progressKey(prefix, ids[1]!), 'seq', '2', 'data', JSON.stringify({ ...update(ids[1]!, 'SUCCEEDED', 1), seq: 2 }), 'final', '1');

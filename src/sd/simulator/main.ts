@@ -1,15 +1,21 @@
 /**
  * Runs the SD simulator as a process:
- *   tsx src/sd/simulator/main.ts --port 7860 --step-ms 50 [--host 127.0.0.1] [--auth user:pass] [--nowebui]
- * Only this entry listens and handles signals; `index.ts` is free of side effects.
+ *   npm run sd:simulator -- --port 7860 [--step-ms 500] [--host 127.0.0.1] [--auth user:pass] [--nowebui]
+ * Only this entry listens and handles signals (like the service's entries); `index.ts` is free of side effects.
  */
-import { parseArgs } from 'node:util';
-import { createSdSimulator } from './index';
+import { createLogger } from '../../logger';
+import { parseFlags } from '../../main/cli';
+import { closeOnSignals } from '../../main/lifecycle';
+import { createSdSimulator, DEFAULT_STEP_MS } from './index';
+
+const USAGE = `usage: npm run sd:simulator -- [--port 7860] [--host 127.0.0.1] [--step-ms ${DEFAULT_STEP_MS}] [--auth user:pass] [--nowebui]
+
+An AUTOMATIC1111-compatible server (txt2img, progress, interrupt, samplers) that draws test patterns.
+--step-ms is the time per sampling step (${DEFAULT_STEP_MS} ms: a 20-step image takes ${(DEFAULT_STEP_MS * 20) / 1000} s, like a GPU).
+--auth behaves like --api-auth; --nowebui hides /internal/progress like A1111's --nowebui.`;
 
 function usage(problem: string): never {
-  process.stderr.write(
-    `${problem}\nusage: tsx src/sd/simulator/main.ts [--port 7860] [--host 127.0.0.1] [--step-ms 50] [--auth user:pass] [--nowebui]\n`,
-  );
+  process.stderr.write(`${problem}\n\n${USAGE}\n`);
   process.exit(2);
 }
 
@@ -20,26 +26,16 @@ function intArg(name: string, value: string | undefined, def: number, min: numbe
   return n;
 }
 
-const ARG_OPTIONS = {
-  port: { type: 'string' },
-  host: { type: 'string' },
-  'step-ms': { type: 'string' },
-  auth: { type: 'string' },
-  nowebui: { type: 'boolean' },
-} as const;
-
-function readArgs() {
-  try {
-    return parseArgs({ options: ARG_OPTIONS }).values;
-  } catch (err) {
-    return usage(err instanceof Error ? err.message : String(err));
-  }
-}
-
 async function main(): Promise<void> {
-  const values = readArgs();
+  const values = parseFlags(USAGE, {
+    port: { type: 'string' },
+    host: { type: 'string' },
+    'step-ms': { type: 'string' },
+    auth: { type: 'string' },
+    nowebui: { type: 'boolean' },
+  });
   const port = intArg('port', values.port, 7860, 0, 65535);
-  const stepMs = intArg('step-ms', values['step-ms'], 50, 0, 60_000);
+  const stepMs = intArg('step-ms', values['step-ms'], DEFAULT_STEP_MS, 0, 60_000);
   let auth: { username: string; password: string } | undefined;
   if (values.auth !== undefined) {
     const sep = values.auth.indexOf(':');
@@ -51,22 +47,7 @@ async function main(): Promise<void> {
   const url = await sim.listen(port, values.host ?? '127.0.0.1');
   process.stdout.write(`SD simulator listening on ${url} (step ${stepMs} ms${auth ? ', --api-auth' : ''}${values.nowebui ? ', --nowebui' : ''})\n`);
 
-  let stopping = false;
-  const stop = (signal: NodeJS.Signals) => {
-    // A second signal means "now": don't wait for connections to drain.
-    if (stopping) process.exit(1);
-    stopping = true;
-    process.stdout.write(`${signal}: closing the SD simulator\n`);
-    sim.close().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        process.stderr.write(`closing failed: ${String(err)}\n`);
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGINT', stop);
-  process.on('SIGTERM', stop);
+  closeOnSignals(() => sim.close(), createLogger(process.env.LOG_LEVEL ?? 'info', 'sd-simulator'));
 }
 
 main().catch((err: unknown) => {

@@ -11,6 +11,7 @@ import http from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomInt } from 'node:crypto';
+import { DEFAULT_STEP_MS } from './defaults';
 import { encodePng } from './png';
 import { A1111_SAMPLERS } from '../samplers';
 import { previewSize, renderPicture } from './picture';
@@ -18,7 +19,7 @@ import { parseTxt2ImgBody, sdError, validationError } from './txt2img-request';
 import type { Txt2ImgParams } from './txt2img-request';
 
 export interface SimulatorOptions {
-  /** Time per sampling step. Default 50 ms. */
+  /** Time per sampling step. Default DEFAULT_STEP_MS (500 ms). */
   stepMs?: number;
   /** When set, /sdapi/* needs HTTP basic and /internal/progress answers 404, like --api-auth. */
   auth?: { username: string; password: string };
@@ -60,6 +61,12 @@ export interface SdSimulator {
   /** The next `times` (default 1) txt2img calls fail this way. */
   failNext(mode: FailureMode, times?: number): void;
   setStepMs(ms: number): void;
+  /**
+   * Holds sampling: the running job stays at its current step (reported as active, so a worker sees
+   * GENERATING) until `resume()`. Tests use it to act mid-generation however slow the machine is.
+   */
+  pause(): void;
+  resume(): void;
   /** A snapshot of the counters. */
   readonly stats: SimulatorStats;
 }
@@ -120,6 +127,9 @@ class Simulator implements SdSimulator {
   private pendingSeq = 0;
   private readonly finished: string[] = [];
   private current: RunningJob | null = null;
+  private paused = false;
+  /** Steps that came due while paused; `resume()` runs them. */
+  private readonly parked: Array<() => void> = [];
   private running = 0;
   /** Tail of the promise chain that serialises jobs (A1111's queue_lock). Never rejects. */
   private lock: Promise<void> = Promise.resolve();
@@ -131,7 +141,7 @@ class Simulator implements SdSimulator {
   private readonly routes: Map<string, Partial<Record<string, Handler>>>;
 
   constructor(opts: SimulatorOptions) {
-    this.stepMs = opts.stepMs ?? 50;
+    this.stepMs = opts.stepMs ?? DEFAULT_STEP_MS;
     this.auth = opts.auth;
     this.internalProgressEnabled = (opts.internalProgress ?? true) && !opts.auth;
     this.samplers = opts.samplers ?? DEFAULT_SAMPLERS;
@@ -210,6 +220,15 @@ class Simulator implements SdSimulator {
   setStepMs(ms: number): void {
     if (!Number.isFinite(ms) || ms < 0) throw new RangeError('stepMs must be a non-negative number.');
     this.stepMs = ms;
+  }
+
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    this.paused = false;
+    for (const step of this.parked.splice(0)) step();
   }
 
   // ---- routing --------------------------------------------------------------------------------
@@ -341,13 +360,20 @@ class Simulator implements SdSimulator {
   private sample(job: RunningJob): Promise<void> {
     return new Promise<void>((resolve) => {
       const steps = job.params.steps;
+      let stopped = false;
       job.stop = () => {
+        stopped = true;
         if (job.timer) clearTimeout(job.timer);
         job.timer = null;
         resolve();
       };
       const tick = () => {
         job.timer = null;
+        if (stopped) return;
+        if (this.paused) {
+          this.parked.push(tick);
+          return;
+        }
         job.step++;
         if (job.step >= steps) {
           if (job.jobNo + 1 >= job.jobCount) return resolve();
