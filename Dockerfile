@@ -1,5 +1,7 @@
 # The API, the worker and the migrations share this image; docker-compose.yml picks the command.
-# There is no build step: tsx (a runtime dependency) runs the TypeScript sources directly.
+# There is no build step: node runs the TypeScript sources through tsx's loader (`--import tsx`,
+# a runtime dependency), in one process. Commands start node itself, never npm: as PID 1 node gets
+# `docker stop`'s SIGTERM and drains; npm would pass it to a shell that dies and leaves node behind.
 FROM node:20-bookworm-slim
 
 WORKDIR /app
@@ -7,7 +9,7 @@ ENV NODE_ENV=production
 
 # Dependencies first, so a source-only change reuses this layer.
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 
 # Sources stay owned by root (read-only for the app); .dockerignore keeps local state out.
 COPY . .
@@ -18,4 +20,4 @@ RUN mkdir -p /app/.data/files && chown -R node:node /app/.data
 
 USER node
 EXPOSE 4000
-CMD ["npm", "run", "api"]
+CMD ["node", "--import", "tsx", "src/main/api.ts"]

@@ -5,7 +5,7 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
-import { parseArgs } from 'node:util';
+import { parseFlags } from '../src/main/cli';
 import { met, type BenchContext, type Scenario, type ScenarioResult } from './lib/types';
 import { SCENARIOS } from './scenarios/index';
 
@@ -81,7 +81,14 @@ export async function runBench(opts: { quick: boolean; only?: string[]; write?: 
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const { values } = parseArgs({ options: { quick: { type: 'boolean', default: false }, only: { type: 'string' } }, strict: true });
+  const values = parseFlags(
+    `usage: npm run bench -- [--quick] [--only=${SCENARIOS.map((s) => s.id).join(',')}]
+
+Measures the service against what it is built on, side by side in one run, and writes
+bench/results/latest.{json,md} (quick.* with --quick, partial.* with --only). Needs Redis and
+Postgres (BENCH_REDIS_URL / BENCH_DATABASE_URL, else TEST_REDIS_URL / TEST_DATABASE_URL, else local).`,
+    { quick: { type: 'boolean', default: false }, only: { type: 'string' } },
+  );
   runBench({ quick: values.quick ?? false, only: values.only?.split(',').map((s) => s.trim()).filter(Boolean) })
     .then((report) => {
       process.stdout.write(`\n${renderMarkdown(report)}\n`);

@@ -3,20 +3,24 @@
  * (the old `celery worker --queues ... --concurrency ...`). Flags override WORKER_QUEUES and
  * WORKER_CONCURRENCY. Needs Redis, Postgres and APP_SD_API_URL.
  */
-import { parseArgs } from 'node:util';
 import { loadConfig, requireSetting } from '../src/config';
 import { assertSchemaCurrent } from '../src/db/migrate';
 import { createDb } from '../src/db/knex';
 import { createLogger } from '../src/logger';
+import { parseFlags } from '../src/main/cli';
 import { closeOnSignals, exitOnStartupError } from '../src/main/lifecycle';
 import { LocalFolderStorage } from '../src/storage/localFolder';
 import { createWorker } from './worker';
 
+const USAGE = `usage: npm run worker -- [--queues=high_priority,normal_priority,low_priority] [--concurrency=2]
+
+Consumes the named queues (default WORKER_QUEUES, all three) with this many generation slots
+(default WORKER_CONCURRENCY, alias CELERY_WORKER_CONCURRENCY, 2). Needs DATABASE_URL (or
+APP_DATABASE_URL), REDIS_URL and APP_SD_API_URL; SIGTERM or Ctrl-C lets running jobs finish
+(up to WORKER_SHUTDOWN_TIMEOUT_MS) and exits.`;
+
 async function main() {
-  const { values } = parseArgs({
-    options: { queues: { type: 'string' }, concurrency: { type: 'string' } },
-    strict: true,
-  });
+  const values = parseFlags(USAGE, { queues: { type: 'string' }, concurrency: { type: 'string' } });
   const config = loadConfig({
     ...process.env,
     ...(values.queues !== undefined ? { WORKER_QUEUES: values.queues } : {}),

@@ -4,9 +4,17 @@ import { loadConfig, requireSetting } from '../config';
 import { assertSchemaCurrent } from '../db/migrate';
 import { createDb, describeTarget } from '../db/knex';
 import { createLogger } from '../logger';
+import { parseFlags } from './cli';
 import { closeOnSignals, exitOnStartupError } from './lifecycle';
 
+const USAGE = `usage: npm run api
+
+The production API: GraphQL and GraphiQL at /graphql (subscriptions over SSE), /health.
+Needs DATABASE_URL (or APP_DATABASE_URL) and REDIS_URL; listens on HOST:PORT (0.0.0.0:4000).
+Every setting is an environment variable (see the README's Configuration).`;
+
 async function main() {
+  parseFlags(USAGE, {});
   const config = loadConfig();
   const log = createLogger(config.logLevel, 'api');
   const url = requireSetting(config.database.url, 'DATABASE_URL', 'the API needs Postgres (or APP_DATABASE_URL); `npm run dev` runs without one');

@@ -1,17 +1,49 @@
 /**
- * The production shape: `npm run worker` as its own process. A SIGTERM lets the running job finish
- * and exits cleanly; what is left (the upload) is done by the next worker, nothing is lost.
+ * The production shape: the worker as its own process, started exactly as its container starts it
+ * (docker-compose.yml's command: node itself, no npm in between). A SIGTERM lets the running job
+ * finish and exits cleanly; what is left (the upload) is done by the next worker, nothing is lost.
+ *
+ * The simulator is paused while a test acts "mid-generation", so a busy machine cannot let the job
+ * finish before the signal lands.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
+import { PROCESS_START_MS, PROCESSES_TEST_MS } from '../helpers/budgets';
 import { startStack, type Stack } from '../helpers/stack';
 import { events, expectWellFormedStream, generate, statusPath, watch } from './helpers';
 
-function startWorkerProcess(stack: Stack, args: string[], env: Record<string, string> = {}): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
+const ROOT = path.resolve(import.meta.dirname, '../..');
+
+/** The worker service's command in docker-compose.yml, as a container runs it. */
+function composeWorkerCommand(): string[] {
+  const compose = parseYaml(readFileSync(path.join(ROOT, 'docker-compose.yml'), 'utf8')) as { services: Record<string, { command?: unknown }> };
+  const command = compose.services.worker?.command;
+  if (!Array.isArray(command) || !command.every((c) => typeof c === 'string')) throw new Error('the worker command must be an exec-form list');
+  return command;
+}
+
+/**
+ * `container`: the compose file's command (flags given later win over its own --queues and
+ * --concurrency). `npm`: `npm run worker`, in a process group of its own, as a terminal starts it.
+ */
+type StartedBy = 'container' | 'npm';
+
+function startWorkerProcess(
+  stack: Stack,
+  args: string[],
+  env: Record<string, string> = {},
+  by: StartedBy = 'container',
+): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
   let out = '';
-  const child = spawn(process.execPath, ['--import', 'tsx', 'workers/main.ts', ...args], {
+  const [program, ...programArgs] = by === 'container' ? composeWorkerCommand() : ['npm', 'run', '-s', 'worker', '--'];
+  const child = spawn(program!, [...programArgs, ...args], {
+    cwd: ROOT,
     env: { ...process.env, ...stack.env, LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: by === 'npm',
   });
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
@@ -19,7 +51,7 @@ function startWorkerProcess(stack: Stack, args: string[], env: Record<string, st
   return { child, output: () => out, exited };
 }
 
-async function waitForOutput(output: () => string, pattern: RegExp, ms = 30_000) {
+async function waitForOutput(output: () => string, pattern: RegExp, ms = PROCESS_START_MS) {
   const deadline = Date.now() + ms;
   while (!pattern.test(output())) {
     if (Date.now() > deadline) throw new Error(`no ${pattern} in:\n${output()}`);
@@ -27,28 +59,39 @@ async function waitForOutput(output: () => string, pattern: RegExp, ms = 30_000)
   }
 }
 
-describe('npm run worker as a process', () => {
+describe('npm run worker as a process', { timeout: PROCESSES_TEST_MS }, () => {
   let stack: Stack;
   const children: ChildProcess[] = [];
-  const worker = (args: string[], env: Record<string, string> = {}) => {
-    const w = startWorkerProcess(stack, args, env);
+  const worker = (args: string[], env: Record<string, string> = {}, by: StartedBy = 'container') => {
+    const w = startWorkerProcess(stack, args, env, by);
     children.push(w.child);
     return w;
   };
-  /** Starts a worker, then a generation, and returns once that generation is being sampled there. */
-  const generatingOn = async (userToken: string, args: string[], env: Record<string, string> = {}) => {
-    const w = worker(args, env);
+  /**
+   * Starts a worker, then a generation, and returns once that generation is being sampled there,
+   * with the simulator paused: it stays mid-generation until the test calls `stack.sim.resume()`.
+   */
+  const generatingOn = async (userToken: string, args: string[], env: Record<string, string> = {}, by: StartedBy = 'container') => {
+    const w = worker(args, env, by);
     await waitForOutput(w.output, /worker started/);
+    stack.sim.pause();
     const { id } = await generate(stack, userToken, { steps: 25 });
     const sub = watch(stack.baseUrl, id, userToken);
     await sub.waitFor((r) => r.data?.generationProgress.status === 'GENERATING');
     return { w, id, sub };
   };
   beforeAll(async () => {
-    stack = await startStack({ worker: false, simulator: { stepMs: 40 }, env: { STALL_INTERVAL_MS: '1000' } });
+    // A stall interval well above the event-loop pauses of a loaded machine: a live worker's job
+    // must never look stalled (the first test checks attempt 1).
+    stack = await startStack({ worker: false, simulator: { stepMs: 40 }, env: { STALL_INTERVAL_MS: '3000' } });
   });
   afterAll(async () => {
-    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+    for (const c of children) {
+      if (c.exitCode !== null || !c.pid) continue;
+      // npm-started workers lead their own process group: take node with them.
+      if (c.spawnargs[0] === 'npm') process.kill(-c.pid, 'SIGKILL');
+      else c.kill('SIGKILL');
+    }
     await stack?.close();
   });
 
@@ -57,6 +100,10 @@ describe('npm run worker as a process', () => {
     // Only the generation queue: the upload waits for a worker that consumes normal_priority.
     const { w: first, id, sub } = await generatingOn(user.token, ['--queues=high_priority', '--concurrency=1']);
     first.child.kill('SIGTERM');
+    // Draining: the job is still running, and the worker waits for it.
+    await waitForOutput(first.output, /shutting down/);
+    expect(first.child.exitCode).toBeNull();
+    stack.sim.resume();
     expect(await first.exited).toBe(0);
     await sub.waitFor((r) => r.data?.generationProgress.status === 'UPLOADING');
     const row = await stack.tdb.db('generations').where({ id }).first();
@@ -77,6 +124,7 @@ describe('npm run worker as a process', () => {
     const { w: doomed, id, sub } = await generatingOn(user.token, ['--concurrency=1']);
     doomed.child.kill('SIGKILL');
     await doomed.exited;
+    stack.sim.resume();
 
     const rescuer = worker(['--concurrency=1']);
     const list = events(await sub.done);
@@ -96,6 +144,7 @@ describe('npm run worker as a process', () => {
     const { w: doomed, id, sub } = await generatingOn(user.token, ['--concurrency=1'], noSecondChances);
     doomed.child.kill('SIGKILL');
     await doomed.exited;
+    stack.sim.resume();
 
     const next = worker(['--concurrency=1'], noSecondChances);
     const list = events(await sub.done);
@@ -103,5 +152,33 @@ describe('npm run worker as a process', () => {
     expect(await stack.credits(user.userId)).toBe(1);
     next.child.kill('SIGTERM');
     expect(await next.exited).toBe(0);
+  });
+  it("the compose and Dockerfile commands start node itself, so a container's SIGTERM reaches it", () => {
+    expect(composeWorkerCommand()[0]).toBe('node');
+    const cmd = /^CMD\s+(\[.*\])\s*$/m.exec(readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'))?.[1];
+    expect(cmd, 'the Dockerfile has an exec-form CMD').toBeDefined();
+    expect((JSON.parse(cmd!) as string[])[0]).toBe('node');
+  });
+
+  it.each([
+    ['to its whole process group (a terminal, a process manager)', 'group'],
+    ['to npm alone', 'npm'],
+  ] as const)('`npm run worker` drains on a SIGTERM %s and leaves no process behind', async (_name, target) => {
+    const user = await stack.createUser(1);
+    const { w, id, sub } = await generatingOn(user.token, ['--queues=high_priority', '--concurrency=1'], {}, 'npm');
+    const nodePid = Number(/"pid":(\d+)/.exec(w.output())?.[1]);
+    expect(nodePid).toBeGreaterThan(0);
+    expect(nodePid).not.toBe(w.child.pid);
+    if (target === 'group') process.kill(-w.child.pid!, 'SIGTERM');
+    else w.child.kill('SIGTERM');
+    await waitForOutput(w.output, /shutting down/);
+    stack.sim.resume();
+    await sub.waitFor((r) => r.data?.generationProgress.status === 'UPLOADING');
+    expect(await w.exited).toBe(0);
+    // Delivered twice (by the kernel and again by npm), it is still one request to drain.
+    expect(w.output()).not.toMatch(/exiting now/);
+    expect(() => process.kill(nodePid, 0)).toThrow();
+    const row = await stack.tdb.db('generations').where({ id }).first();
+    expect(row.status).toBe('UPLOADING');
   });
 });

@@ -1,30 +1,19 @@
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { authenticate } from '../../src/auth/tokens';
 import { assertSchemaCurrent, SchemaBehindError } from '../../src/db/migrate';
+import { PROCESSES_TEST_MS } from '../helpers/budgets';
 import { createTestDatabase, type TestDatabase } from '../helpers/database';
+import { runCommand } from '../helpers/run';
 import { REDIS_URL } from '../helpers/stack';
 
-const run = promisify(execFile);
-
-/** Runs an entry the way npm does (tsx), returning its exit code and output instead of throwing. */
-async function entry(file: string, args: string[], env: Record<string, string | undefined>) {
+/** Runs an entry the way the npm scripts do (node --import tsx), returning its exit code and output. */
+function entry(file: string, args: string[], env: Record<string, string | undefined>) {
   const clean = { ...process.env };
   for (const k of ['DATABASE_URL', 'APP_DATABASE_URL', 'APP_SD_API_URL']) delete clean[k];
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', file, ...args], {
-      env: { ...clean, LOG_LEVEL: 'silent', REDIS_URL, ...env },
-      timeout: 30_000,
-    });
-    return { code: 0, out: stdout + stderr };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    return { code: e.code ?? -1, out: `${e.stdout ?? ''}${e.stderr ?? ''}` };
-  }
+  return runCommand(process.execPath, ['--import', 'tsx', file, ...args], { env: { ...clean, LOG_LEVEL: 'silent', REDIS_URL, ...env } });
 }
 
-describe('starting up', () => {
+describe('starting up', { timeout: PROCESSES_TEST_MS }, () => {
   let tdb: TestDatabase;
   beforeAll(async () => {
     tdb = await createTestDatabase({ migrate: false });
