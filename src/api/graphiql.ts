@@ -21,22 +21,75 @@ function assetsDir(): string | null {
   }
 }
 
+/**
+ * JSON that can sit inside an inline <script>: `<` becomes `\u003c` (the same string to JavaScript),
+ * so no text in the options (`</script>`, `<!--`) can end the script or change how HTML parses it.
+ */
+export function scriptSafeJson(value: unknown): string {
+  return JSON.stringify(value).replace(/</g, '\\u003c');
+}
+
+/**
+ * Runs in the browser on the options before yoga's GraphiQL gets them. Yoga's page prefers an
+ * options `query` to the URL's `?query=` and to what the person last had open, so with one set,
+ * every reload would show that query again and GraphiQL would open a new tab for it. GraphiQL itself
+ * restores the last query (kept in localStorage under `graphiql:query`); this keeps `query` for a
+ * first visit only: the URL's query first, then the stored one, then `query`. A first visit with
+ * `?query=` (a shared link) opens just that query, not `defaultTabs` with it in the first tab's place.
+ */
+const FIRST_VISIT_QUERY = `((o) => {
+  if (typeof o.query !== 'string') return o;
+  let stored = null, tabs = null;
+  try { stored = localStorage.getItem('graphiql:query'); tabs = localStorage.getItem('graphiql:tabState'); } catch {}
+  const fromUrl = new URL(location.href).searchParams.get('query');
+  if (fromUrl && tabs === null) delete o.defaultTabs;
+  o.query = fromUrl || stored || o.query;
+  return o;
+})`;
+
 export function renderLocalGraphiQL(opts: GraphiQLOptions): string {
-  const html = renderGraphiQL(opts).replace(FAVICON, '');
-  return assetsDir() ? html.replace(CDN_BASE, GRAPHIQL_ASSETS_PATH) : html;
+  // Yoga writes JSON.stringify(opts) into the page's <script> as it is, and through String.replace,
+  // which expands `$&` or `$'` in a query. So yoga renders only the title, and we put the options in.
+  const shell = { title: opts.title };
+  // No <link rel=icon> would make the browser ask for /favicon.ico, which answers 404.
+  let html = renderGraphiQL(shell).replace(FAVICON, '<link rel=icon href="data:,">');
+  if (assetsDir()) html = html.replace(CDN_BASE, GRAPHIQL_ASSETS_PATH);
+  const placeholder = JSON.stringify(shell);
+  const at = html.lastIndexOf(placeholder);
+  if (at < 0) throw new Error('graphql-yoga changed its GraphiQL page: the options are no longer where renderLocalGraphiQL puts them');
+  return html.slice(0, at) + `${FIRST_VISIT_QUERY}(${scriptSafeJson(opts)})` + html.slice(at + placeholder.length);
 }
 
 const TYPES: Record<string, string> = { '.js': 'application/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8' };
 
+/** A file or folder name of the dist folder; a leading letter or digit rules out `.`, `..` and hidden files. */
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+/**
+ * The dist-relative path an asset URL names, or null. Dots inside a name are fine (Monaco's GraphQL
+ * worker is `graphql.worker..bundle.js`); a `.`/`..` segment, `%` escapes, backslashes, empty
+ * segments (absolute paths, `//`) and anything deeper than `monacoeditorwork/<file>` are refused.
+ */
+export function graphiqlAssetPath(urlPath: string): string | null {
+  if (!urlPath.startsWith(GRAPHIQL_ASSETS_PATH)) return null;
+  const segments = urlPath.slice(GRAPHIQL_ASSETS_PATH.length).split('/');
+  if (segments.length > 2 || !segments.every((s) => NAME.test(s))) return null;
+  return segments.join('/');
+}
+
 /** Returns the asset's bytes and type, or null for anything that is not one of the dist files. */
 export async function readGraphiQLAsset(urlPath: string): Promise<{ body: Buffer; type: string } | null> {
   const dir = assetsDir();
-  const rel = urlPath.slice(GRAPHIQL_ASSETS_PATH.length);
-  if (!dir || !/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)?$/.test(rel) || rel.includes('..')) return null;
+  const rel = graphiqlAssetPath(urlPath);
+  if (!dir || !rel) return null;
   const type = TYPES[path.extname(rel)];
   if (!type) return null;
+  const file = path.resolve(dir, rel);
+  // Belt and braces: whatever the name check lets through must still resolve inside dist/.
+  const inside = path.relative(dir, file);
+  if (inside.startsWith('..') || path.isAbsolute(inside)) return null;
   try {
-    return { body: await readFile(path.join(dir, rel)), type };
+    return { body: await readFile(file), type };
   } catch {
     return null;
   }

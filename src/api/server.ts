@@ -31,7 +31,7 @@ export interface ApiOptions {
   log: Logger;
   /** Serve files of the local-folder storage from this folder at /files/ (the embedded default). */
   localFilesDir?: string;
-  /** GraphiQL's initial tab (dev mode fills in the demo user's token). */
+  /** GraphiQL's options: dev mode opens it with the example tabs and the demo user's token (graphiqlExamples). */
   graphiql?: GraphiQLOptions;
 }
 
