@@ -1,21 +1,27 @@
 /** `npm run migrate`: applies pending migrations to DATABASE_URL (or APP_DATABASE_URL, or dev's PGlite). */
 import { loadConfig } from '../src/config';
-import { createDb, databaseTarget, describeTarget } from '../src/db/knex';
+import { describeTarget } from '../src/db/knex';
 import { migrateLatest } from '../src/db/migrate';
+import { parseFlags } from '../src/main/cli';
+import { openDatabase } from '../src/main/devData';
 import { exitOnStartupError } from '../src/main/lifecycle';
-import { DEV_PGLITE_DIR } from '../src/main/devDefaults';
+
+const USAGE = `usage: npm run migrate
+
+Applies pending migrations to DATABASE_URL (or APP_DATABASE_URL); without either, to the embedded
+PGlite database of \`npm run dev\` in .data/pglite (dev migrates it itself when it starts).`;
 
 async function main() {
+  parseFlags(USAGE, {});
   const config = loadConfig();
-  const target = databaseTarget(config, DEV_PGLITE_DIR);
-  const db = await createDb(target);
+  const { db, target, close } = await openDatabase(config, 'npm run migrate');
   try {
     const applied = await migrateLatest(db);
     process.stdout.write(
       applied.length ? `applied ${applied.join(', ')} to ${describeTarget(target)}\n` : `${describeTarget(target)} is up to date\n`,
     );
   } finally {
-    await db.destroy();
+    await close();
   }
 }
 

@@ -1,31 +1,38 @@
 /** `npm run user:create -- --email you@example.com --credits 50`: creates a user and prints an API token. */
-import { parseArgs } from 'node:util';
-import { createUserWithToken } from '../src/auth/tokens';
-import { ConfigError, loadConfig } from '../src/config';
-import { createDb, databaseTarget } from '../src/db/knex';
+import { loadConfig } from '../src/config';
 import { assertSchemaCurrent } from '../src/db/migrate';
+import { parseFlags } from '../src/main/cli';
+import { askRunningDev, checkNewUser, createUser, DevDataBusyError, openDatabase, type NewUserResult } from '../src/main/devData';
 import { exitOnStartupError } from '../src/main/lifecycle';
-import { DEV_PGLITE_DIR } from '../src/main/devDefaults';
+
+const USAGE = `usage: npm run user:create -- --email you@example.com [--credits 10] [--admin]
+
+Creates the user (or sets the credits of an existing one) and prints a new API token.
+Uses DATABASE_URL (or APP_DATABASE_URL); without either, the embedded PGlite of \`npm run dev\`
+(while dev runs, the user is made by the running dev, so its token works at once).`;
 
 async function main() {
-  const { values } = parseArgs({
-    options: { email: { type: 'string' }, credits: { type: 'string', default: '10' }, admin: { type: 'boolean', default: false } },
-    strict: true,
+  const values = parseFlags(USAGE, {
+    email: { type: 'string' },
+    credits: { type: 'string', default: '10' },
+    admin: { type: 'boolean', default: false },
   });
-  const email = values.email?.trim() ?? '';
-  if (!/^[^@\s]+@[^@\s]+$/.test(email)) throw new ConfigError('--email must be an email address, e.g. --email you@example.com');
-  const credits = Number(values.credits);
-  if (!Number.isSafeInteger(credits) || credits < 0) throw new ConfigError('--credits must be a whole number ≥ 0');
+  const request = checkNewUser(values);
   const config = loadConfig();
-  const target = databaseTarget(config, DEV_PGLITE_DIR);
-  const db = await createDb(target);
+  let user: NewUserResult;
   try {
-    await assertSchemaCurrent(db);
-    const { userId, token } = await createUserWithToken(db, { email, credits, isAdmin: values.admin });
-    process.stdout.write(`user ${email} (${userId}) has ${credits} photo credits\ntoken: ${token}\n`);
-  } finally {
-    await db.destroy();
+    const opened = await openDatabase(config, 'npm run user:create');
+    try {
+      await assertSchemaCurrent(opened.db);
+      user = await createUser(opened.db, request);
+    } finally {
+      await opened.close();
+    }
+  } catch (err) {
+    if (!(err instanceof DevDataBusyError)) throw err;
+    user = await askRunningDev(request, err);
   }
+  process.stdout.write(`user ${user.email} (${user.userId}) has ${user.credits} photo credits\ntoken: ${user.token}\n`);
 }
 
 main().catch((err: unknown) => exitOnStartupError(err));

@@ -8,38 +8,24 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { Redis } from 'ioredis';
+import { graphiqlExamples } from '../api/graphiqlExamples';
 import { createApiServer } from '../api/server';
 import { createUserWithToken } from '../auth/tokens';
 import { ConfigError, loadConfig } from '../config';
-import { createDb, databaseTarget, describeTarget } from '../db/knex';
+import { describeTarget } from '../db/knex';
 import { migrateLatest } from '../db/migrate';
 import { createLogger, type Logger } from '../logger';
-import { createSdSimulator } from '../sd/simulator/index';
+import { createSdSimulator, DEFAULT_STEP_MS } from '../sd/simulator/index';
 import { LocalFolderStorage } from '../storage/localFolder';
 import { createWorker } from '../../workers/worker';
-import { DEV_PGLITE_DIR, DEV_REDIS_DIR } from './devDefaults';
+import { parseFlags } from './cli';
+import { DEV_SOCKET, listenDevControl, openDatabase } from './devData';
+import { DEV_REDIS_DIR } from './devDefaults';
 import { freePort } from './freePort';
 import { closeOnSignals, exitOnStartupError } from './lifecycle';
 
 const DEMO_EMAIL = 'demo@example.com';
 const DEMO_CREDITS = 100;
-
-const EXAMPLE = `# Send the mutation, copy its id into the subscription below, and run that in a second tab.
-mutation Generate {
-  generateImage(input: { prompt: "a lighthouse at dusk, oil painting", steps: 20 }) {
-    id
-    status
-  }
-}
-
-subscription Watch {
-  generationProgress(id: "PASTE-THE-ID-HERE") {
-    seq status progress step totalSteps etaSeconds queuePosition
-    error { code message }
-    images { url thumbnailUrl width height blurhash seed }
-  }
-}
-`;
 
 async function redisAnswers(url: string): Promise<boolean> {
   const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1000 });
@@ -85,7 +71,16 @@ async function startPrivateRedis(log: Logger): Promise<{ url: string; child: Chi
   throw new Error('the private redis-server did not answer within 5 s');
 }
 
+const USAGE = `usage: npm run dev
+
+The API and a worker in one process, with embedded stand-ins for whatever is not configured:
+a private redis-server when REDIS_URL does not answer, PGlite in .data/pglite without DATABASE_URL,
+the Stable Diffusion simulator without APP_SD_API_URL (SD_SIMULATOR_STEP_MS per step, default
+${DEFAULT_STEP_MS}), image files in .data/files. Prints a demo token and a GraphiQL link with it filled in.
+While it runs, \`npm run user:create\` makes more users through it.`;
+
 async function main() {
+  parseFlags(USAGE, {});
   // Dev puts a working token into the GraphiQL page: listen on this machine only unless HOST says otherwise.
   const devEnv = { HOST: '127.0.0.1', ...process.env };
   let config = loadConfig(devEnv);
@@ -99,15 +94,22 @@ async function main() {
     config = loadConfig({ ...devEnv, REDIS_URL: started.url });
   }
 
-  const target = databaseTarget(config, DEV_PGLITE_DIR);
-  if (target.kind === 'pglite') await mkdir(DEV_PGLITE_DIR, { recursive: true });
-  const db = await createDb(target);
+  // Embedded PGlite is taken under .data/dev.lock: a second process on it would lose writes.
+  const { db, target, close: closeDb } = await openDatabase(config, 'npm run dev');
   const applied = await migrateLatest(db);
   if (applied.length) log.info({ applied }, 'migrated');
+  if (target.kind === 'pglite') {
+    // `npm run user:create` sends its request here instead of opening the database itself.
+    const control = await listenDevControl(db, log).catch((err: unknown) => {
+      log.warn({ err }, `could not listen on ${DEV_SOCKET}: \`npm run user:create\` will ask you to stop dev first`);
+      return null;
+    });
+    if (control) cleanups.push(() => control.close());
+  }
 
   let sdUrl = config.sd.url;
   if (!sdUrl) {
-    const sim = createSdSimulator({ stepMs: 100 });
+    const sim = createSdSimulator({ stepMs: config.sd.simulatorStepMs });
     sdUrl = await sim.listen(0, '127.0.0.1');
     cleanups.push(() => sim.close());
     log.warn(`APP_SD_API_URL is not set: using the built-in Stable Diffusion SIMULATOR at ${sdUrl} (its images are test patterns)`);
@@ -121,7 +123,7 @@ async function main() {
     db,
     log: log.child({ part: 'api' }),
     localFilesDir: config.storage.dir,
-    graphiql: { headers: JSON.stringify({ Authorization: `Bearer ${token}` }), defaultQuery: EXAMPLE },
+    graphiql: graphiqlExamples(token),
   });
   await worker.start();
   await api.listen();
@@ -133,7 +135,9 @@ async function main() {
       `  Demo user:  ${DEMO_EMAIL} with ${DEMO_CREDITS} photo credits\n` +
       `  Token:      ${token}\n` +
       `  Database:   ${describeTarget(target)}\n` +
-      `  Stable Diffusion: ${config.sd.url ?? `simulator at ${sdUrl}`}\n` +
+      `  Stable Diffusion: ${config.sd.url ?? `simulator at ${sdUrl}, ${config.sd.simulatorStepMs} ms per step`}\n` +
+      (config.sd.url ? '' : `                    (faster or slower: SD_SIMULATOR_STEP_MS=50 npm run dev; a real server: APP_SD_API_URL=…)\n`) +
+      `  More users: npm run user:create -- --email you@example.com --credits 50   (while dev runs)\n` +
       `${line}\n\n`,
   );
 
@@ -141,7 +145,7 @@ async function main() {
     await api.close();
     await worker.close();
     for (const c of cleanups) await c();
-    await db.destroy();
+    await closeDb();
     privateRedis?.kill();
   }, log);
 }

@@ -9,46 +9,83 @@ import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PROCESS_START_MS, PROCESSES_TEST_MS } from '../helpers/budgets';
+import { editorTool, generateThenWatch, launchChromium, non2xx, openGraphiQL, openTab, recordedStates, UI_TIMEOUT, waitForEditorText } from '../helpers/graphiqlBrowser';
+import { runCommand } from '../helpers/run';
 import { freePort, REDIS_URL } from '../helpers/stack';
 import { events, expectWellFormedStream, HAPPY_ORDER, statusPath, watch } from '../integration/helpers';
 import { gql } from '../helpers/graphql';
-import { GenerateDoc } from '../integration/documents';
+import { GenerateDoc, GenerationDoc, MeDoc } from '../integration/documents';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
+/**
+ * `node --import tsx`, as the npm scripts run the entries, with tsx's loader named by its file:
+ * the processes run in a folder of their own, where `tsx` alone would not resolve.
+ */
+const NODE_TSX = [process.execPath, '--import', import.meta.resolve('tsx')] as const;
 
-describe('npm run dev', () => {
-  let child: ChildProcess;
-  let dir: string;
+/** Runs one of the project's scripts in `cwd` (as `npm run` would from a clone there). */
+function script(cwd: string, env: NodeJS.ProcessEnv, file: string, args: string[] = []) {
+  return runCommand(NODE_TSX[0], [...NODE_TSX.slice(1), path.join(ROOT, file), ...args], { cwd, env });
+}
+
+interface Dev {
+  child: ChildProcess;
+  output(): string;
+  token: string;
+  baseUrl: string;
+  /** SIGTERM, and the exit code. */
+  stop(): Promise<number | null>;
+}
+
+/** `npm run dev` in `cwd`; resolves once it printed its token. */
+async function startDev(cwd: string, env: NodeJS.ProcessEnv, port: number): Promise<Dev> {
   let output = '';
+  const child = spawn(NODE_TSX[0], [...NODE_TSX.slice(1), path.join(ROOT, 'src/main/dev.ts')], { cwd, env: { ...env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
+  const deadline = Date.now() + PROCESS_START_MS;
+  while (!/Token:\s+sdk_/.test(output)) {
+    if (child.exitCode !== null) throw new Error(`dev exited early:\n${output}`);
+    if (Date.now() > deadline) throw new Error(`dev did not start:\n${output}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return {
+    child,
+    output: () => output,
+    token: output.match(/Token:\s+(sdk_\S+)/)![1]!,
+    baseUrl: `http://127.0.0.1:${port}`,
+    async stop() {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      return exited;
+    },
+  };
+}
+
+describe('npm run dev', { timeout: PROCESSES_TEST_MS }, () => {
+  let dev: Dev;
+  let dir: string;
+  let env: NodeJS.ProcessEnv;
+  let port: number;
   let baseUrl: string;
   let token: string;
+  let output = '';
   const prefix = `t${randomBytes(5).toString('hex')}`;
 
   beforeAll(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'sdjobs-dev-'));
-    const port = await freePort();
-    const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(port), REDIS_URL, REDIS_PREFIX: prefix, LOG_LEVEL: 'warn', NODE_ENV: 'development' };
-    for (const k of ['DATABASE_URL', 'APP_DATABASE_URL', 'APP_SD_API_URL', 'PUBLIC_URL', 'STORAGE_DIR']) delete env[k];
+    port = await freePort();
+    env = { ...process.env, REDIS_URL, REDIS_PREFIX: prefix, LOG_LEVEL: 'warn', NODE_ENV: 'development' };
+    for (const k of ['DATABASE_URL', 'APP_DATABASE_URL', 'APP_SD_API_URL', 'PUBLIC_URL', 'STORAGE_DIR', 'SD_SIMULATOR_STEP_MS']) delete env[k];
     // Started in an empty folder, like a fresh clone: .data/ does not exist yet.
-    child = spawn(path.join(ROOT, 'node_modules/.bin/tsx'), [path.join(ROOT, 'src/main/dev.ts')], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
-    child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
-    const deadline = Date.now() + 50_000;
-    while (!/Token:\s+sdk_/.test(output)) {
-      if (child.exitCode !== null) throw new Error(`dev exited early:\n${output}`);
-      if (Date.now() > deadline) throw new Error(`dev did not start:\n${output}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    token = output.match(/Token:\s+(sdk_\S+)/)![1]!;
-    baseUrl = `http://127.0.0.1:${port}`;
-  }, 60_000);
+    dev = await startDev(dir, env, port);
+    ({ token, baseUrl } = dev);
+    output = dev.output();
+  }, PROCESS_START_MS);
 
   afterAll(async () => {
-    if (child && child.exitCode === null) {
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await exited;
-    }
+    await dev?.stop();
     const redis = new Redis(REDIS_URL);
     const keys = await redis.keys(`${prefix}:*`);
     if (keys.length) await redis.del(...keys);
@@ -89,5 +126,75 @@ describe('npm run dev', () => {
     const bytes = Buffer.from(await image.arrayBuffer());
     expect(bytes.subarray(8, 12).toString('latin1')).toBe('WEBP');
     expect(bytes.includes('parameters')).toBe(false);
+  });
+  it("the README's first section, in a browser exactly as written: Generate, paste the id into Watch, see it run", async () => {
+    // 1. Open the GraphiQL link dev printed.
+    const link = /GraphiQL:\s+(http\S+)/.exec(output)?.[1];
+    expect(link).toBeDefined();
+    const browser = await launchChromium();
+    try {
+      const origin = new URL(link!).origin;
+      const session = await openGraphiQL(browser, origin, { recordEventStreams: true });
+      const { page } = session;
+      expect(await page.locator('.graphiql-tab').allInnerTexts()).toEqual(['Generate', 'Watch', 'Me', 'Stop']);
+      await waitForEditorText(page, await editorTool(page, 'Headers'), (t) => t.includes(`Bearer ${token}`));
+      // 2 and 3. Generate, copy the id, paste it into Watch's Variables, run.
+      const id = await generateThenWatch(page);
+      const final = await waitForEditorText(page, '.graphiql-response', (t) => /"status":\s*"(SUCCEEDED|FAILED|CANCELLED)"/.test(t));
+      expect(final).toContain('"status": "SUCCEEDED"');
+      const { body, states } = await recordedStates(page);
+      expect(states.at(-1)?.status).toBe('SUCCEEDED');
+      // The image URL opens (the README: "open an image URL in a new browser tab"). Read from what
+      // the browser received: the result pane wraps long lines.
+      const imageUrl = /"url":"(http[^"]+\.webp)"/.exec(body)?.[1];
+      expect(imageUrl, body).toBeDefined();
+      const image = await page.context().newPage();
+      const res = await image.goto(imageUrl!, { timeout: UI_TIMEOUT });
+      expect(res?.status(), `${imageUrl} answered ${await res?.text()}`).toBe(200);
+      expect(res?.headers()['content-type']).toBe('image/webp');
+      // 4. Me shows the credits left.
+      await openTab(page, 'Me');
+      await waitForEditorText(page, '.graphiql-query-editor', (t) => t.includes('query Me'));
+      await page.locator('.graphiql-execute-button').click();
+      const me = await waitForEditorText(page, '.graphiql-response', (t) => t.includes('photoCredits'));
+      expect(me).toContain('"email": "demo@example.com"');
+      const row = await gql(baseUrl, GenerationDoc, { id }, token);
+      expect(row.data?.generation?.status).toBe('SUCCEEDED');
+      expect(await non2xx(session)).toEqual([]);
+      expect(session.problems).toEqual([]);
+    } finally {
+      await browser.close();
+    }
+  });
+
+  it('user:create while dev runs goes through dev: its token works at once, and nothing is lost, also after a restart', async () => {
+    const created = await script(dir, env, 'scripts/user-create.ts', ['--email', 'Second@Example.com', '--credits', '7']);
+    expect(created.code, created.out).toBe(0);
+    expect(created.out).toMatch(/has 7 photo credits/);
+    const second = created.out.match(/token: (sdk_\S+)/)![1]!;
+    expect((await gql(baseUrl, MeDoc, {}, second)).data?.me).toMatchObject({ email: 'second@example.com', photoCredits: 7 });
+
+    // Meanwhile the demo user generates.
+    const res = await gql(baseUrl, GenerateDoc, { input: { prompt: 'made while user:create ran', steps: 4 } }, token);
+    const id = res.data!.generateImage.id;
+    expect(events(await watch(baseUrl, id, token).done).at(-1)?.status).toBe('SUCCEEDED');
+
+    // Nothing else may open dev's database while it runs; each says who holds it.
+    const otherDev = await script(dir, { ...env, PORT: String(await freePort()) }, 'src/main/dev.ts');
+    expect(otherDev.code).toBe(1);
+    expect(otherDev.out).toMatch(new RegExp(`\`npm run dev\` \\(pid ${dev.child.pid}\\) is using it`));
+    const migrate = await script(dir, env, 'scripts/migrate.ts');
+    expect(migrate.code).toBe(1);
+    expect(migrate.out).toMatch(/npm run migrate needs the embedded database in \.data\/pglite/);
+
+    expect(await dev.stop()).toBe(0);
+    dev = await startDev(dir, env, port);
+    expect((await gql(baseUrl, MeDoc, {}, second)).data?.me).toMatchObject({ email: 'second@example.com', photoCredits: 7 });
+    const again = await gql(baseUrl, GenerationDoc, { id }, dev.token);
+    expect(again.data?.generation).toMatchObject({ status: 'SUCCEEDED' });
+    // With dev stopped, user:create opens the database itself.
+    expect(await dev.stop()).toBe(0);
+    const offline = await script(dir, env, 'scripts/user-create.ts', ['--email', 'third@example.com', '--credits', '1']);
+    expect(offline.code, offline.out).toBe(0);
   });
 });
