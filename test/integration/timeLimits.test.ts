@@ -30,6 +30,31 @@ describe('time limits', () => {
     expect(await stack.credits(user.userId)).toBe(0);
   });
 
+  it('a soft limit that passes while the job waits at the SD server interrupts it once it is active', async () => {
+    stack = await startStack({ env: { TASK_SOFT_TIME_LIMIT_S: '1', TASK_TIME_LIMIT_S: '120' }, simulator: { stepMs: 100 } });
+    const user = await stack.createUser(1);
+    // Someone else's job holds the (paused) server; ours waits behind it, past its soft limit.
+    stack.sim.pause();
+    const other = fetch(`${stack.sim.url}/sdapi/v1/txt2img`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt: 'not ours', steps: 5, width: 64, height: 64, force_task_id: 'someone-else' }),
+    });
+    const { id } = await generate(stack, user.token, { steps: 60, width: 64, height: 64 });
+    const sub = watch(stack.baseUrl, id, user.token);
+    await sub.waitFor((r) => r.data?.generationProgress.status === 'STARTED' && r.data.generationProgress.queuePosition === 1);
+    // Past the soft limit (not a check of time: waiting less would only test the plain case).
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(stack.sim.stats.interrupts).toBe(0);
+    stack.sim.resume();
+    expect((await other).status).toBe(200);
+    const list = events(await sub.done);
+    expectWellFormedStream(list, id);
+    expect(list.at(-1)).toMatchObject({ status: 'SUCCEEDED' });
+    expect(stack.sim.stats.interrupts).toBe(1);
+    expect(Math.max(...list.filter((e) => e.status === 'GENERATING').map((e) => e.step ?? 0))).toBeLessThan(60);
+  });
+
   it('at the hard limit the job is stopped and fails with TIME_LIMIT_EXCEEDED, without a retry, credits back', async () => {
     // Soft and hard at the same second: the hard limit ends the job before the interrupt's answer.
     stack = await startStack({ env: { TASK_SOFT_TIME_LIMIT_S: '1', TASK_TIME_LIMIT_S: '1', TASK_MAX_RETRIES: '2', TASK_RETRY_DELAY_S: '0' }, simulator: { stepMs: 200 } });

@@ -94,7 +94,25 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
         let lastPreviewAt = 0;
         // One preview is shrunk at a time; ticks meanwhile go out without one instead of queueing up.
         let previewBusy = false;
+        // The soft limit asks the SD server to stop sampling: A1111 then answers with the image so far.
+        // Interrupt is global, so it is sent only while our task is the active one; a limit that
+        // passes while the task still waits at the server is acted on once it becomes active.
+        let softLimitPassed = false;
+        let interrupt: 'none' | 'asking' | 'sent' = 'none';
+        const interruptAtSoftLimit = () => {
+          if (!softLimitPassed || interrupt !== 'none') return;
+          interrupt = 'asking';
+          sd.interruptIfActive(taskId).then(
+            (sent) => (interrupt = sent ? 'sent' : 'none'),
+            () => (interrupt = 'none'),
+          );
+        };
+        const onSoftLimit = () => {
+          softLimitPassed = true;
+          interruptAtSoftLimit();
+        };
         const onProgress = (p: SdProgress) => {
+          if (p.phase === 'active') interruptAtSoftLimit();
           if (p.phase === 'queued') {
             reporter.report({ status: 'STARTED', progress: 0, queuePosition: p.queuePosition, etaSeconds: p.etaSeconds });
             return;
@@ -126,8 +144,6 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
           }
         };
 
-        // The soft limit asks the SD server to stop sampling: A1111 then answers with the image so far.
-        const onSoftLimit = () => void sd.interruptIfActive(taskId).catch(() => undefined);
         const taskId = `${id}-${row.attempts}`;
         ctx.softSignal.addEventListener('abort', onSoftLimit, { once: true });
         // A cancel ends the row and the snapshot; this notices it even while SD reports nothing new.
