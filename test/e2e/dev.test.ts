@@ -10,7 +10,18 @@ import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PROCESS_START_MS, PROCESSES_TEST_MS } from '../helpers/budgets';
-import { editorTool, generateThenWatch, launchChromium, non2xx, openGraphiQL, openTab, recordedStates, UI_TIMEOUT, waitForEditorText } from '../helpers/graphiqlBrowser';
+import {
+  editorTool,
+  generateThenWatch,
+  launchChromium,
+  non2xx,
+  openGraphiQL,
+  openTab,
+  recordedStates,
+  runActiveTab,
+  UI_TIMEOUT,
+  waitForEditorText,
+} from '../helpers/graphiqlBrowser';
 import { runCommand } from '../helpers/run';
 import { freePort, REDIS_URL } from '../helpers/stack';
 import { events, expectWellFormedStream, HAPPY_ORDER, statusPath, watch } from '../integration/helpers';
@@ -155,8 +166,7 @@ describe('npm run dev', { timeout: PROCESSES_TEST_MS }, () => {
       // 4. Me shows the credits left.
       await openTab(page, 'Me');
       await waitForEditorText(page, '.graphiql-query-editor', (t) => t.includes('query Me'));
-      await page.locator('.graphiql-execute-button').click();
-      const me = await waitForEditorText(page, '.graphiql-response', (t) => t.includes('photoCredits'));
+      const me = await runActiveTab(page, (t) => t.includes('photoCredits'));
       expect(me).toContain('"email": "demo@example.com"');
       const row = await gql(baseUrl, GenerationDoc, { id }, token);
       expect(row.data?.generation?.status).toBe('SUCCEEDED');

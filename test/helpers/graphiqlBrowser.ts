@@ -58,13 +58,27 @@ export async function recordedStates(page: Page): Promise<{ body: string; states
 }
 
 /**
+ * Presses ▶ and waits until the result pane satisfies `ok`; returns its text. GraphiQL updates the
+ * operation to run after a debounce, so a run right after switching tabs or editing can name the
+ * previous tab's operation ("Cannot infer operation …"); a person is never that fast, so that
+ * answer is taken as "not yet" and ▶ pressed again.
+ */
+export async function runActiveTab(page: Page, ok: (text: string) => boolean): Promise<string> {
+  for (let attempt = 1; ; attempt++) {
+    await page.locator('.graphiql-execute-button').click({ timeout: UI_TIMEOUT });
+    const text = await waitForEditorText(page, '.graphiql-response', (t) => ok(t) || /Cannot infer operation/.test(t));
+    if (ok(text) || attempt === 5) return text;
+    await page.waitForTimeout(500);
+  }
+}
+
+/**
  * The README's walk-through in the open page: run the Generate tab, copy the id into the Watch
  * tab's Variables (pasting, as a person would), run Watch. Returns the id; `onGenerated` runs as soon
  * as the id is on screen.
  */
 export async function generateThenWatch(page: Page, onGenerated: () => void = () => undefined): Promise<string> {
-  await page.locator('.graphiql-execute-button').click();
-  const created = await waitForEditorText(page, '.graphiql-response', (t) => /"id":\s*"[0-9a-f-]{36}"/.test(t));
+  const created = await runActiveTab(page, (t) => /"id":\s*"[0-9a-f-]{36}"/.test(t));
   const id = created.match(/"id":\s*"([0-9a-f-]{36})"/)?.[1];
   if (!id) throw new Error(`no generation id in:\n${created}`);
   onGenerated();
@@ -77,7 +91,7 @@ export async function generateThenWatch(page: Page, onGenerated: () => void = ()
   await page.evaluate((text) => navigator.clipboard.writeText(text), JSON.stringify({ id }));
   await page.keyboard.press('Control+V');
   await waitForEditorText(page, variables, (t) => t.includes(id));
-  await page.locator('.graphiql-execute-button').click();
+  await runActiveTab(page, (t) => /"generationProgress"/.test(t));
   return id;
 }
 
