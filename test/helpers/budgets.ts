@@ -1,11 +1,11 @@
 /**
  * Time budgets of the tests that start processes or browsers. They bound a hang; they are never
  * what a test checks, so they are generous multiples of what was measured on the 2-core CI machine
- * (December 2026), idle and with both cores kept busy by `npm run test:busy`:
- * - an entry (`node --import tsx src/main/api.ts --help`: loading the API's modules) took 1.5–4 s
- *   idle and 7–12 s busy; to "worker started" (Redis, Postgres, the thread pool) about 1 s more;
- * - `npm run dev` from an empty folder to its token (PGlite's first migration) 4–6 s idle, 15–25 s busy;
- * - Chromium to GraphiQL's first paint 1–2 s idle, 6–10 s busy.
+ * (December 2026), idle and with four busy loops beside it (`npm run test:busy -- --hogs=4`):
+ * - an entry loading the API's modules (`node --import tsx src/main/api.ts --help`): 1.6–1.8 s idle,
+ *   3.7–4.3 s busy, and 7 s once with other test files also running;
+ * - `npm run dev` from an empty folder to its token (PGlite's first migration): 6 s idle, 14 s busy;
+ * - the whole suite: about 160 s idle, 247–271 s busy.
  */
 
 /** One process, from spawn to ready (its log line, its health answer, or its exit). */

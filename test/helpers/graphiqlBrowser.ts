@@ -4,12 +4,13 @@
  * Shared by the GraphiQL tests and the README walk-through over `npm run dev`.
  */
 import { chromium, type Browser, type BrowserContext, type Page, type Request, type Worker } from 'playwright-core';
+import { BROWSER_UI_MS } from './budgets';
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 export const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
 /** Page loads parse 5 MB of JavaScript: slow when the two cores are busy with other test files. */
-export const UI_TIMEOUT = 45_000;
+export const UI_TIMEOUT = BROWSER_UI_MS;
 
 /** Monaco renders spaces as no-break spaces and puts line numbers in the same element. */
 export async function editorText(page: Page, selector: string): Promise<string> {
