@@ -11,8 +11,8 @@ import { Redis } from 'ioredis';
 import { graphiqlExamples } from '../api/graphiqlExamples';
 import { createApiServer } from '../api/server';
 import { createUserWithToken } from '../auth/tokens';
-import { ConfigError, loadConfig } from '../config';
-import { describeTarget } from '../db/knex';
+import { ConfigError, loadConfig, type Config, type Env } from '../config';
+import { describeTarget, type DatabaseTarget, type Db } from '../db/knex';
 import { migrateLatest } from '../db/migrate';
 import { createLogger, type Logger } from '../logger';
 import { createSdSimulator, DEFAULT_STEP_MS } from '../sd/simulator/index';
@@ -87,15 +87,40 @@ async function main() {
   const log = createLogger(config.logLevel, 'dev');
   const cleanups: Array<() => Promise<void> | void> = [];
 
-  if (!(await redisAnswers(config.redis.url))) {
-    if (process.env.REDIS_URL) throw new ConfigError(`REDIS_URL=${config.redis.url} does not answer; start that Redis or unset REDIS_URL.`);
-    const started = await startPrivateRedis(log);
-    privateRedis = started.child;
-    config = loadConfig({ ...devEnv, REDIS_URL: started.url });
-  }
-
-  // Embedded PGlite is taken under .data/dev.lock: a second process on it would lose writes.
+  // First of all, embedded PGlite is taken under .data/dev.lock: a second process on it would lose
+  // writes, and a second dev in this folder stops here, before it starts anything.
   const { db, target, close: closeDb } = await openDatabase(config, 'npm run dev');
+  // What is open so far, if starting fails from here on (the database closed cleanly, the lock freed).
+  const abandon = async () => {
+    for (const c of cleanups.reverse()) await Promise.resolve().then(c).catch(() => undefined);
+    await closeDb().catch(() => undefined);
+  };
+  try {
+    config = await ensureRedis(config, devEnv, log);
+    await start(config, db, target, closeDb, cleanups, log);
+  } catch (err) {
+    await abandon();
+    throw err;
+  }
+}
+
+/** Dev's Redis: REDIS_URL when it answers, else a private redis-server (unless REDIS_URL was set). */
+async function ensureRedis(config: Config, devEnv: Env, log: Logger): Promise<Config> {
+  if (await redisAnswers(config.redis.url)) return config;
+  if (process.env.REDIS_URL) throw new ConfigError(`REDIS_URL=${config.redis.url} does not answer; start that Redis or unset REDIS_URL.`);
+  const started = await startPrivateRedis(log);
+  privateRedis = started.child;
+  return loadConfig({ ...devEnv, REDIS_URL: started.url });
+}
+
+async function start(
+  config: Config,
+  db: Db,
+  target: DatabaseTarget,
+  closeDb: () => Promise<void>,
+  cleanups: Array<() => Promise<void> | void>,
+  log: Logger,
+): Promise<void> {
   const applied = await migrateLatest(db);
   if (applied.length) log.info({ applied }, 'migrated');
   if (target.kind === 'pglite') {

@@ -10,8 +10,9 @@
  * into its own database and the printed token works at once. The socket is a file in the
  * project's folder: only local users who can write that folder can reach it.
  */
-import { mkdir, readFile, rm, unlink, writeFile } from 'node:fs/promises';
-import { rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmod, link, mkdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { createUserWithToken } from '../auth/tokens';
 import { ConfigError, type Config } from '../config';
@@ -24,12 +25,16 @@ export const DEV_LOCK_FILE = `${DEV_DATA_DIR}/dev.lock`;
 export const DEV_SOCKET = `${DEV_DATA_DIR}/dev.sock`;
 /** How long user:create waits for the running dev to answer. */
 const ASK_TIMEOUT_MS = 30_000;
+/** A connection to dev's socket that sends nothing for this long is closed (it would hold up dev's shutdown). */
+const SOCKET_IDLE_MS = 10_000;
 const MAX_REQUEST_BYTES = 4096;
 
 interface LockInfo {
   pid: number;
   command: string;
   startedAt: string;
+  /** The process's start as the kernel counts it (Linux), which tells a reused pid from the holder. */
+  processStart: string | null;
 }
 
 /** Another live process holds dev's data; the message says which and what to do. */
@@ -48,56 +53,123 @@ export class DevDataBusyError extends ConfigError {
   }
 }
 
-function alive(pid: number): boolean {
+/** Linux: field 22 of /proc/<pid>/stat, the start time in clock ticks since boot; null elsewhere. */
+function processStart(pid: number): string | null {
   try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: it exists but belongs to someone else.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-async function readLock(): Promise<LockInfo | null> {
-  try {
-    const info = JSON.parse(await readFile(DEV_LOCK_FILE, 'utf8')) as Partial<LockInfo>;
-    return typeof info.pid === 'number' ? { pid: info.pid, command: String(info.command ?? 'npm run dev'), startedAt: String(info.startedAt ?? '') } : null;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Field 2, the command name, is in parentheses and may hold spaces: count from after it (field 3).
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? null;
   } catch {
     return null;
   }
+}
+
+/** Whether the process that wrote the lock still runs (and is that process, not a reuse of its pid). */
+function holderAlive(holder: LockInfo): boolean {
+  try {
+    process.kill(holder.pid, 0);
+  } catch (err) {
+    // EPERM: the pid exists but belongs to another user.
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  if (holder.processStart === null) return true;
+  const now = processStart(holder.pid);
+  return now === null || now === holder.processStart;
+}
+
+function parseLock(text: string): LockInfo | null {
+  try {
+    const info = JSON.parse(text) as Partial<LockInfo>;
+    if (typeof info.pid !== 'number') return null;
+    return {
+      pid: info.pid,
+      command: String(info.command ?? 'npm run dev'),
+      startedAt: String(info.startedAt ?? ''),
+      processStart: typeof info.processStart === 'string' ? info.processStart : null,
+    };
+  } catch {
+    return null;
+  }
+}
+
+const uniqueName = (what: string) => `${DEV_LOCK_FILE}.${what}.${process.pid}.${randomBytes(4).toString('hex')}`;
+
+/**
+ * Moves a lock judged stale out of the way, but only that very lock: another process may have
+ * taken it over and written its own meanwhile, which is then put back.
+ */
+async function removeStaleLock(staleText: string): Promise<void> {
+  const aside = uniqueName('stale');
+  try {
+    await rename(DEV_LOCK_FILE, aside);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw err;
+  }
+  const moved = await readFile(aside, 'utf8').catch(() => null);
+  if (moved !== null && moved !== staleText) await link(aside, DEV_LOCK_FILE).catch(() => undefined);
+  await rm(aside, { force: true });
 }
 
 export interface DevLock {
   release(): Promise<void>;
 }
 
-/** Takes `.data/dev.lock` for `command`, or throws DevDataBusyError naming the live holder. */
+/**
+ * Takes `.data/dev.lock` for `command`, or throws DevDataBusyError naming the live holder. The lock
+ * is written in full under a name of its own and then linked into place: link() is atomic and
+ * refuses an existing file, so no process ever sees a half-written lock or takes a held one.
+ */
 export async function lockDevData(command: string): Promise<DevLock> {
   await mkdir(DEV_DATA_DIR, { recursive: true });
-  const mine: LockInfo = { pid: process.pid, command, startedAt: new Date().toISOString() };
-  for (let attempt = 0; attempt < 3; attempt++) {
-    try {
-      await writeFile(DEV_LOCK_FILE, `${JSON.stringify(mine)}\n`, { flag: 'wx' });
-      // Also on a crash or process.exit(): a lock left behind would only be taken over, but a
-      // clean folder says no one is using it.
-      const onExit = () => rmSync(DEV_LOCK_FILE, { force: true });
-      process.once('exit', onExit);
-      return {
-        async release() {
-          process.removeListener('exit', onExit);
-          const current = await readLock();
-          if (current?.pid === process.pid) await rm(DEV_LOCK_FILE, { force: true });
-        },
-      };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  const mine: LockInfo = { pid: process.pid, command, startedAt: new Date().toISOString(), processStart: processStart(process.pid) };
+  const text = `${JSON.stringify(mine)}\n`;
+  const draft = uniqueName('new');
+  await writeFile(draft, text, { mode: 0o600 });
+  try {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      try {
+        await link(draft, DEV_LOCK_FILE);
+        return heldLock(text);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const holderText = await readFile(DEV_LOCK_FILE, 'utf8').catch(() => null);
+      if (holderText === null) continue; // released meanwhile: try again
+      const holder = parseLock(holderText);
+      if (!holder) {
+        throw new ConfigError(`${DEV_LOCK_FILE} is not a lock this version wrote. If no \`npm run dev\`, migrate or user:create is running here, delete it.`);
+      }
+      if (holderAlive(holder)) throw new DevDataBusyError(holder, command);
+      // Left by a process that is gone (killed, crashed): take it over.
+      await removeStaleLock(holderText);
     }
-    const holder = await readLock();
-    if (holder && holder.pid !== process.pid && alive(holder.pid)) throw new DevDataBusyError(holder, command);
-    // Left by a process that is gone (killed, crashed): take it over.
-    await rm(DEV_LOCK_FILE, { force: true });
+  } finally {
+    await rm(draft, { force: true });
   }
-  throw new ConfigError(`Could not take ${DEV_LOCK_FILE}: another process keeps replacing it.`);
+  throw new ConfigError(`Could not take ${DEV_LOCK_FILE}: other processes keep taking it.`);
+}
+
+function heldLock(text: string): DevLock {
+  const ours = () => {
+    try {
+      return readFileSync(DEV_LOCK_FILE, 'utf8') === text;
+    } catch {
+      return false;
+    }
+  };
+  // Also on a crash or process.exit(): a lock left behind would only be taken over, but a clean
+  // folder says no one is using it.
+  const onExit = () => {
+    if (ours()) rmSync(DEV_LOCK_FILE, { force: true });
+  };
+  process.once('exit', onExit);
+  return {
+    async release() {
+      process.removeListener('exit', onExit);
+      onExit();
+    },
+  };
 }
 
 export interface OpenedDatabase {
@@ -153,8 +225,13 @@ export interface NewUserResult {
 export function checkNewUser(input: { email?: unknown; credits?: unknown; admin?: unknown }): NewUserRequest {
   const email = typeof input.email === 'string' ? input.email.trim() : '';
   if (!/^[^@\s]+@[^@\s]+$/.test(email)) throw new ConfigError('--email must be an email address, e.g. --email you@example.com');
-  const credits = Number(input.credits);
-  if (!Number.isSafeInteger(credits) || credits < 0) throw new ConfigError('--credits must be a whole number ≥ 0');
+  const credits =
+    typeof input.credits === 'string' && /^\d{1,15}$/.test(input.credits.trim())
+      ? Number(input.credits.trim())
+      : typeof input.credits === 'number' && Number.isSafeInteger(input.credits) && input.credits >= 0
+        ? input.credits
+        : Number.NaN;
+  if (Number.isNaN(credits)) throw new ConfigError('--credits must be a whole number ≥ 0');
   return { email, credits, admin: input.admin === true };
 }
 
@@ -167,11 +244,19 @@ export interface DevControl {
   close(): Promise<void>;
 }
 
-/** Dev's side: answers user:create's requests on `.data/dev.sock` with its own database. */
+/**
+ * Dev's side: answers user:create's requests on `.data/dev.sock` with its own database. The socket
+ * is made with mode 0600 (only the user running dev, and root, may connect), and a connection that
+ * sends nothing is closed after a while, so it cannot hold up dev's shutdown.
+ */
 export async function listenDevControl(db: Db, log: Logger): Promise<DevControl> {
   // Ours: we hold the lock, so a socket file here is a leftover of a dev that was killed.
   await unlink(DEV_SOCKET).catch(() => undefined);
+  const connections = new Set<net.Socket>();
   const server = net.createServer((socket) => {
+    connections.add(socket);
+    socket.once('close', () => connections.delete(socket));
+    socket.setTimeout(SOCKET_IDLE_MS, () => socket.destroy());
     let body = '';
     socket.setEncoding('utf8');
     socket.on('error', () => undefined);
@@ -190,24 +275,34 @@ export async function listenDevControl(db: Db, log: Logger): Promise<DevControl>
       return { ok: true, user };
     } catch (err) {
       if (err instanceof ConfigError) return { ok: false, error: err.message };
+      if (err instanceof SyntaxError) return { ok: false, error: 'the request was not JSON' };
       log.error({ err }, 'user:create through the running dev failed');
       return { ok: false, error: 'the running dev could not create the user; see its log' };
     }
   };
-  await new Promise<void>((resolve, reject) => {
+  const listening = new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(DEV_SOCKET, () => {
+    server.once('listening', () => {
       server.off('error', reject);
       resolve();
     });
   });
+  // listen() creates the socket file synchronously: with this umask it is never open to others,
+  // not even for a moment (and no other file is created meanwhile).
+  const umask = process.umask(0o077);
+  try {
+    server.listen(DEV_SOCKET);
+  } finally {
+    process.umask(umask);
+  }
+  await listening;
+  await chmod(DEV_SOCKET, 0o600);
   server.on('error', (err) => log.warn({ err }, 'dev control socket failed'));
   return {
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
-        // The socket file goes with the server; this is for a close() before listening ended.
-        void unlink(DEV_SOCKET).catch(() => undefined);
+        for (const socket of connections) socket.destroy();
       }),
   };
 }
