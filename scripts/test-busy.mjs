@@ -9,19 +9,29 @@ import { spawn } from 'node:child_process';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 
-const { values } = parseArgs({
-  options: { hogs: { type: 'string' }, runs: { type: 'string', default: '1' }, help: { type: 'boolean', default: false } },
-  strict: true,
-});
+const USAGE = 'usage: npm run test:busy -- [--hogs=N] [--runs=K]\n  runs `npm test` K times (default 1) beside N busy loops (default: one per core)\n';
+function usageError(problem) {
+  process.stderr.write(`${problem}\n\n${USAGE}`);
+  process.exit(2);
+}
+let values;
+try {
+  ({ values } = parseArgs({
+    options: { hogs: { type: 'string' }, runs: { type: 'string', default: '1' }, help: { type: 'boolean', short: 'h', default: false } },
+    strict: true,
+  }));
+} catch (err) {
+  usageError(err.message);
+}
 if (values.help) {
-  process.stdout.write('usage: npm run test:busy -- [--hogs=N] [--runs=K]\n  runs `npm test` K times (default 1) beside N busy loops (default: one per core)\n');
+  process.stdout.write(USAGE);
   process.exit(0);
 }
 const cores = os.availableParallelism();
 const hogs = values.hogs === undefined ? cores : Number(values.hogs);
 const runs = Number(values.runs);
-if (!Number.isInteger(hogs) || hogs < 0) throw new Error('--hogs must be a whole number ≥ 0');
-if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs must be a whole number ≥ 1');
+if (!/^\d+$/.test(values.hogs ?? '0') || !Number.isInteger(hogs)) usageError('--hogs must be a whole number ≥ 0');
+if (!/^\d+$/.test(values.runs) || runs < 1) usageError('--runs must be a whole number ≥ 1');
 
 /** Spins in 200 ms slices and stops when its parent is gone, so a killed run leaves no busy loop behind. */
 const HOG = `const parent = process.ppid;
@@ -39,8 +49,13 @@ for (let i = 0; i < hogs; i++) {
 const stopHogs = () => {
   for (const c of children) c.kill('SIGKILL');
 };
-process.on('exit', stopHogs);
-for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(130));
+let test;
+process.on('exit', () => {
+  stopHogs();
+  test?.kill('SIGTERM');
+});
+process.on('SIGINT', () => process.exit(130));
+process.on('SIGTERM', () => process.exit(143));
 
 process.stdout.write(`test:busy: ${hogs} busy loop(s) on ${cores} core(s), ${runs} run(s) of npm test\n`);
 const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
@@ -48,7 +63,7 @@ const times = [];
 for (let run = 1; run <= runs; run++) {
   const started = Date.now();
   const code = await new Promise((resolve) => {
-    const test = spawn(npm, ['test'], { stdio: 'inherit' });
+    test = spawn(npm, ['test'], { stdio: 'inherit' });
     test.once('exit', (c, signal) => resolve(c ?? (signal ? 1 : 0)));
   });
   const seconds = Math.round((Date.now() - started) / 1000);

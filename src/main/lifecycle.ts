@@ -13,38 +13,53 @@ import { SchemaBehindError } from '../db/migrate';
  */
 export const DUPLICATE_SIGNAL_WINDOW_MS = 2000;
 
+export interface SignalHandling {
+  close(): Promise<void>;
+  log: Logger;
+  exit(code: number): void;
+  /** The clock (tests move it). */
+  now?: () => number;
+}
+
 /**
- * Closes on the first SIGTERM/SIGINT and exits 0 (1 if closing failed). Later signals never cut the
- * drain short, except a second Ctrl-C (SIGINT) past the duplicate window: a person at a terminal
- * asking for "now". A repeated SIGTERM is left to the process manager's own deadline (Docker,
- * Kubernetes and systemd follow it with SIGKILL), so the running jobs get their whole shutdown time.
+ * What to do with each SIGTERM/SIGINT: the first closes and exits 0 (1 if closing failed). Later
+ * signals never cut the drain short, except a second Ctrl-C (SIGINT) past the duplicate window: a
+ * person at a terminal asking for "now". A repeated SIGTERM is left to the process manager's own
+ * deadline (Docker, Kubernetes and systemd follow it with SIGKILL), so running jobs get their
+ * whole shutdown time.
  */
-export function closeOnSignals(close: () => Promise<void>, log: Logger): void {
+export function signalHandler({ close, log, exit, now = Date.now }: SignalHandling): (signal: NodeJS.Signals) => void {
   let firstAt: number | undefined;
-  const onSignal = (signal: NodeJS.Signals) => {
+  return (signal) => {
     if (firstAt !== undefined) {
-      const since = Date.now() - firstAt;
+      const since = now() - firstAt;
       if (since <= DUPLICATE_SIGNAL_WINDOW_MS) {
         log.debug({ signal, sinceMs: since }, 'the same signal again (delivered to the process group and forwarded): still shutting down');
         return;
       }
       if (signal === 'SIGINT') {
         log.warn({ signal }, 'second Ctrl-C: exiting now without waiting for running work');
-        process.exit(1);
+        exit(1);
+        return;
       }
       log.warn({ signal }, 'already shutting down (press Ctrl-C again or send SIGKILL to exit at once)');
       return;
     }
-    firstAt = Date.now();
+    firstAt = now();
     log.info({ signal }, 'shutting down');
     close().then(
-      () => process.exit(0),
+      () => exit(0),
       (err: unknown) => {
         log.error({ err }, 'shutdown failed');
-        process.exit(1);
+        exit(1);
       },
     );
   };
+}
+
+/** Only the process entries call this: it takes over SIGTERM and SIGINT (see `signalHandler`). */
+export function closeOnSignals(close: () => Promise<void>, log: Logger): void {
+  const onSignal = signalHandler({ close, log, exit: (code) => process.exit(code) });
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
 }

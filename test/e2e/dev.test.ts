@@ -2,7 +2,6 @@
  * `npm run dev` on a fresh checkout: no DATABASE_URL (embedded PGlite), no APP_SD_API_URL (the
  * simulator), Redis present. The demo token it prints must drive a whole generation.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -22,7 +21,7 @@ import {
   UI_TIMEOUT,
   waitForEditorText,
 } from '../helpers/graphiqlBrowser';
-import { runCommand } from '../helpers/run';
+import { runCommand, spawnWatched, type Watched } from '../helpers/run';
 import { freePort, REDIS_URL } from '../helpers/stack';
 import { events, expectWellFormedStream, HAPPY_ORDER, statusPath, watch } from '../integration/helpers';
 import { gql } from '../helpers/graphql';
@@ -40,9 +39,7 @@ function script(cwd: string, env: NodeJS.ProcessEnv, file: string, args: string[
   return runCommand(NODE_TSX[0], [...NODE_TSX.slice(1), path.join(ROOT, file), ...args], { cwd, env });
 }
 
-interface Dev {
-  child: ChildProcess;
-  output(): string;
+interface Dev extends Watched {
   token: string;
   baseUrl: string;
   /** SIGTERM, and the exit code. */
@@ -51,25 +48,15 @@ interface Dev {
 
 /** `npm run dev` in `cwd`; resolves once it printed its token. */
 async function startDev(cwd: string, env: NodeJS.ProcessEnv, port: number): Promise<Dev> {
-  let output = '';
-  const child = spawn(NODE_TSX[0], [...NODE_TSX.slice(1), path.join(ROOT, 'src/main/dev.ts')], { cwd, env: { ...env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
-  const deadline = Date.now() + PROCESS_START_MS;
-  while (!/Token:\s+sdk_/.test(output)) {
-    if (child.exitCode !== null) throw new Error(`dev exited early:\n${output}`);
-    if (Date.now() > deadline) throw new Error(`dev did not start:\n${output}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  const dev = spawnWatched(NODE_TSX[0], [...NODE_TSX.slice(1), path.join(ROOT, 'src/main/dev.ts')], { cwd, env: { ...env, PORT: String(port) } });
+  await dev.waitFor(/Token:\s+sdk_/);
   return {
-    child,
-    output: () => output,
-    token: output.match(/Token:\s+(sdk_\S+)/)![1]!,
+    ...dev,
+    token: /Token:\s+(sdk_\S+)/.exec(dev.output())![1]!,
     baseUrl: `http://127.0.0.1:${port}`,
     async stop() {
-      if (child.exitCode === null) child.kill('SIGTERM');
-      return exited;
+      if (dev.child.exitCode === null) dev.child.kill('SIGTERM');
+      return dev.exited;
     },
   };
 }

@@ -6,21 +6,27 @@
  * The simulator is paused while a test acts "mid-generation", so a busy machine cannot let the job
  * finish before the signal lands.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
-import { PROCESS_START_MS, PROCESSES_TEST_MS } from '../helpers/budgets';
+import { PROCESSES_TEST_MS } from '../helpers/budgets';
+import { spawnWatched, type Watched } from '../helpers/run';
 import { startStack, type Stack } from '../helpers/stack';
 import { events, expectWellFormedStream, generate, statusPath, watch } from './helpers';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 
+interface Compose {
+  'x-app-env'?: Record<string, string>;
+  services: Record<string, { command?: unknown; stop_grace_period?: unknown; environment?: Record<string, string> }>;
+}
+const compose = (): Compose => parseYaml(readFileSync(path.join(ROOT, 'docker-compose.yml'), 'utf8')) as Compose;
+
 /** The worker service's command in docker-compose.yml, as a container runs it. */
 function composeWorkerCommand(): string[] {
-  const compose = parseYaml(readFileSync(path.join(ROOT, 'docker-compose.yml'), 'utf8')) as { services: Record<string, { command?: unknown }> };
-  const command = compose.services.worker?.command;
+  const command = compose().services.worker?.command;
   if (!Array.isArray(command) || !command.every((c) => typeof c === 'string')) throw new Error('the worker command must be an exec-form list');
   return command;
 }
@@ -31,32 +37,13 @@ function composeWorkerCommand(): string[] {
  */
 type StartedBy = 'container' | 'npm';
 
-function startWorkerProcess(
-  stack: Stack,
-  args: string[],
-  env: Record<string, string> = {},
-  by: StartedBy = 'container',
-): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
-  let out = '';
+function startWorkerProcess(stack: Stack, args: string[], env: Record<string, string> = {}, by: StartedBy = 'container'): Watched {
   const [program, ...programArgs] = by === 'container' ? composeWorkerCommand() : ['npm', 'run', '-s', 'worker', '--'];
-  const child = spawn(program!, [...programArgs, ...args], {
+  return spawnWatched(program!, [...programArgs, ...args], {
     cwd: ROOT,
     env: { ...process.env, ...stack.env, LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
     detached: by === 'npm',
   });
-  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  return { child, output: () => out, exited };
-}
-
-async function waitForOutput(output: () => string, pattern: RegExp, ms = PROCESS_START_MS) {
-  const deadline = Date.now() + ms;
-  while (!pattern.test(output())) {
-    if (Date.now() > deadline) throw new Error(`no ${pattern} in:\n${output()}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 describe('npm run worker as a process', { timeout: PROCESSES_TEST_MS }, () => {
@@ -73,7 +60,7 @@ describe('npm run worker as a process', { timeout: PROCESSES_TEST_MS }, () => {
    */
   const generatingOn = async (userToken: string, args: string[], env: Record<string, string> = {}, by: StartedBy = 'container') => {
     const w = worker(args, env, by);
-    await waitForOutput(w.output, /worker started/);
+    await w.waitFor(/worker started/);
     stack.sim.pause();
     const { id } = await generate(stack, userToken, { steps: 25 });
     const sub = watch(stack.baseUrl, id, userToken);
@@ -85,6 +72,8 @@ describe('npm run worker as a process', { timeout: PROCESSES_TEST_MS }, () => {
     // must never look stalled (the first test checks attempt 1).
     stack = await startStack({ worker: false, simulator: { stepMs: 40 }, env: { STALL_INTERVAL_MS: '3000' } });
   });
+  // A failed test must not leave the simulator paused for the next one.
+  afterEach(() => stack?.sim.resume());
   afterAll(async () => {
     for (const c of children) {
       if (c.exitCode !== null || !c.pid) continue;
@@ -101,7 +90,7 @@ describe('npm run worker as a process', { timeout: PROCESSES_TEST_MS }, () => {
     const { w: first, id, sub } = await generatingOn(user.token, ['--queues=high_priority', '--concurrency=1']);
     first.child.kill('SIGTERM');
     // Draining: the job is still running, and the worker waits for it.
-    await waitForOutput(first.output, /shutting down/);
+    await first.waitFor(/shutting down/);
     expect(first.child.exitCode).toBeNull();
     stack.sim.resume();
     expect(await first.exited).toBe(0);
@@ -153,29 +142,34 @@ describe('npm run worker as a process', { timeout: PROCESSES_TEST_MS }, () => {
     next.child.kill('SIGTERM');
     expect(await next.exited).toBe(0);
   });
-  it("the compose and Dockerfile commands start node itself, so a container's SIGTERM reaches it", () => {
+  it("the compose and Dockerfile commands start node itself, so a container's SIGTERM reaches it, with time to drain", () => {
     expect(composeWorkerCommand()[0]).toBe('node');
+    const worker = compose().services.worker!;
+    const grace = /^(\d+)s$/.exec(String(worker.stop_grace_period))?.[1];
+    const shutdownMs = Number(worker.environment?.WORKER_SHUTDOWN_TIMEOUT_MS ?? compose()['x-app-env']?.WORKER_SHUTDOWN_TIMEOUT_MS);
+    expect(Number(grace) * 1000, 'stop_grace_period covers the shutdown timeout and closing').toBeGreaterThanOrEqual(shutdownMs + 10_000);
     const cmd = /^CMD\s+(\[.*\])\s*$/m.exec(readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'))?.[1];
     expect(cmd, 'the Dockerfile has an exec-form CMD').toBeDefined();
     expect((JSON.parse(cmd!) as string[])[0]).toBe('node');
   });
 
   it.each([
-    ['to its whole process group (a terminal, a process manager)', 'group'],
-    ['to npm alone', 'npm'],
-  ] as const)('`npm run worker` drains on a SIGTERM %s and leaves no process behind', async (_name, target) => {
+    ['a Ctrl-C (SIGINT to the whole process group: node gets it twice, from the terminal and from npm)', 'group'],
+    ['a SIGTERM to npm alone', 'npm'],
+  ] as const)('`npm run worker` drains on %s and leaves no process behind', async (_name, target) => {
     const user = await stack.createUser(1);
     const { w, id, sub } = await generatingOn(user.token, ['--queues=high_priority', '--concurrency=1'], {}, 'npm');
     const nodePid = Number(/"pid":(\d+)/.exec(w.output())?.[1]);
     expect(nodePid).toBeGreaterThan(0);
     expect(nodePid).not.toBe(w.child.pid);
-    if (target === 'group') process.kill(-w.child.pid!, 'SIGTERM');
+    if (target === 'group') process.kill(-w.child.pid!, 'SIGINT');
     else w.child.kill('SIGTERM');
-    await waitForOutput(w.output, /shutting down/);
+    await w.waitFor(/shutting down/);
     stack.sim.resume();
     await sub.waitFor((r) => r.data?.generationProgress.status === 'UPLOADING');
     expect(await w.exited).toBe(0);
-    // Delivered twice (by the kernel and again by npm), it is still one request to drain.
+    // Delivered twice (by the kernel and again by npm), it is still one request to drain: a second
+    // Ctrl-C would have said "exiting now" and exited 1.
     expect(w.output()).not.toMatch(/exiting now/);
     expect(() => process.kill(nodePid, 0)).toThrow();
     const row = await stack.tdb.db('generations').where({ id }).first();
