@@ -97,11 +97,13 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
       },
     },
     context: async ({ request }): Promise<SchemaContext> => {
-      const token = bearerToken(request.headers.get('authorization'));
+      const header = request.headers.get('authorization');
+      const token = bearerToken(header);
       const user = token ? await auth.authenticate(token) : null;
       return {
         user,
-        tokenRejected: token !== null && user === null,
+        // Credentials that were sent but are not a valid token (unknown, revoked, or not `Bearer <token>`).
+        tokenRejected: Boolean(header?.trim()) && user === null,
         db,
         generations,
         log,

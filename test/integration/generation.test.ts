@@ -131,11 +131,16 @@ describe('a generation, end to end over real HTTP', () => {
     await stack.tdb.db('api_tokens').where({ user_id: user.userId }).update({ revoked_at: stack.tdb.db.fn.now() });
     const revoked = await gql(stack.baseUrl, MeDoc, {}, user.token);
     expect(revoked.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
-    const gen = await fetch(`${stack.baseUrl}/graphql`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: 'Bearer sdk_wrong' },
-      body: JSON.stringify({ query: 'mutation { generateImage(input: {prompt: "x"}) { id } }' }),
-    }).then((r) => r.json() as Promise<{ errors?: Array<{ extensions?: { code?: string } }> }>);
-    expect(gen.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+    // A header that is not `Bearer <token>` at all is a mistake too, not anonymity.
+    const codeWith = async (authorization: string, query: string) => {
+      const res = await fetch(`${stack.baseUrl}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization },
+        body: JSON.stringify({ query }),
+      });
+      return ((await res.json()) as { errors?: Array<{ extensions?: { code?: string } }> }).errors?.[0]?.extensions?.code;
+    };
+    expect(await codeWith('Token sdk_x', '{ me { email } }')).toBe('UNAUTHENTICATED');
+    expect(await codeWith('Bearer sdk_wrong', 'mutation { generateImage(input: {prompt: "x"}) { id } }')).toBe('UNAUTHENTICATED');
   });
 });

@@ -145,7 +145,9 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
         };
 
         const taskId = `${id}-${row.attempts}`;
-        ctx.softSignal.addEventListener('abort', onSoftLimit, { once: true });
+        // The limit may have passed already (the signal is made on first use, aborted if so).
+        if (ctx.softSignal.aborted) softLimitPassed = true;
+        else ctx.softSignal.addEventListener('abort', onSoftLimit, { once: true });
         // A cancel ends the row and the snapshot; this notices it even while SD reports nothing new.
         const cancelWatch = setInterval(() => {
           publisher.isFinal(id).then(
