@@ -39,9 +39,8 @@ describe('GraphiQL in a browser', () => {
   let token: string;
 
   beforeAll(async () => {
-    // Slow steps, so that a generation is still running when the browser subscribes (the Generate
-    // and Watch test slows them further until it has seen the stream go live).
-    stack = await startStack({ simulator: { stepMs: 300 } });
+    // The Generate and Watch test pauses the simulator until the browser shows the stream live.
+    stack = await startStack({ simulator: { stepMs: 50 } });
     const user = await stack.createUser(3);
     userId = user.userId;
     token = user.token;
@@ -197,14 +196,14 @@ describe('GraphiQL in a browser', () => {
     const { context, page, problems } = session;
     const sim = stack.sim;
     try {
-      // About 40 s of sampling (20 steps): the subscription surely starts while it runs, however
-      // slow the machine; once the stream is seen live, the steps go fast again.
-      sim.setStepMs(2000);
+      // Paused: the generation stays mid-sampling (GENERATING, step 0) until the browser shows it
+      // live, however slow the machine; then it may run to the end.
+      sim.pause();
       await generateThenWatch(page);
 
-      // Live: a running state is on screen before the end; then the rest may go fast.
+      // Live: a running state is on screen before the end.
       await waitForEditorText(page, '.graphiql-response', (t) => /"status":\s*"GENERATING"/.test(t));
-      sim.setStepMs(20);
+      sim.resume();
       const final = await waitForEditorText(page, '.graphiql-response', (t) => /"status":\s*"(SUCCEEDED|FAILED|CANCELLED)"/.test(t));
       expect(final).toContain('"status": "SUCCEEDED"');
       expect(final).not.toContain('preview');
@@ -222,7 +221,7 @@ describe('GraphiQL in a browser', () => {
       expect(await non2xx(session)).toEqual([]);
       expect(problems).toEqual([]);
     } finally {
-      sim.setStepMs(300);
+      sim.resume();
       await context.close();
     }
   });

@@ -65,11 +65,14 @@ export async function recordedStates(page: Page): Promise<{ body: string; states
  * answer is taken as "not yet" and ▶ pressed again.
  */
 export async function runActiveTab(page: Page, ok: (text: string) => boolean): Promise<string> {
+  let previous: string | null = null;
   for (let attempt = 1; ; attempt++) {
     await page.locator('.graphiql-execute-button').click({ timeout: UI_TIMEOUT });
-    const text = await waitForEditorText(page, '.graphiql-response', (t) => ok(t) || /Cannot infer operation/.test(t));
+    // A new answer: one that satisfies `ok`, or an error other than the one already on screen.
+    const text = await waitForEditorText(page, '.graphiql-response', (t) => ok(t) || (/Cannot infer operation/.test(t) && t !== previous));
     if (ok(text) || attempt === 5) return text;
-    await page.waitForTimeout(500);
+    previous = text;
+    await page.waitForTimeout(500); // GraphiQL's debounce, as a person's pause
   }
 }
 

@@ -255,7 +255,7 @@ describe('queue and progress', () => {
     sim.pause();
     try {
       const job = txt2img({ prompt: 'held', steps: 4, width: 64, height: 64, force_task_id: 'pause-1' });
-      await vi.waitFor(async () => expect((await progressOf('pause-1')).active).toBe(true), { timeout: 20_000, interval: 5 });
+      await vi.waitFor(async () => expect((await progressOf('pause-1')).active).toBe(true), { timeout: WAIT_MS, interval: 5 });
       const held = await progressOf('pause-1');
       // Twenty step times later it has not moved, and it has not answered.
       let answered = false;
@@ -358,9 +358,8 @@ describe('failure modes', () => {
 
   it('hang never answers until the client gives up', async () => {
     sim.failNext('hang');
-    const t0 = Date.now();
-    await expect(call('POST', '/sdapi/v1/txt2img', ok, { signal: AbortSignal.timeout(150) })).rejects.toThrow();
-    expect(Date.now() - t0).toBeLessThan(1000);
+    // Only the client's own abort ends the call: the server never answers it.
+    await expect(call('POST', '/sdapi/v1/txt2img', ok, { signal: AbortSignal.timeout(150) })).rejects.toThrow(/abort|timeout/i);
     expect((await call('POST', '/sdapi/v1/txt2img', ok)).status).toBe(200);
   });
 

@@ -10,13 +10,14 @@ import { loadConfig, type Config } from '../../src/config';
 import { JobConsumer, type JobConsumerOptions, type JobEnd, type QueuedJob } from '../../src/jobs/consumer';
 import { JobProducer } from '../../src/jobs/queues';
 import { createLogger } from '../../src/logger';
+import { WAIT_MS } from '../helpers/budgets';
 import { REDIS_URL } from '../helpers/stack';
 
 const log = createLogger('silent');
 const QUEUE = 'high_priority';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = WAIT_MS): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
@@ -153,13 +154,13 @@ describe('job consumer on Bee-Queue keys, against real Redis', () => {
       runs.set(gid, (runs.get(gid) ?? 0) + 1);
       if (gid === live) await longJob;
     };
-    // 500 ms: short for a test, long enough that a busy test machine's pauses do not look like death.
-    consumer({ stallIntervalMs: 500, handler });
+    // 2 s: well above the event-loop pauses of a busy test machine, which must not look like death.
+    consumer({ stallIntervalMs: 2000, handler });
     await enqueue(live);
     await until(() => runs.get(live) === 1, 'the long job to start');
-    const other = consumer({ stallIntervalMs: 500, handler });
-    await until(() => runs.get(dead) === 1, 'the dead worker\'s job to be re-delivered', 5000);
-    await sleep(1500); // three stall intervals
+    const other = consumer({ stallIntervalMs: 2000, handler });
+    await until(() => runs.get(dead) === 1, 'the dead worker\'s job to be re-delivered', WAIT_MS);
+    await sleep(6000); // three stall intervals
     expect(runs.get(live)).toBe(1);
     expect(runs.get(dead)).toBe(1);
     release();
@@ -197,7 +198,7 @@ describe('job consumer on Bee-Queue keys, against real Redis', () => {
     await first.close(100);
     expect(await redis.lrange(key('active'), 0, -1)).toEqual([stuck]);
     consumer({ stallIntervalMs: 200, handler: async (job) => void runs.push(job.id) });
-    await until(() => runs.length === 1, 'the stuck job to run again', 5000);
+    await until(() => runs.length === 1, 'the stuck job to run again', WAIT_MS);
     expect(runs).toEqual([stuck]);
   });
 
@@ -220,7 +221,7 @@ describe('job consumer on Bee-Queue keys, against real Redis', () => {
       },
       onEnd: (job, end) => ends.push([job.id, end]),
     });
-    await until(() => ends.length >= 1, 'the safety net', 5000);
+    await until(() => ends.length >= 1, 'the safety net', WAIT_MS);
     expect(ends).toEqual([[stuck, 'failed']]);
     expect(await redis.hexists(key('jobs'), stuck)).toBe(0);
     await sleep(300);
@@ -290,7 +291,7 @@ describe('job consumer on Bee-Queue keys, against real Redis', () => {
     // And it goes on working: a new job runs promptly.
     const late = randomUUID();
     await enqueue(late);
-    await until(() => runs.has(late), 'a job enqueued after the outage', 5000);
+    await until(() => runs.has(late), 'a job enqueued after the outage', WAIT_MS);
     template.disconnect();
   });
 
