@@ -1,5 +1,10 @@
 import type { Knex } from 'knex';
-import { GENERATION_STATUSES } from '../src/generation/status';
+
+/**
+ * The statuses as they were when this migration was written. A migration is history: it must create
+ * the same table whatever the code says later, so a status added since comes with its own migration.
+ */
+const GENERATION_STATUSES = ['QUEUED', 'STARTED', 'GENERATING', 'POST_PROCESSING', 'UPLOADING', 'RETRYING', 'SUCCEEDED', 'FAILED', 'CANCELLED'];
 
 export async function up(knex: Knex): Promise<void> {
   await knex.schema.createTable('generations', (t) => {

@@ -4,7 +4,8 @@
  */
 import type { Knex } from 'knex';
 import type { ProgressImage } from '../progress/event';
-import type { GenerationRow } from './repository';
+import { PHASE_PROGRESS, TRANSITIONS } from './lifecycle';
+import { refusedTransition, type GenerationRow } from './repository';
 
 export interface StagedImage {
   index: number;
@@ -31,13 +32,21 @@ export interface StoredImage {
   bytes: number;
 }
 
-/** Stages the files and moves the generation to UPLOADING in one transaction. Re-staging overwrites. */
+/**
+ * Stages the files and takes the `stage` transition (UPLOADING) in one transaction; re-staging
+ * overwrites. False when the generation is already final; IllegalTransitionError from a status
+ * that does not allow it.
+ */
 export async function stageImagesForUpload(db: Knex, generationId: string, images: StagedImage[]): Promise<boolean> {
-  return db.transaction(async (trx) => {
+  const staged = await db.transaction(async (trx) => {
     const moved = await trx('generations')
       .where({ id: generationId })
-      .whereNotIn('status', ['SUCCEEDED', 'FAILED', 'CANCELLED'])
-      .update({ status: 'UPLOADING', progress: trx.raw('GREATEST(progress, 0.95)'), updated_at: trx.fn.now() });
+      .whereIn('status', TRANSITIONS.stage.from)
+      .update({
+        status: TRANSITIONS.stage.to,
+        progress: trx.raw('GREATEST(progress, ?)', [PHASE_PROGRESS.uploading]),
+        updated_at: trx.fn.now(),
+      });
     if (moved === 0) return false;
     await trx('staged_images')
       .insert(
@@ -57,6 +66,7 @@ export async function stageImagesForUpload(db: Knex, generationId: string, image
       .merge();
     return true;
   });
+  return staged || refusedTransition(db, generationId, 'stage').then(() => false);
 }
 
 export async function hasStagedImages(db: Knex, generationId: string): Promise<boolean> {
@@ -78,7 +88,7 @@ export async function loadStagedImages(db: Knex, generationId: string): Promise<
 }
 
 /**
- * Records the stored images, marks the generation SUCCEEDED and drops the staged copies, in one
+ * Records the stored images, takes the `succeed` transition and drops the staged copies, in one
  * transaction. Returns the final row, or null when the generation had already ended (e.g. cancelled).
  */
 export async function completeGeneration(
@@ -86,11 +96,11 @@ export async function completeGeneration(
   generationId: string,
   images: StoredImage[],
 ): Promise<GenerationRow | null> {
-  return db.transaction(async (trx) => {
+  const completed = await db.transaction(async (trx) => {
     const [row] = (await trx('generations')
       .where({ id: generationId })
-      .whereNotIn('status', ['SUCCEEDED', 'FAILED', 'CANCELLED'])
-      .update({ status: 'SUCCEEDED', progress: 1, finished_at: trx.fn.now(), updated_at: trx.fn.now() })
+      .whereIn('status', TRANSITIONS.succeed.from)
+      .update({ status: TRANSITIONS.succeed.to, progress: PHASE_PROGRESS.succeeded, finished_at: trx.fn.now(), updated_at: trx.fn.now() })
       .returning('*')) as GenerationRow[];
     if (!row) return null;
     await trx('generated_images')
@@ -115,6 +125,7 @@ export async function completeGeneration(
     await trx('staged_images').where({ generation_id: generationId }).delete();
     return row;
   });
+  return completed ?? refusedTransition(db, generationId, 'succeed');
 }
 
 export async function loadGenerationImages(db: Knex, generationId: string): Promise<ProgressImage[]> {

@@ -1,16 +1,28 @@
 /**
- * Every write to a generation's row goes through here. Status changes never leave a terminal state
- * (SUCCEEDED, FAILED, CANCELLED), so a late or re-delivered step cannot undo a final outcome, and the
- * credits go back in the same statement that makes a generation FAILED or CANCELLED: exactly once.
+ * Every write to a generation's row goes through here. A status changes only by one of the named
+ * transitions of ./lifecycle, written only from a status that transition allows (in the same
+ * statement), so a late or re-delivered step can neither undo a final outcome nor move a generation
+ * backwards; and the credits go back in the same statement that makes a generation FAILED or
+ * CANCELLED: exactly once.
  */
 import type { Knex } from 'knex';
 import pg from 'pg';
 import { Generation } from '../db/models';
 import type { GenerationInput } from './input';
-import type { GenerationStatus } from './status';
-import { TERMINAL_STATUSES } from './status';
+import { IllegalTransitionError, isTerminal, TRANSITIONS, type GenerationStatus, type Transition } from './lifecycle';
 
-const TERMINAL_SQL = [...TERMINAL_STATUSES].map((s) => `'${s}'`).join(', ');
+/** The statuses a transition may be taken from, as an SQL list (constants, never user input). */
+export const fromStatusesSql = (transition: Transition): string => TRANSITIONS[transition].from.map((s) => `'${s}'`).join(', ');
+
+/**
+ * After a transition wrote no row: null when the generation is gone or already final (a cancel or
+ * another delivery ended it: the caller stops quietly); an IllegalTransitionError otherwise.
+ */
+export async function refusedTransition(db: Knex, id: string, transition: Transition): Promise<null> {
+  const current = await db('generations').where({ id }).first<{ status: GenerationStatus } | undefined>('status');
+  if (!current || isTerminal(current.status)) return null;
+  throw new IllegalTransitionError(id, current.status, transition);
+}
 
 export interface GenerationRow {
   id: string;
@@ -262,11 +274,15 @@ export async function findGeneration(db: Knex, id: string): Promise<GenerationRo
   return (row as GenerationRow | undefined) ?? null;
 }
 
-/** Moves a live generation to a non-terminal status; returns the row, or null if it is already final. */
-export async function setGenerationStatus(
+/**
+ * Takes one of the in-flight transitions (start, generate, postProcess, stage, retry); returns the
+ * row, null when the generation is already final, and throws IllegalTransitionError (nothing
+ * written) when its status does not allow the transition. `newAttempt` counts a new try (start).
+ */
+export async function transitionGeneration(
   db: Knex,
   id: string,
-  status: Exclude<GenerationStatus, 'SUCCEEDED' | 'FAILED' | 'CANCELLED'>,
+  transition: Exclude<Transition, 'succeed' | 'fail' | 'cancel'>,
   extra: { progress?: number; newAttempt?: boolean } = {},
 ): Promise<GenerationRow | null> {
   const result = await db.raw<{ rows: GenerationRow[] }>(
@@ -274,11 +290,11 @@ export async function setGenerationStatus(
        progress = GREATEST(progress, :progress),
        attempts = attempts + :inc,
        started_at = CASE WHEN :inc = 1 THEN COALESCE(started_at, now()) ELSE started_at END
-     WHERE id = :id AND status NOT IN (${TERMINAL_SQL})
+     WHERE id = :id AND status IN (${fromStatusesSql(transition)})
      RETURNING *`,
-    { id, status, progress: extra.progress ?? 0, inc: extra.newAttempt ? 1 : 0 },
+    { id, status: TRANSITIONS[transition].to, progress: extra.progress ?? 0, inc: extra.newAttempt ? 1 : 0 },
   );
-  return result.rows[0] ?? null;
+  return result.rows[0] ?? refusedTransition(db, id, transition);
 }
 
 export interface GenerationFailure {
@@ -294,14 +310,14 @@ export interface GenerationFailure {
 export async function endGenerationWithRefund(
   db: Knex,
   id: string,
-  status: 'FAILED' | 'CANCELLED',
+  transition: 'fail' | 'cancel',
   error: GenerationFailure,
 ): Promise<GenerationRow | null> {
   const result = await db.raw<{ rows: GenerationRow[] }>(
     `WITH ended AS (
        UPDATE generations SET status = :status, error_code = :code, error_message = :message,
          error_retryable = :retryable, refunded_at = now(), finished_at = now(), updated_at = now()
-       WHERE id = :id AND status NOT IN (${TERMINAL_SQL}) AND refunded_at IS NULL
+       WHERE id = :id AND status IN (${fromStatusesSql(transition)}) AND refunded_at IS NULL
        RETURNING *
      ), refund AS (
        UPDATE users SET photo_credits = users.photo_credits + ended.credits_reserved, updated_at = now()
@@ -313,7 +329,7 @@ export async function endGenerationWithRefund(
        RETURNING staged_images.index
      )
      SELECT ended.* FROM ended`,
-    { id, status, code: error.code, message: error.message, retryable: error.retryable },
+    { id, status: TRANSITIONS[transition].to, code: error.code, message: error.message, retryable: error.retryable },
   );
   return result.rows[0] ?? null;
 }

@@ -17,7 +17,7 @@ import { progressFromRow } from './progressOf';
 import type { QueueInfo } from './queueInfo';
 import type { GenerationRow } from './repository';
 import { endGenerationWithRefund, findGeneration, GenerationInserter } from './repository';
-import { isTerminal } from './status';
+import { isTerminal } from './lifecycle';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -58,7 +58,7 @@ export class GenerationService {
       // The job could not be queued: end the generation now and give the credits back, so a
       // Redis outage never keeps a user's credits.
       log.error({ err, generationId: id }, 'enqueue failed; refunding');
-      await endGenerationWithRefund(db, id, 'FAILED', {
+      await endGenerationWithRefund(db, id, 'fail', {
         code: 'ENQUEUE_FAILED',
         message: 'The job queue is unavailable; your credits were returned. Try again shortly.',
         retryable: true,
@@ -142,7 +142,7 @@ export class GenerationService {
     if (!row) throw new PublicError('NOT_FOUND', `Generation ${rawId} was not found.`);
     const ended = isTerminal(row.status)
       ? null
-      : await endGenerationWithRefund(this.deps.db, row.id, 'CANCELLED', {
+      : await endGenerationWithRefund(this.deps.db, row.id, 'cancel', {
           code: 'CANCELLED',
           message: 'The generation was cancelled.',
           retryable: false,

@@ -1,4 +1,4 @@
-import type { GenerationStatus } from '../generation/status';
+import type { GenerationStatus } from '../generation/lifecycle';
 
 /** One state of a generation as clients see it (the GraphQL `GenerationProgress`). */
 export interface ProgressEvent {

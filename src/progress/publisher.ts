@@ -4,7 +4,7 @@
  * RESULT_EXPIRES_S) and PUBLISHes it, so the snapshot and the live message never disagree.
  */
 import type { Redis } from 'ioredis';
-import { isTerminal } from '../generation/status';
+import { isTerminal } from '../generation/lifecycle';
 import type { ProgressEvent, ProgressUpdate } from './event';
 import { progressChannel, progressKey } from './event';
 

@@ -19,7 +19,7 @@
  * pub/sub iterator can deadlock on return() (graphql-yoga pitfall); here return() never waits, it
  * always cleans up at once.
  */
-import { isTerminal } from '../generation/status';
+import { isTerminal } from '../generation/lifecycle';
 import type { ProgressEvent } from './event';
 import type { ProgressHub, ProgressListener } from './hub';
 import { ResyncScheduler, type Resyncable } from './resync';

@@ -1,4 +1,4 @@
-import { GENERATION_STATUSES } from '../generation/status';
+import { GENERATION_STATUSES } from '../generation/lifecycle';
 import type { ProgressEvent, ProgressImage } from '../progress/event';
 import type { Builder } from './builder';
 

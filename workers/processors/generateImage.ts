@@ -12,18 +12,15 @@ import type { Processor } from '../../src/jobs/runner';
 import type { Logger } from '../../src/logger';
 import { hasStagedImages, stageImagesForUpload, type StagedImage } from '../../src/generation/images';
 import { recordGenerationSeconds } from '../../src/generation/queueInfo';
-import { endGenerationWithRefund, findGeneration, setGenerationStatus, type GenerationRow } from '../../src/generation/repository';
+import { endGenerationWithRefund, findGeneration, transitionGeneration, type GenerationRow } from '../../src/generation/repository';
 import { progressFromRow } from '../../src/generation/progressOf';
-import { isTerminal } from '../../src/generation/status';
+import { isTerminal, PHASE_PROGRESS } from '../../src/generation/lifecycle';
 import type { ProgressPublisher } from '../../src/progress/publisher';
 import type { SdClient, SdProgress } from '../../src/sd/client';
 import { GenerationReporter } from './generationReporter';
 
 /** How often a running generation checks whether it was cancelled (a cancel may come from any API process). */
 const CANCEL_CHECK_MS = 1000;
-
-/** How the overall progress (0..1) is split between the phases. */
-export const PHASE_PROGRESS = { generatingEnd: 0.9, postProcessing: 0.9, uploading: 0.95 } as const;
 
 export interface GenerateImageDeps {
   db: Knex;
@@ -68,12 +65,12 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
       if (await hasStagedImages(db, id)) {
         // A re-delivery (or a retry) after the images were staged: the GPU work is done, only the
         // upload may be missing. Its job id is derived from the generation, so this is idempotent.
-        if (!(await setGenerationStatus(db, id, 'UPLOADING', { progress: PHASE_PROGRESS.uploading }))) return;
+        if (!(await transitionGeneration(db, id, 'stage', { progress: PHASE_PROGRESS.uploading }))) return;
         await enqueueUpload(id);
         return;
       }
 
-      const row = await setGenerationStatus(db, id, 'STARTED', { newAttempt: true });
+      const row = await transitionGeneration(db, id, 'start', { newAttempt: true });
       if (!row) return;
       if (row.attempts > deps.maxAttempts) {
         // Each retry and each re-delivery after a worker died counts; Bee-Queue itself would re-run a
@@ -119,7 +116,7 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
           }
           if (!generating) {
             generating = true;
-            void setGenerationStatus(db, id, 'GENERATING').catch((err: unknown) => ctx.log.warn({ err }, 'status update failed'));
+            void transitionGeneration(db, id, 'generate').catch((err: unknown) => ctx.log.warn({ err }, 'status update failed'));
           }
           const base = {
             status: 'GENERATING' as const,
@@ -167,7 +164,7 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
           ctx.softSignal.removeEventListener('abort', onSoftLimit);
         }
 
-        if (!(await setGenerationStatus(db, id, 'POST_PROCESSING', { progress: PHASE_PROGRESS.postProcessing }))) return;
+        if (!(await transitionGeneration(db, id, 'postProcess', { progress: PHASE_PROGRESS.postProcessing }))) return;
         reporter.report({ status: 'POST_PROCESSING', progress: PHASE_PROGRESS.postProcessing });
         const processed = await Promise.all(result.images.map((png) => pool.process(png, ctx.signal)));
         const staged: StagedImage[] = processed.map((p, index) => ({
@@ -193,7 +190,7 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
     },
 
     async onRetry(ctx, failure) {
-      const row = await setGenerationStatus(db, ctx.payload.generationId, 'RETRYING');
+      const row = await transitionGeneration(db, ctx.payload.generationId, 'retry');
       if (row) await publisher.publish({ ...(await progressFromRow(db, row)), error: failure });
     },
 
@@ -218,7 +215,7 @@ export async function failGeneration(
   id: string,
   failure: { code: string; message: string; retryable: boolean },
 ): Promise<void> {
-  const ended = await endGenerationWithRefund(db, id, failure.code === 'CANCELLED' ? 'CANCELLED' : 'FAILED', failure);
+  const ended = await endGenerationWithRefund(db, id, failure.code === 'CANCELLED' ? 'cancel' : 'fail', failure);
   // Null: already final (cancelled by its owner, or finished by another delivery): nothing to tell.
   if (ended) await publisher.publish(await progressFromRow(db, ended));
 }

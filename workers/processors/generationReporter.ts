@@ -3,7 +3,7 @@
  * shrunk never lets a later step overtake it), unchanged states are skipped, and a refused publish
  * (the snapshot is already final: the generation was cancelled) is reported through `onEnded`.
  */
-import type { GenerationStatus } from '../../src/generation/status';
+import type { GenerationStatus } from '../../src/generation/lifecycle';
 import type { Logger } from '../../src/logger';
 import type { ProgressImage, ProgressUpdate } from '../../src/progress/event';
 import type { ProgressPublisher } from '../../src/progress/publisher';

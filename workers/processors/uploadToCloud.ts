@@ -7,7 +7,7 @@ import type { Knex } from 'knex';
 import { completeGeneration, loadStagedImages, type StoredImage } from '../../src/generation/images';
 import { progressFromRow } from '../../src/generation/progressOf';
 import { findGeneration } from '../../src/generation/repository';
-import { isTerminal } from '../../src/generation/status';
+import { isTerminal } from '../../src/generation/lifecycle';
 import { JobError } from '../../src/jobs/errors';
 import type { Processor } from '../../src/jobs/runner';
 import type { ProgressPublisher } from '../../src/progress/publisher';

@@ -1,5 +1,5 @@
 import { Model } from 'objection';
-import type { GenerationStatus } from '../../generation/status';
+import type { GenerationStatus } from '../../generation/lifecycle';
 import type { GenerationInput } from '../../generation/input';
 import { GeneratedImage } from './GeneratedImage';
 

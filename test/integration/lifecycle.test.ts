@@ -1,0 +1,91 @@
+/**
+ * Every transition of a generation's life (src/generation/lifecycle.ts) from every status, against
+ * Postgres through the functions that write them: an allowed one is written, one from a final status
+ * is a quiet no-op (null), and any other is refused with IllegalTransitionError and nothing written.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createUserWithToken } from '../../src/auth/tokens';
+import { completeGeneration, stageImagesForUpload } from '../../src/generation/images';
+import type { GenerationInput } from '../../src/generation/input';
+import {
+  canTransition,
+  GENERATION_STATUSES,
+  IllegalTransitionError,
+  isTerminal,
+  TRANSITIONS,
+  type GenerationStatus,
+  type Transition,
+} from '../../src/generation/lifecycle';
+import { endGenerationWithRefund, findGeneration, transitionGeneration, type GenerationRow } from '../../src/generation/repository';
+import { createTestDatabase, type TestDatabase } from '../helpers/database';
+
+const INPUT: GenerationInput = {
+  prompt: 'a transition',
+  negativePrompt: '',
+  characterName: null,
+  width: 64,
+  height: 64,
+  steps: 2,
+  cfgScale: 7,
+  sampler: 'Euler a',
+  seed: 1,
+  batchSize: 1,
+};
+const FAILURE = { code: 'TEST', message: 'a test failure', retryable: false };
+const IMAGE = { index: 0, webp: Buffer.from('w'), thumbnail: Buffer.from('t'), width: 64, height: 64, blurhash: 'L00000fQfQfQfQfQfQfQfQfQfQfQ', seed: 1, sha256: 'x' };
+
+/** Takes `transition` with the function the code uses for it. */
+function take(tdb: TestDatabase, id: string, transition: Transition): Promise<GenerationRow | boolean | null> {
+  switch (transition) {
+    case 'stage':
+      return stageImagesForUpload(tdb.db, id, [IMAGE]);
+    case 'succeed':
+      return completeGeneration(tdb.db, id, [{ ...IMAGE, storageKey: 'k', thumbnailKey: 'tk', url: 'u', thumbnailUrl: 'tu', bytes: 1 }]);
+    case 'fail':
+    case 'cancel':
+      return endGenerationWithRefund(tdb.db, id, transition, FAILURE);
+    default:
+      return transitionGeneration(tdb.db, id, transition);
+  }
+}
+
+const CASES = (Object.keys(TRANSITIONS) as Transition[]).flatMap((t) => GENERATION_STATUSES.map((from) => [t, from] as [Transition, GenerationStatus]));
+
+describe('the generation state machine', () => {
+  let tdb: TestDatabase;
+  let userId: string;
+  beforeAll(async () => {
+    tdb = await createTestDatabase();
+    ({ userId } = await createUserWithToken(tdb.db, { email: 'sm@example.com', credits: 0 }));
+  });
+  afterAll(async () => tdb?.drop());
+
+  it('knows every status and never leaves a final one', () => {
+    for (const t of Object.values(TRANSITIONS)) {
+      for (const from of t.from) expect(isTerminal(from), `${from} → ${t.to}`).toBe(false);
+    }
+    // Every live status can reach an end.
+    for (const s of GENERATION_STATUSES.filter((x) => !isTerminal(x))) {
+      expect(canTransition(s, 'fail') && canTransition(s, 'cancel'), s).toBe(true);
+    }
+  });
+
+  it.each(CASES)('%s from %s', async (transition, from) => {
+    const id = randomUUID();
+    await tdb.db('generations').insert({ id, user_id: userId, status: from, input: JSON.stringify(INPUT), credits_reserved: 1 });
+    const before = await findGeneration(tdb.db, id);
+    const result = take(tdb, id, transition);
+    const after = async () => findGeneration(tdb.db, id);
+    if (canTransition(from, transition)) {
+      expect(await result).toBeTruthy();
+      expect((await after())?.status).toBe(TRANSITIONS[transition].to);
+    } else if (isTerminal(from)) {
+      expect(await result).toBeFalsy();
+      expect(await after()).toEqual(before);
+    } else {
+      await expect(result).rejects.toThrow(IllegalTransitionError);
+      expect(await after()).toEqual(before);
+    }
+  });
+});
