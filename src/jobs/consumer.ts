@@ -33,16 +33,34 @@ export interface QueuedJobOptions {
   /** One entry per failed try, newest first. */
   stacktraces?: string[];
   timestamp?: number;
+  /**
+   * Ours, not Bee-Queue's: the job was judged failed for good, but recording that (a refund, a
+   * final state) has not landed yet. A copy re-delivered after its worker died only finishes that.
+   */
+  finalFailure?: { code: string; message: string; retryable: boolean };
 }
 
-/** What a handler sees of a job (a Bee-Queue `Job` has the same shape). */
+/** What a handler sees of a job (a Bee-Queue `Job` has the same shape, without `saveOptions`). */
 export interface QueuedJob {
   id: string;
   data: JobEnvelope;
   options: QueuedJobOptions;
+  /** Writes `options` back to the job's record while the job is still this consumer's; false if not. */
+  saveOptions?: () => Promise<boolean>;
 }
 
 export type JobEnd = 'succeeded' | 'retrying' | 'failed';
+
+/**
+ * How a handler says its job ended, when it decides (the runner does, from the one error table):
+ * `retry` (after the record's backoff, while retries last) or `failed` (for good, no retry). A handler
+ * that resolves with anything else succeeded; one that rejects is retried while retries last, as
+ * with Bee-Queue's own `process()`.
+ */
+export type JobVerdict = { end: 'retry'; error: unknown } | { end: 'failed'; error: unknown };
+
+const isVerdict = (v: unknown): v is JobVerdict =>
+  typeof v === 'object' && v !== null && ((v as JobVerdict).end === 'retry' || (v as JobVerdict).end === 'failed');
 
 export interface JobConsumerOptions {
   /**
@@ -55,7 +73,7 @@ export interface JobConsumerOptions {
   queue: string;
   /** Jobs run at once by this consumer. */
   concurrency: number;
-  /** Resolves: the job succeeded. Rejects: it is retried while its retries last, then failed. */
+  /** Resolves: the job succeeded, unless with a JobVerdict. Rejects: retried while retries last, then failed. */
   handler: (job: QueuedJob) => Promise<unknown>;
   /** STALL_INTERVAL_MS. */
   stallIntervalMs: number;
@@ -197,6 +215,18 @@ local head = redis.call('zrange', KEYS[1], 0, 0, 'WITHSCORES')
 return {#due, head[2] or '-1'}
 `;
 
+/**
+ * KEYS: active, jobs. ARGV: id, record. Stores the record only while the job is still active (not
+ * finished, removed or put back by a stall check meanwhile). Returns 1 if stored.
+ */
+const SAVE_LUA = `
+if redis.call('lpos', KEYS[1], ARGV[1]) then
+  redis.call('hset', KEYS[2], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+`;
+
 const RAISE_BATCH = 1000;
 /**
  * A call without a reply for this long (or half the stall interval, if that is shorter) means a
@@ -210,6 +240,7 @@ interface ConsumerScripts {
   sdjobsTakeJobs(...args: ScriptArg[]): Promise<string[]>;
   sdjobsGuardJobs(...args: ScriptArg[]): Promise<string[]>;
   sdjobsRaiseDelayed(...args: ScriptArg[]): Promise<[number, string]>;
+  sdjobsSaveRecord(...args: ScriptArg[]): Promise<number>;
 }
 
 type JobRecord = { data?: unknown; status?: string; options: QueuedJobOptions };
@@ -319,6 +350,7 @@ export class JobConsumer {
     commands.defineCommand('sdjobsTakeJobs', { numberOfKeys: 6, lua: TAKE_LUA });
     commands.defineCommand('sdjobsGuardJobs', { numberOfKeys: 4, lua: GUARD_LUA });
     commands.defineCommand('sdjobsRaiseDelayed', { numberOfKeys: 2, lua: RAISE_LUA });
+    commands.defineCommand('sdjobsSaveRecord', { numberOfKeys: 2, lua: SAVE_LUA });
     this.commands = commands as Redis & ConsumerScripts;
     // A blocked connection can do nothing else, so the wait gets one of its own. It holds a wait
     // across an outage (no retry limit); a socket silent for longer than a wait is dead and replaced.
@@ -544,7 +576,7 @@ export class JobConsumer {
     options.stacktraces ??= [];
     const timeout = options.timeout;
     const run: Running = {
-      job: { id, data: record.data as JobEnvelope, options },
+      job: { id, data: record.data as JobEnvelope, options, saveOptions: () => this.save(run) },
       record,
       deadline: typeof timeout === 'number' && timeout > 0 ? Date.now() + timeout : Infinity,
       ended: false,
@@ -564,12 +596,12 @@ export class JobConsumer {
       promise = Promise.reject(err);
     }
     promise.then(
-      () => this.settle(run, undefined),
-      (err: unknown) => this.settle(run, err ?? new Error('job failed')),
+      (result) => (isVerdict(result) ? this.settle(run, result.error ?? new Error('job failed'), result.end === 'retry') : this.settle(run, undefined, false)),
+      (err: unknown) => this.settle(run, err ?? new Error('job failed'), true),
     );
   }
 
-  private settle(run: Running, err: unknown): void {
+  private settle(run: Running, err: unknown, retryable: boolean): void {
     if (run.timedOut) {
       // The safety net already wrote this job's end; its slot is free now.
       run.timedOut = false;
@@ -577,7 +609,14 @@ export class JobConsumer {
       this.schedulePump();
       return;
     }
-    this.end(run, err, true);
+    this.end(run, err, retryable);
+  }
+
+  /** Writes a running job's options (as its handler changed them) back to its record. */
+  private async save(run: Running): Promise<boolean> {
+    if (run.ended || this.closed) return false;
+    const stored = await this.commands.sdjobsSaveRecord(this.keys.active, this.keys.jobs, run.job.id, JSON.stringify(run.record));
+    return stored === 1;
   }
 
   private end(run: Running, err: unknown, retryable: boolean): void {

@@ -9,7 +9,7 @@
  */
 import os from 'node:os';
 import type { Logger } from '../logger';
-import type { QueuedJob } from './consumer';
+import type { JobVerdict, QueuedJob } from './consumer';
 import type { JobFailure } from './errors';
 import { JobError, toJobFailure } from './errors';
 import type { JobOutcome, JobSnapshot } from './jobState';
@@ -132,6 +132,31 @@ function onHardLimit(run: JobRun<JobKind>, limits: RunnerLimits): void {
   run.abort({ code: 'TIME_LIMIT_EXCEEDED', message: `The job ran past its ${limits.timeLimitMs / 1000} s time limit.`, retryable: false });
 }
 
+/** Waits before trying again to record a final failure: 0.5 s, doubling up to 30 s. */
+const landingDelayMs = (attempt: number) => Math.min(30_000, 500 * 2 ** attempt);
+
+/**
+ * Records a final failure (the processor's onFinalFailure: the refund, the final state) until it
+ * lands: the job is over either way, so it is never retried nor run again for this. If the first
+ * try fails, the failure is first remembered in the job's record, so that a copy re-delivered after
+ * this worker died only records it, without running the job (and calling the GPU) again.
+ */
+async function landFinalFailure(run: JobRun<JobKind>, job: QueuedJob, processor: Processor<JobKind>, failure: JobFailure): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await processor.onFinalFailure(run, failure);
+      return;
+    } catch (err) {
+      if (attempt === 0 && !job.options.finalFailure) {
+        job.options.finalFailure = failure;
+        await job.saveOptions?.().catch(() => false);
+      }
+      run.log.error({ err, failure, attempt }, 'could not record the end of a job that failed for good; trying again');
+      await new Promise((resolve) => setTimeout(resolve, landingDelayMs(attempt)).unref());
+    }
+  }
+}
+
 export interface JobTracking {
   /** Receives each job's state when it starts and ends (a JobStateTracker in the worker). None: metrics only. */
   sink?: JobStateSink;
@@ -155,7 +180,12 @@ export function createJobHandler(processors: Processors, limits: RunnerLimits, l
     }
   }
 
-  async function handle(job: QueuedJob): Promise<void> {
+  /**
+   * Runs one try of a job and says how it ended: nothing (it succeeded), or a JobVerdict the consumer
+   * carries out as it is: `retry` (a transient failure with retries left, decided here from the one
+   * error table) or `failed` (for good, its end recorded first).
+   */
+  async function handle(job: QueuedJob): Promise<JobVerdict | undefined> {
     const { kind, payload } = job.data;
     const processor = processors[kind] as Processor<JobKind> | undefined;
     const options = job.options;
@@ -168,7 +198,7 @@ export function createJobHandler(processors: Processors, limits: RunnerLimits, l
       metrics.ended(kind, 'failed', null, false);
       const now = Date.now();
       record({ jobId: job.id, kind, state: 'failed', attempt, startedAt: now, finishedAt: now, durationMs: null, errorCode: 'NO_PROCESSOR', worker: workerId });
-      return;
+      return { end: 'failed', error: new JobError('NO_PROCESSOR', `No processor for jobs of kind ${kind}.`) };
     }
     const run = new JobRun(kind, payload, job.id, Number(options.retries ?? 0), log);
     // One timer at a time: the soft limit's, which then arms the hard limit's.
@@ -192,28 +222,41 @@ export function createJobHandler(processors: Processors, limits: RunnerLimits, l
     let outcome: JobOutcome = 'failed';
     let errorCode: string | null = 'INTERNAL';
     try {
-      await processor.run(run);
-      if (run.hard.aborted) throw run.hard.reason;
-      counters.succeeded++;
-      outcome = 'succeeded';
-      errorCode = null;
-      if (log.isLevelEnabled('debug')) run.log.debug({ ms: Math.round(performance.now() - started) }, 'job done');
-    } catch (err) {
-      const reason: unknown = run.hard.aborted ? run.hard.reason : err;
-      const failure = reason instanceof AbortedWith ? reason.failure : toJobFailure(reason);
+      let failure: JobFailure;
+      let cause: unknown;
+      if (options.finalFailure) {
+        // Judged failed for good by a worker that died before recording it: only record it.
+        failure = options.finalFailure;
+      } else {
+        try {
+          await processor.run(run);
+          if (run.hard.aborted) throw run.hard.reason;
+          counters.succeeded++;
+          outcome = 'succeeded';
+          errorCode = null;
+          if (log.isLevelEnabled('debug')) run.log.debug({ ms: Math.round(performance.now() - started) }, 'job done');
+          return undefined;
+        } catch (err) {
+          const reason: unknown = run.hard.aborted ? run.hard.reason : err;
+          failure = reason instanceof AbortedWith ? reason.failure : toJobFailure(reason);
+          cause = err;
+          if (failure.code === 'INTERNAL') run.log.error({ err }, 'job failed with an unexpected error');
+        }
+      }
       errorCode = failure.code;
-      if (failure.code === 'INTERNAL') run.log.error({ err }, 'job failed with an unexpected error');
-      if (failure.retryable && run.retriesLeft > 0) {
+      const error = new JobError(failure.code, failure.message, { cause });
+      if (failure.retryable && run.retriesLeft > 0 && !options.finalFailure) {
         counters.retried++;
         outcome = 'retrying';
         run.log.warn({ failure, retriesLeft: run.retriesLeft }, 'job failed; it will be retried');
-        await processor.onRetry?.(run, failure);
-        // Rethrowing hands the job back to the consumer, which schedules the retry after the backoff.
-        throw new JobError(failure.code, failure.message, { cause: err });
+        // Telling the watchers is best effort: the retry itself must happen whatever they heard.
+        await processor.onRetry?.(run, failure).catch((err: unknown) => run.log.warn({ err }, 'could not record the retry; retrying anyway'));
+        return { end: 'retry', error };
       }
       counters.failed++;
       run.log.warn({ failure }, 'job failed for good');
-      await processor.onFinalFailure(run, failure);
+      await landFinalFailure(run, job, processor, failure);
+      return { end: 'failed', error };
     } finally {
       counters.active--;
       clearTimeout(run.timer);

@@ -127,6 +127,53 @@ describe('job consumer on Bee-Queue keys, against real Redis', () => {
     expect(await redis.zcard(key('delayed'))).toBe(0);
   });
 
+  it("carries out the handler's verdict: failed means no retry, however many are left; retry means retry", async () => {
+    const doomed = randomUUID();
+    const flaky = randomUUID();
+    await enqueue(doomed);
+    await enqueue(flaky);
+    const ends = new Map<string, JobEnd[]>();
+    const runs = new Map<string, number>();
+    const c = consumer({
+      concurrency: 2,
+      handler: async (job: QueuedJob) => {
+        const id = job.data.payload.generationId;
+        runs.set(id, (runs.get(id) ?? 0) + 1);
+        if (id === doomed) return { end: 'failed', error: new Error('permanent') };
+        return runs.get(id) === 1 ? { end: 'retry', error: new Error('transient') } : undefined;
+      },
+      onEnd: (job, end) => ends.set(job.id, [...(ends.get(job.id) ?? []), end]),
+    });
+    await until(() => ends.get(doomed)?.length === 1 && ends.get(flaky)?.length === 2, 'both jobs to end');
+    expect(ends.get(doomed)).toEqual(['failed']);
+    expect(ends.get(flaky)).toEqual(['retrying', 'succeeded']);
+    expect(runs.get(doomed)).toBe(1);
+    expect(c.stats).toMatchObject({ failed: 1, retried: 1, succeeded: 1 });
+    expect(await redis.hlen(key('jobs'))).toBe(0);
+  });
+
+  it('saves a running job\'s options to its record, and not once the job is over', async () => {
+    const id = randomUUID();
+    await enqueue(id);
+    let saved: boolean | undefined;
+    let stored: { options: { finalFailure?: unknown } } | undefined;
+    let job: QueuedJob | undefined;
+    consumer({
+      handler: async (j: QueuedJob) => {
+        job = j;
+        j.options.finalFailure = { code: 'X', message: 'remembered', retryable: false };
+        saved = await j.saveOptions?.();
+        stored = JSON.parse((await redis.hget(key('jobs'), id))!) as typeof stored;
+      },
+    });
+    await until(() => stored !== undefined, 'the save');
+    expect(saved).toBe(true);
+    expect(stored!.options.finalFailure).toEqual({ code: 'X', message: 'remembered', retryable: false });
+    await until(async () => (await redis.hlen(key('jobs'))) === 0, 'the job to end');
+    expect(await job!.saveOptions?.()).toBe(false);
+    expect(await redis.hlen(key('jobs'))).toBe(0);
+  });
+
   it('fails a job for good when its retries are spent, and removes it', async () => {
     const id = randomUUID();
     await enqueue(id);

@@ -71,7 +71,7 @@ async function setupBeeQueue(p: Prepare): Promise<Running> {
   // Raw Bee-Queue: no wrapper, no tracker, no connection of ours.
   const redis = system === 'bee' ? undefined : openRedis(redisUrl, 'bench-worker', log);
   const tracker = redis && new JobStateTracker({ redis, prefix: p.prefix, expiresS: config.progress.expiresS, flushIntervalMs: config.worker.jobStateFlushMs, log });
-  const handler: (job: QueuedJob) => Promise<void> = tracker ? createJobHandler({ generateImage: noop }, limits, log, { sink: tracker }).handle : async () => {};
+  const handler: (job: QueuedJob) => Promise<unknown> = tracker ? createJobHandler({ generateImage: noop }, limits, log, { sink: tracker }).handle : async () => {};
   const settle = async (): Promise<Partial<Done>> => {
     if (!tracker) return {};
     await tracker.flush();
