@@ -7,7 +7,7 @@
  */
 import type { Knex } from 'knex';
 import type { Config, QueueName } from '../src/config';
-import { ORPHAN_SWEEP_INTERVAL_MS, requeueOrphanedGenerations } from '../src/generation/orphans';
+import { ORPHAN_SWEEP_INTERVAL_MS, sweepStrandedGenerations } from '../src/generation/orphans';
 import { storeSamplers } from '../src/generation/samplers';
 import { PostprocessPool } from '../src/imaging/pool';
 import { JobConsumer } from '../src/jobs/consumer';
@@ -21,7 +21,7 @@ import { ProgressPublisher } from '../src/progress/publisher';
 import { closeRedis, openRedis } from '../src/redis';
 import { SdClient } from '../src/sd/client';
 import type { ObjectStorage } from '../src/storage/storage';
-import { generateImageProcessor } from './processors/generateImage';
+import { failGeneration, generateImageProcessor } from './processors/generateImage';
 import { uploadToCloudProcessor } from './processors/uploadToCloud';
 
 export interface WorkerOptions {
@@ -62,6 +62,8 @@ export function createWorker(opts: WorkerOptions): Worker {
     progressIntervalMs: config.sd.progressIntervalMs,
     logger: log.child({ component: 'sd' }),
   });
+  // Each retry and each re-delivery after a worker died is an attempt.
+  const maxAttempts = config.worker.maxRetries + 1 + config.worker.maxStalls;
   const processors: Processors = {
     generateImage: generateImageProcessor({
       db,
@@ -73,7 +75,7 @@ export function createWorker(opts: WorkerOptions): Worker {
       pool,
       previewIntervalMs: config.sd.previewIntervalMs,
       previewSize: config.sd.previewSize,
-      maxAttempts: config.worker.maxRetries + 1 + config.worker.maxStalls,
+      maxAttempts,
       log,
     }),
     uploadToCloud: uploadToCloudProcessor({ db, publisher, storage: opts.storage }),
@@ -124,11 +126,21 @@ export function createWorker(opts: WorkerOptions): Worker {
         consumers.push(consumer);
       }
       if (queueNames.includes(JOB_QUEUES.generateImage)) {
-        // Rows whose job never reached Redis (their API died between insert and enqueue).
+        // Live generations without a job (an API died before enqueuing, or a job was lost).
         const sweep = () =>
-          requeueOrphanedGenerations(db, redis, jobsKey(config, JOB_QUEUES.generateImage), producer).then(
-            (ids) => ids.length > 0 && log.warn({ generations: ids }, 'queued generations that had no job were enqueued again'),
-            (err: unknown) => log.warn({ err }, 'orphan sweep failed'),
+          sweepStrandedGenerations({
+            db,
+            redis,
+            jobsKeys: { generateImage: jobsKey(config, JOB_QUEUES.generateImage), uploadToCloud: jobsKey(config, JOB_QUEUES.uploadToCloud) },
+            producer,
+            maxAttempts,
+            fail: (id, failure) => failGeneration(db, publisher, id, failure),
+          }).then(
+            ({ requeued, failed }) => {
+              if (requeued.length > 0) log.warn({ generations: requeued }, 'live generations that had no job were enqueued again');
+              if (failed.length > 0) log.warn({ generations: failed }, 'live generations that had no job and no attempts left were failed and refunded');
+            },
+            (err: unknown) => log.warn({ err }, 'stranded-generation sweep failed'),
           );
         orphanTimer = setInterval(sweep, ORPHAN_SWEEP_INTERVAL_MS);
         orphanTimer.unref();

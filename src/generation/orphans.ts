@@ -1,35 +1,69 @@
 /**
- * A generation whose row was inserted (credits reserved) but whose job never reached Redis: the API
- * process died between the two steps. Workers look for such rows now and then and enqueue them;
- * the job id is the generation id, so a job that does exist is never doubled.
+ * Postgres holds the truth and Redis what is moving; this sweep reconciles the two. A generation in
+ * a live status with no job record in Redis will never move again by itself:
+ * - QUEUED: its API died between inserting the row (credits reserved) and enqueuing the job;
+ * - any later status: its job was lost (a Redis without persistence restarted, a record removed by
+ *   hand, or a worker died while recording the job's end).
+ * Workers look for such rows now and then and finish them: enqueue the generation again while it
+ * has attempts left (the job id is the generation id, so a job that does exist is never doubled;
+ * a re-run with its images staged only uploads them), else end it FAILED with its credits back.
  */
 import type { Knex } from 'knex';
 import type { Redis } from 'ioredis';
 import type { JobProducer } from '../jobs/queues';
+import { jobId } from '../jobs/registry';
+import { LIVE_STATUSES, type GenerationStatus } from './lifecycle';
 
-/** Rows younger than this are left alone: their API may be enqueuing them right now. */
+/** Rows untouched for less than this are left alone: their API or worker may be at work on them. */
 export const ORPHAN_MIN_AGE_S = 60;
 /** How often a worker that consumes high_priority looks for them. */
 export const ORPHAN_SWEEP_INTERVAL_MS = 60_000;
 
-export async function requeueOrphanedGenerations(
-  db: Knex,
-  redis: Redis,
-  jobsKey: string,
-  producer: JobProducer,
-  limit = 100,
-): Promise<string[]> {
-  const rows: Array<{ id: string }> = await db('generations')
-    .where({ status: 'QUEUED' })
-    .where('created_at', '<', db.raw(`now() - interval '${ORPHAN_MIN_AGE_S} seconds'`))
-    .orderBy('created_at')
-    .limit(limit)
-    .select('id');
-  const requeued: string[] = [];
-  for (const { id } of rows) {
-    // Waiting, delayed and active jobs all have their record in the queue's jobs hash.
-    if (await redis.hexists(jobsKey, id)) continue;
-    if (await producer.enqueue('generateImage', id, { generationId: id })) requeued.push(id);
+export interface StrandedSweep {
+  db: Knex;
+  redis: Redis;
+  /** The jobs hashes (Bee-Queue's `<prefix>:<queue>:jobs`) of the generation and upload queues. */
+  jobsKeys: { generateImage: string; uploadToCloud: string };
+  producer: JobProducer;
+  /** A generation started this many times is not started again (TASK_MAX_RETRIES + 1 + TASK_MAX_STALLS). */
+  maxAttempts: number;
+  /** Ends a generation FAILED with its credits back and tells its watchers. */
+  fail(id: string, failure: { code: string; message: string; retryable: boolean }): Promise<void>;
+  limit?: number;
+}
+
+export interface SweepResult {
+  requeued: string[];
+  failed: string[];
+}
+
+export async function sweepStrandedGenerations(s: StrandedSweep): Promise<SweepResult> {
+  const rows: Array<{ id: string; status: GenerationStatus; attempts: number }> = await s.db('generations')
+    .whereIn('status', LIVE_STATUSES)
+    .where('updated_at', '<', s.db.raw(`now() - interval '${ORPHAN_MIN_AGE_S} seconds'`))
+    .orderBy('updated_at')
+    .limit(s.limit ?? 100)
+    .select('id', 'status', 'attempts');
+  const result: SweepResult = { requeued: [], failed: [] };
+  for (const { id, status, attempts } of rows) {
+    // Waiting, delayed and active jobs all have their record in their queue's jobs hash; a job whose
+    // worker died is the stall check's to re-queue.
+    const [generation, upload] = await Promise.all([
+      s.redis.hexists(s.jobsKeys.generateImage, jobId('generateImage', id)),
+      s.redis.hexists(s.jobsKeys.uploadToCloud, jobId('uploadToCloud', id)),
+    ]);
+    if (generation || upload) continue;
+    // UPLOADING has its images staged: the GPU work is done, a re-run only queues the upload.
+    if (status === 'QUEUED' || status === 'UPLOADING' || attempts < s.maxAttempts) {
+      if (await s.producer.enqueue('generateImage', id, { generationId: id })) result.requeued.push(id);
+    } else {
+      await s.fail(id, {
+        code: 'TOO_MANY_ATTEMPTS',
+        message: `The generation was started ${attempts} times and its job was lost; it was given up and its credits returned.`,
+        retryable: false,
+      });
+      result.failed.push(id);
+    }
   }
-  return requeued;
+  return result;
 }

@@ -1,46 +1,85 @@
 /**
- * An API process that dies between inserting a generation (credits reserved) and enqueuing its job
- * leaves a QUEUED row with no job. Workers find such rows and enqueue them; nothing is lost.
+ * Live generations that lost their job (an API died between the insert and the enqueue, or a job's
+ * record is gone) are found by the worker's sweep and finished: run again while attempts remain,
+ * else FAILED with the credits back. Young rows and rows with a job are left alone.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { requeueOrphanedGenerations } from '../../src/generation/orphans';
+import type { GenerationInput } from '../../src/generation/input';
+import { sweepStrandedGenerations, type StrandedSweep } from '../../src/generation/orphans';
 import { insertGenerationReservingCredits } from '../../src/generation/repository';
 import { JobProducer, jobsKey } from '../../src/jobs/queues';
 import { createLogger } from '../../src/logger';
+import { ProgressPublisher } from '../../src/progress/publisher';
 import { startStack, type Stack } from '../helpers/stack';
+import { failGeneration } from '../../workers/processors/generateImage';
 import { events, expectWellFormedStream, watch } from './helpers';
 
-describe('orphaned generations', () => {
+const INPUT: GenerationInput = { prompt: 'left behind', negativePrompt: '', characterName: null, width: 64, height: 64, steps: 3, cfgScale: 7, sampler: 'Euler a', seed: 5, batchSize: 1 };
+
+describe('stranded generations', () => {
   let stack: Stack;
   let producer: JobProducer;
+  let sweep: () => ReturnType<typeof sweepStrandedGenerations>;
   beforeAll(async () => {
     stack = await startStack();
     producer = new JobProducer(stack.config, createLogger('silent'));
+    const publisher = new ProgressPublisher(stack.redis, stack.config.redis.prefix, stack.config.progress.expiresS);
+    const deps: StrandedSweep = {
+      db: stack.tdb.db,
+      redis: stack.redis,
+      jobsKeys: { generateImage: jobsKey(stack.config, 'high_priority'), uploadToCloud: jobsKey(stack.config, 'normal_priority') },
+      producer,
+      maxAttempts: 3,
+      fail: (id, failure) => failGeneration(stack.tdb.db, publisher, id, failure),
+    };
+    sweep = () => sweepStrandedGenerations(deps);
   });
   afterAll(async () => {
     await producer?.close();
     await stack?.close();
   });
 
+  /** What a lost job leaves: the row (credits reserved) in `status`, untouched for two minutes. */
+  async function stranded(userId: string, status: string, attempts: number) {
+    const row = await insertGenerationReservingCredits(stack.tdb.db, { id: crypto.randomUUID(), userId, input: INPUT });
+    await stack.tdb.db('generations')
+      .where({ id: row!.id })
+      .update({ status, attempts, updated_at: stack.tdb.db.raw("now() - interval '2 minutes'") });
+    return row!.id;
+  }
+
   it('a QUEUED row without a job is enqueued by the sweep and runs once; young rows and rows with a job are left alone', async () => {
     const user = await stack.createUser(2);
-    const input = { prompt: 'left behind', negativePrompt: '', characterName: null, width: 64, height: 64, steps: 3, cfgScale: 7, sampler: 'Euler a', seed: 5, batchSize: 1 };
-    // What a crashed API leaves: the row and the reservation, no job.
-    const orphan = await insertGenerationReservingCredits(stack.tdb.db, { id: crypto.randomUUID(), userId: user.userId, input });
-    const young = await insertGenerationReservingCredits(stack.tdb.db, { id: crypto.randomUUID(), userId: user.userId, input });
-    expect(orphan && young).toBeTruthy();
-    await stack.tdb.db('generations').where({ id: orphan!.id }).update({ created_at: stack.tdb.db.raw("now() - interval '2 minutes'") });
+    const orphan = await stranded(user.userId, 'QUEUED', 0);
+    const young = await insertGenerationReservingCredits(stack.tdb.db, { id: crypto.randomUUID(), userId: user.userId, input: INPUT });
     expect(await stack.credits(user.userId)).toBe(0);
 
-    const key = jobsKey(stack.config, 'high_priority');
-    const requeued = await requeueOrphanedGenerations(stack.tdb.db, stack.redis, key, producer);
-    expect(requeued).toEqual([orphan!.id]);
-
-    const list = events(await watch(stack.baseUrl, orphan!.id, user.token).done);
-    expectWellFormedStream(list, orphan!.id);
+    expect(await sweep()).toEqual({ requeued: [orphan], failed: [] });
+    const list = events(await watch(stack.baseUrl, orphan, user.token).done);
+    expectWellFormedStream(list, orphan);
     expect(list[list.length - 1]).toMatchObject({ status: 'SUCCEEDED', attempt: 1 });
-    expect(await requeueOrphanedGenerations(stack.tdb.db, stack.redis, key, producer)).toEqual([]);
+    expect(await sweep()).toEqual({ requeued: [], failed: [] });
     expect((await stack.tdb.db('generations').where({ id: young!.id }).first()).status).toBe('QUEUED');
     expect(await stack.credits(user.userId)).toBe(0);
+  });
+
+  it('a STARTED generation whose job record is gone runs again while it has attempts, else ends FAILED with its credits back once', async () => {
+    const user = await stack.createUser(3);
+    const again = await stranded(user.userId, 'STARTED', 1);
+    const spent = await stranded(user.userId, 'GENERATING', 3);
+    // A live job of its own: left to it (and to the stall check if its worker died).
+    const held = await stranded(user.userId, 'STARTED', 1);
+    await stack.redis.hset(jobsKey(stack.config, 'high_priority'), held, JSON.stringify({ data: { kind: 'generateImage', payload: { generationId: held } }, options: {} }));
+
+    const result = await sweep();
+    expect(result).toEqual({ requeued: [again], failed: [spent] });
+    const ran = events(await watch(stack.baseUrl, again, user.token).done);
+    expect(ran.at(-1)).toMatchObject({ status: 'SUCCEEDED', attempt: 2 });
+    const gaveUp = events(await watch(stack.baseUrl, spent, user.token).done);
+    expect(gaveUp.at(-1)).toMatchObject({ status: 'FAILED', error: { code: 'TOO_MANY_ATTEMPTS', retryable: false } });
+    // Three reserved: one spent (succeeded), one still held (live), one given back.
+    expect(await stack.credits(user.userId)).toBe(1);
+    expect((await stack.tdb.db('generations').where({ id: held }).first()).status).toBe('STARTED');
+    await stack.redis.hdel(jobsKey(stack.config, 'high_priority'), held);
   });
 });
