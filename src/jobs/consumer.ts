@@ -18,6 +18,9 @@
  *
  * When nothing is waiting, one blocking BRPOPLPUSH (on a connection of its own) waits for the next
  * job; the rest of the consumer's calls are plain commands that never block.
+ *
+ * Because all of that mirrors Bee-Queue's internals, package.json pins bee-queue to exactly 2.0.0:
+ * a new release must be read against this file before it is let in.
  */
 import type { Redis } from 'ioredis';
 import type { Logger } from '../logger';
