@@ -1,13 +1,16 @@
 /**
  * Builds a worker: a job consumer (src/jobs/consumer.ts, on Bee-Queue's keys) for each chosen queue,
- * each with its own slots (that is how priority works), the Piscina pool, the SD client. Building does no I/O; `start()` begins taking
- * jobs; `close()` is ordered and safe to call twice: stop taking jobs and let running ones finish
- * (up to WORKER_SHUTDOWN_TIMEOUT_MS; unfinished ones are re-delivered to another worker), write the
- * job states still pending, close the pool, then Redis. The database belongs to the caller.
+ * each with its own slots (that is how priority works), the Piscina pool, the SD client. Building
+ * opens the worker's Redis connection and starts the pool's threads, nothing more; `close()`
+ * releases them even if `start()` was never called or failed. `start()` begins taking jobs.
+ * `close()` is ordered and safe to call twice: stop taking jobs and let running ones finish (up to
+ * WORKER_SHUTDOWN_TIMEOUT_MS; unfinished ones are re-delivered to another worker), write the job
+ * states still pending, close the pool, then Redis. The database belongs to the caller.
  */
 import type { Knex } from 'knex';
 import type { Config, QueueName } from '../src/config';
 import { ORPHAN_SWEEP_INTERVAL_MS, sweepStrandedGenerations } from '../src/generation/orphans';
+import { failGeneration } from '../src/generation/outcomes';
 import { storeSamplers } from '../src/generation/samplers';
 import { PostprocessPool } from '../src/imaging/pool';
 import { JobConsumer } from '../src/jobs/consumer';
@@ -21,7 +24,7 @@ import { ProgressPublisher } from '../src/progress/publisher';
 import { closeRedis, openRedis } from '../src/redis';
 import { SdClient } from '../src/sd/client';
 import type { ObjectStorage } from '../src/storage/storage';
-import { failGeneration, generateImageProcessor } from './processors/generateImage';
+import { generateImageProcessor } from './processors/generateImage';
 import { uploadToCloudProcessor } from './processors/uploadToCloud';
 
 export interface WorkerOptions {

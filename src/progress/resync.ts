@@ -9,7 +9,7 @@
  * few bytes in one batched call every `resyncMs`, instead of a timer and a full read of its own.
  */
 import type { ProgressEvent } from './event';
-import type { ProgressStreamSource } from './stream';
+import type { ProgressStreamSource } from './source';
 
 /** What the scheduler needs of a stream. */
 export interface Resyncable {

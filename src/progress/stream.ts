@@ -21,25 +21,12 @@
  */
 import { isTerminal } from '../generation/lifecycle';
 import type { ProgressEvent } from './event';
-import type { ProgressHub, ProgressListener } from './hub';
+import type { ProgressListener } from './hub';
 import { ResyncScheduler, type Resyncable } from './resync';
+import type { ProgressStreamSource } from './source';
 
 /** What every stream of a process shares; one object, created once. */
-export interface ProgressStreamSource {
-  hub: ProgressHub;
-  /** The current state: the Redis snapshot, else the Postgres row. */
-  readCurrent(generationId: string): Promise<ProgressEvent | null>;
-  /**
-   * The seq of each generation's Redis snapshot (null: none), in one call: lets quiet streams be
-   * checked without reading their whole state. Without it each quiet stream reads its state.
-   */
-  readSeqs?(generationIds: readonly string[]): Promise<ReadonlyArray<number | null>>;
-  /** Called every `queuedTickMs` while the latest state is QUEUED (publishes the queue position). */
-  onQueuedTick?(latest: ProgressEvent): Promise<void>;
-  resyncMs: number;
-  queuedTickMs: number;
-  onError(err: unknown, generationId: string): void;
-}
+export type { ProgressStreamSource } from './source';
 
 const schedulers = new WeakMap<ProgressStreamSource, ResyncScheduler>();
 

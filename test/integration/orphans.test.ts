@@ -6,12 +6,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GenerationInput } from '../../src/generation/input';
 import { sweepStrandedGenerations, type StrandedSweep } from '../../src/generation/orphans';
+import { failGeneration } from '../../src/generation/outcomes';
 import { insertGenerationReservingCredits } from '../../src/generation/repository';
 import { JobProducer, jobsKey } from '../../src/jobs/queues';
 import { createLogger } from '../../src/logger';
 import { ProgressPublisher } from '../../src/progress/publisher';
 import { startStack, type Stack } from '../helpers/stack';
-import { failGeneration } from '../../workers/processors/generateImage';
 import { events, expectWellFormedStream, watch } from './helpers';
 
 const INPUT: GenerationInput = { prompt: 'left behind', negativePrompt: '', characterName: null, width: 64, height: 64, steps: 3, cfgScale: 7, sampler: 'Euler a', seed: 5, batchSize: 1 };

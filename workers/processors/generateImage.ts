@@ -12,7 +12,8 @@ import type { Processor } from '../../src/jobs/runner';
 import type { Logger } from '../../src/logger';
 import { hasStagedImages, stageImagesForUpload, type StagedImage } from '../../src/generation/images';
 import { recordGenerationSeconds } from '../../src/generation/queueInfo';
-import { endGenerationWithRefund, findGeneration, transitionGeneration, type GenerationRow } from '../../src/generation/repository';
+import { failGeneration, republishFinal } from '../../src/generation/outcomes';
+import { findGeneration, transitionGeneration } from '../../src/generation/repository';
 import { progressFromRow } from '../../src/generation/progressOf';
 import { isTerminal, PHASE_PROGRESS } from '../../src/generation/lifecycle';
 import type { ProgressPublisher } from '../../src/progress/publisher';
@@ -198,24 +199,4 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
       await failGeneration(db, publisher, ctx.payload.generationId, failure);
     },
   };
-}
-
-/**
- * Publishes a final state recorded in Postgres. The publish script refuses it when the snapshot is
- * final already, so this only fills the gap left by a worker that died between the two writes.
- */
-export async function republishFinal(db: Knex, publisher: ProgressPublisher, row: GenerationRow): Promise<void> {
-  await publisher.publish(await progressFromRow(db, row));
-}
-
-/** Ends the generation as FAILED with its credits back (once) and tells its watchers. */
-export async function failGeneration(
-  db: Knex,
-  publisher: ProgressPublisher,
-  id: string,
-  failure: { code: string; message: string; retryable: boolean },
-): Promise<void> {
-  const ended = await endGenerationWithRefund(db, id, failure.code === 'CANCELLED' ? 'cancel' : 'fail', failure);
-  // Null: already final (cancelled by its owner, or finished by another delivery): nothing to tell.
-  if (ended) await publisher.publish(await progressFromRow(db, ended));
 }

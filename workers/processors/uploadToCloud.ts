@@ -5,6 +5,7 @@
  */
 import type { Knex } from 'knex';
 import { completeGeneration, loadStagedImages, type StoredImage } from '../../src/generation/images';
+import { failGeneration, republishFinal } from '../../src/generation/outcomes';
 import { progressFromRow } from '../../src/generation/progressOf';
 import { findGeneration } from '../../src/generation/repository';
 import { isTerminal } from '../../src/generation/lifecycle';
@@ -12,7 +13,6 @@ import { JobError } from '../../src/jobs/errors';
 import type { Processor } from '../../src/jobs/runner';
 import type { ProgressPublisher } from '../../src/progress/publisher';
 import { imageKeys, type ObjectStorage } from '../../src/storage/storage';
-import { failGeneration, republishFinal } from './generateImage';
 
 export interface UploadDeps {
   db: Knex;

@@ -1,0 +1,23 @@
+/**
+ * The ends of a generation as the worker records them: written to Postgres first (the truth), then
+ * published to its watchers. Shared by the processors and the stranded-generation sweep.
+ */
+import type { Knex } from 'knex';
+import type { ProgressPublisher } from '../progress/publisher';
+import { progressFromRow } from './progressOf';
+import { endGenerationWithRefund, type GenerationFailure, type GenerationRow } from './repository';
+
+/**
+ * Publishes a final state recorded in Postgres. The publish script refuses it when the snapshot is
+ * final already, so this only fills the gap left by a worker that died between the two writes.
+ */
+export async function republishFinal(db: Knex, publisher: ProgressPublisher, row: GenerationRow): Promise<void> {
+  await publisher.publish(await progressFromRow(db, row));
+}
+
+/** Ends the generation FAILED (CANCELLED for a cancel) with its credits back, once, and tells its watchers. */
+export async function failGeneration(db: Knex, publisher: ProgressPublisher, id: string, failure: GenerationFailure): Promise<void> {
+  const ended = await endGenerationWithRefund(db, id, failure.code === 'CANCELLED' ? 'cancel' : 'fail', failure);
+  // Null: already final (cancelled by its owner, or finished by another delivery): nothing to tell.
+  if (ended) await publisher.publish(await progressFromRow(db, ended));
+}
