@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/logger';
 import type { ProgressEvent } from '../../src/progress/event';
-import { progressKey } from '../../src/progress/event';
+import { progressChannel, progressKey } from '../../src/progress/event';
 import { ProgressHub } from '../../src/progress/hub';
 import { ProgressPublisher } from '../../src/progress/publisher';
 import { progressStream } from '../../src/progress/stream';
@@ -69,13 +69,22 @@ describe('progress publishing and streaming against real Redis', () => {
     expect(seen[0]).toMatchObject({ seq: 1, step: 6 });
     await publisher.publish(update(id, 'GENERATING', 0.6, { step: 12 }));
     await expect.poll(() => seen.length).toBe(2);
+    // Late and repeated messages (a second publisher, a retried publish) reach the channel: a copy of
+    // seq 2, a stale seq 1, then a newer state whose progress fell. The stream drops the first two
+    // and keeps progress from falling.
+    const channel = progressChannel(prefix, id);
+    await redis.publish(channel, JSON.stringify({ ...update(id, 'GENERATING', 0.6, { step: 12 }), seq: 2 }));
+    await redis.publish(channel, JSON.stringify({ ...update(id, 'GENERATING', 0.3, { step: 6 }), seq: 1 }));
+    await redis.publish(channel, JSON.stringify({ ...update(id, 'RETRYING', 0.1), seq: 3 }));
+    await expect.poll(() => seen.length).toBe(3);
     // The terminal state lands in the snapshot, but its pub/sub message never reaches anyone.
-    await redis.hset(progressKey(prefix, id), 'data', JSON.stringify({ ...update(id, 'SUCCEEDED', 1), seq: 3 }), 'final', '1');
+    await redis.hset(progressKey(prefix, id), 'data', JSON.stringify({ ...update(id, 'SUCCEEDED', 1), seq: 4 }), 'final', '1');
     await consumed;
-    expect(seen.map((e) => [e.seq, e.status])).toEqual([
-      [1, 'GENERATING'],
-      [2, 'GENERATING'],
-      [3, 'SUCCEEDED'],
+    expect(seen.map((e) => [e.seq, e.status, e.progress])).toEqual([
+      [1, 'GENERATING', 0.3],
+      [2, 'GENERATING', 0.6],
+      [3, 'RETRYING', 0.6],
+      [4, 'SUCCEEDED', 1],
     ]);
     expect(hub.channelCount).toBe(0);
   });
