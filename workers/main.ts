@@ -37,7 +37,14 @@ async function main() {
     throw err;
   }
   const worker = createWorker({ config, db, log, sdUrl, storage: new LocalFolderStorage(config.storage.dir, config.http.publicUrl) });
-  await worker.start();
+  try {
+    await worker.start();
+  } catch (err) {
+    // Whatever it opened is closed before the process says why it could not start.
+    await worker.close();
+    await db.destroy();
+    throw err;
+  }
   closeOnSignals(async () => {
     await worker.close();
     await db.destroy();

@@ -1,7 +1,8 @@
 /**
  * Builds the HTTP server of the API: GraphQL and GraphiQL at /graphql (subscriptions over SSE),
- * the local image files at /files/, and /health. Building does no I/O; `listen()` starts it and
- * `close()` (safe to call twice) stops intake, ends open streams and closes what it opened.
+ * the local image files at /files/, and /health. Building opens the API's Redis connections and
+ * reads the samplers list (closing the connections again if that fails); `listen()` starts
+ * serving, and `close()` (safe to call twice) stops intake, ends open streams and closes what it opened.
  */
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -59,7 +60,12 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   const publisher = new ProgressPublisher(redis, config.redis.prefix, config.progress.expiresS);
   const hub = new ProgressHub(subscriber, config.redis.prefix, log);
   const samplers = new SamplerCatalog(redis, config.redis.prefix, log);
-  await samplers.start();
+  try {
+    await samplers.start();
+  } catch (err) {
+    await Promise.allSettled([producer.close(), closeRedis(subscriber), closeRedis(redis)]);
+    throw err;
+  }
   const auth = new TokenAuthenticator(db, {
     ttlMs: config.auth.cacheTtlMs,
     negativeTtlMs: config.auth.cacheNegativeTtlMs,
