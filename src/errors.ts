@@ -1,9 +1,9 @@
 /**
- * Error kinds a client can act on. Each carries a stable `code` that reaches GraphQL as
- * `extensions.code`; any other error is masked for clients and logged whole.
+ * Error kinds a client can act on: plain errors with a stable `code` (and details a client may
+ * read), thrown by the domain (services, input rules) without knowing about any transport. The
+ * GraphQL edge turns them into `extensions.code` (src/api/graphqlErrors.ts); any other error is
+ * masked for clients and logged whole.
  */
-import { GraphQLError } from 'graphql';
-
 export type PublicErrorCode =
   | 'UNAUTHENTICATED'
   | 'FORBIDDEN'
@@ -13,12 +13,18 @@ export type PublicErrorCode =
   | 'RATE_LIMITED'
   | 'CONFLICT';
 
-export class PublicError extends GraphQLError {
-  constructor(code: PublicErrorCode, message: string, extra: Record<string, unknown> = {}) {
-    super(message, { extensions: { code, ...extra } });
+export class DomainError extends Error {
+  override name = 'DomainError';
+  constructor(
+    readonly code: PublicErrorCode,
+    message: string,
+    /** Extra facts for the client (e.g. the list of input problems), sent beside the code. */
+    readonly details: Readonly<Record<string, unknown>> = {},
+  ) {
+    super(message);
   }
 }
 
 export const unauthenticated = () =>
-  new PublicError('UNAUTHENTICATED', 'Send a valid API token as "Authorization: Bearer <token>".');
-export const notFound = (what: string, id: string) => new PublicError('NOT_FOUND', `${what} ${id} was not found.`);
+  new DomainError('UNAUTHENTICATED', 'Send a valid API token as "Authorization: Bearer <token>".');
+export const notFound = (what: string, id: string) => new DomainError('NOT_FOUND', `${what} ${id} was not found.`);

@@ -13,6 +13,7 @@ import { createYoga, maskError, type GraphiQLOptions, type Plugin } from 'graphq
 import type { Knex } from 'knex';
 import { TokenAuthenticator } from '../auth/cache';
 import { bearerToken } from '../auth/tokens';
+import { UserService } from '../auth/users';
 import type { Config } from '../config';
 import { QueueInfo } from '../generation/queueInfo';
 import { SamplerCatalog } from '../generation/samplers';
@@ -25,6 +26,7 @@ import { closeRedis, openRedis } from '../redis';
 import { buildSchema, type SchemaContext } from '../schema/index';
 import { resolveKey } from '../storage/localFolder';
 import { GRAPHIQL_ASSETS_PATH, readGraphiQLAsset, renderLocalGraphiQL } from './graphiql';
+import { domainErrorOf, toGraphQLError } from './graphqlErrors';
 
 export interface ApiOptions {
   config: Config;
@@ -81,6 +83,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     log,
   });
 
+  const users = new UserService(db);
   const yoga = createYoga<Record<string, unknown>, SchemaContext>({
     schema: buildSchema({ limits: config.limits, samplers }),
     graphqlEndpoint: '/graphql',
@@ -97,6 +100,8 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     maskedErrors: {
       // Errors with a public code pass through; everything else is logged whole and masked.
       maskError: (error, message, isDev) => {
+        const domain = domainErrorOf(error);
+        if (domain) return toGraphQLError(domain, error);
         const masked = maskError(error, message, isDev);
         if (masked !== error) log.error({ err: error }, 'unexpected error in a GraphQL operation');
         return masked;
@@ -110,8 +115,8 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
         user,
         // Credentials that were sent but are not a valid token (unknown, revoked, or not `Bearer <token>`).
         tokenRejected: Boolean(header?.trim()) && user === null,
-        db,
         generations,
+        users,
         log,
         progressMemo: new Map(),
       };

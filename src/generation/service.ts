@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { AuthUser } from '../auth/tokens';
-import { PublicError } from '../errors';
+import { DomainError, notFound } from '../errors';
 import type { JobProducer } from '../jobs/queues';
 import type { Logger } from '../logger';
 import type { ProgressEvent } from '../progress/event';
@@ -46,7 +46,7 @@ export class GenerationService {
     const id = randomUUID();
     const row = await this.inserter.insert({ id, userId: user.id, input });
     if (!row) {
-      throw new PublicError(
+      throw new DomainError(
         'INSUFFICIENT_CREDITS',
         `Not enough photo credits: this generation needs ${input.batchSize}.`,
         { required: input.batchSize },
@@ -139,7 +139,7 @@ export class GenerationService {
    */
   async cancel(user: AuthUser, rawId: string): Promise<GenerationRow> {
     const row = await this.findVisible(user, rawId);
-    if (!row) throw new PublicError('NOT_FOUND', `Generation ${rawId} was not found.`);
+    if (!row) throw notFound('Generation', rawId);
     const ended = isTerminal(row.status)
       ? null
       : await endGenerationWithRefund(this.deps.db, row.id, 'cancel', {

@@ -1,8 +1,8 @@
 import SchemaBuilder from '@pothos/core';
 import ValidationPlugin from '@pothos/plugin-validation';
-import type { Knex } from 'knex';
 import type { AuthUser } from '../auth/tokens';
-import { PublicError, unauthenticated } from '../errors';
+import type { UserService } from '../auth/users';
+import { DomainError, unauthenticated } from '../errors';
 import type { GenerationService } from '../generation/service';
 import type { Logger } from '../logger';
 import type { ProgressEvent } from '../progress/event';
@@ -12,11 +12,14 @@ export interface SchemaContext {
   user: AuthUser | null;
   /** A token was sent but is unknown or revoked: `me` says so instead of answering null. */
   tokenRejected: boolean;
-  db: Knex;
   generations: GenerationService;
+  users: UserService;
   log: Logger;
-  /** Per-request memo of generations' current state, so several fields read it once. */
-  progressMemo: Map<string, Promise<ProgressEvent | null>>;
+  /**
+   * Per-request memo of generations' current state, so several fields read it once. `created`
+   * marks a state generateImage knew without reading it (QUEUED, seq 0, no queue position yet).
+   */
+  progressMemo: Map<string, { state: Promise<ProgressEvent | null>; created?: boolean }>;
 }
 
 export function createBuilder() {
@@ -37,7 +40,7 @@ export function createBuilder() {
           path: (i.path ?? []).map((p) => (typeof p === 'object' ? p.key : p)).join('.'),
           message: i.message,
         }));
-        return new PublicError('BAD_USER_INPUT', issues.map((i) => i.message).join('; '), { issues });
+        return new DomainError('BAD_USER_INPUT', issues.map((i) => i.message).join('; '), { issues });
       },
     },
   });

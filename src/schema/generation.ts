@@ -2,12 +2,12 @@ import type { Config } from '../config';
 import type { GenerationInput, SamplerCheck } from '../generation/input';
 import { generationInputSchema } from '../generation/input';
 import type { GenerationRow } from '../generation/repository';
-import { PublicError } from '../errors';
+import { notFound } from '../errors';
 import type { ProgressEvent } from '../progress/event';
 import type { Builder, SchemaContext } from './builder';
 import { requireUser } from './builder';
 import type { ProgressTypes } from './progress';
-import type { UserShape, addUserType } from './user';
+import type { addUserType } from './user';
 
 export interface GenerationSchemaOptions {
   limits: Config['limits'];
@@ -16,24 +16,21 @@ export interface GenerationSchemaOptions {
 
 /** A generation's current state, read once per request however many fields ask for it. */
 function current(row: GenerationRow, ctx: SchemaContext): Promise<ProgressEvent | null> {
-  let p = ctx.progressMemo.get(row.id);
-  if (!p) {
-    p = ctx.generations.currentProgress(row.id);
-    ctx.progressMemo.set(row.id, p);
+  let memo = ctx.progressMemo.get(row.id);
+  if (!memo) {
+    memo = { state: ctx.generations.currentProgress(row.id) };
+    ctx.progressMemo.set(row.id, memo);
   }
-  return p;
+  return memo.state;
 }
-
-/** States put in the memo by `generateImage` itself, which lack the queue position. */
-const justCreated = new WeakSet<ProgressEvent>();
 
 /** `current` for the `current` field: a just-created state gets its queue position (one Redis read). */
 async function currentWithQueuePosition(row: GenerationRow, ctx: SchemaContext): Promise<ProgressEvent | null> {
   const c = await current(row, ctx);
-  if (!c || !justCreated.has(c)) return c;
-  const p = ctx.generations.withQueuePosition(c);
-  ctx.progressMemo.set(row.id, p);
-  return p;
+  if (!c || !ctx.progressMemo.get(row.id)?.created) return c;
+  const state = ctx.generations.withQueuePosition(c);
+  ctx.progressMemo.set(row.id, { state });
+  return state;
 }
 
 export function addGenerationTypes(
@@ -111,7 +108,7 @@ export function addGenerationTypes(
       owner: t.field({
         type: UserRef,
         resolve: async (g, _a, ctx) => {
-          const u = await ctx.db('users').where({ id: g.user_id }).first<UserShape>('id', 'email');
+          const u = await ctx.users.profile(g.user_id);
           if (!u) throw new Error(`owner of generation ${g.id} is missing`);
           return u;
         },
@@ -142,11 +139,7 @@ export function addGenerationTypes(
         const row = await ctx.generations.create(requireUser(ctx), args.input);
         // Its state is known (QUEUED, seq 0): `status` and the other fields need not read Redis and
         // Postgres for it (three round trips); only `current` adds the queue position.
-        const created = ctx.generations.createdProgress(row).then((event) => {
-          justCreated.add(event);
-          return event;
-        });
-        ctx.progressMemo.set(row.id, created);
+        ctx.progressMemo.set(row.id, { state: ctx.generations.createdProgress(row), created: true });
         return row;
       },
     }),
@@ -169,7 +162,7 @@ export function addGenerationTypes(
       args: { id: t.arg.id({ required: true }) },
       subscribe: async (_r, args, ctx) => {
         const row = await ctx.generations.findVisible(requireUser(ctx), String(args.id));
-        if (!row) throw new PublicError('NOT_FOUND', `Generation ${String(args.id)} was not found.`);
+        if (!row) throw notFound('Generation', String(args.id));
         return ctx.generations.stream(row.id);
       },
       resolve: (event) => event,

@@ -1,22 +1,14 @@
-import { User } from '../db/models';
+import type { UserProfile } from '../auth/users';
 import { optionalUser, type Builder } from './builder';
 
-export interface UserShape {
-  id: string;
-  email: string;
-}
-
 export function addUserType(builder: Builder) {
-  const UserRef = builder.objectRef<UserShape>('User').implement({
+  const UserRef = builder.objectRef<UserProfile>('User').implement({
     fields: (t) => ({
       id: t.exposeID('id'),
       email: t.exposeString('email'),
       photoCredits: t.int({
         description: 'Credits left; each image of a batch costs one.',
-        resolve: async (u, _args, ctx) => {
-          const row = await User.query(ctx.db).findById(u.id).select('photo_credits');
-          return row?.photo_credits ?? 0;
-        },
+        resolve: (u, _args, ctx) => ctx.users.credits(u.id),
       }),
     }),
   });

@@ -1,0 +1,35 @@
+/**
+ * The one place where domain errors become GraphQL errors: a DomainError anywhere in an error's
+ * cause chain reaches the client with its message, `extensions.code` and details; everything else
+ * is masked by yoga (and logged by the server).
+ */
+import { GraphQLError } from 'graphql';
+import { DomainError } from '../errors';
+
+/** Where in an operation an error was raised (a GraphQLError's own fields, from whichever copy of graphql). */
+type Located = Partial<Pick<GraphQLError, 'nodes' | 'source' | 'positions' | 'path'>> & { originalError?: unknown };
+
+/**
+ * The DomainError an error was raised for, if any: graphql-js wraps what resolvers throw (in
+ * `originalError`), and code may wrap it as a `cause`. Duck-typed, so a second copy of graphql
+ * (bundled by a plugin) cannot hide it.
+ */
+export function domainErrorOf(error: unknown): DomainError | null {
+  for (let e: unknown = error, depth = 0; e && typeof e === 'object' && depth < 5; depth++) {
+    if (e instanceof DomainError) return e;
+    e = (e as Located).originalError ?? (e as Error).cause;
+  }
+  return null;
+}
+
+/** The client's view of a domain error, at the place in the operation where it was raised. */
+export function toGraphQLError(domain: DomainError, at?: unknown): GraphQLError {
+  const where = (at && typeof at === 'object' ? at : {}) as Located;
+  return new GraphQLError(domain.message, {
+    nodes: where.nodes,
+    source: where.source,
+    positions: where.positions,
+    path: where.path,
+    extensions: { ...domain.details, code: domain.code },
+  });
+}

@@ -1,0 +1,27 @@
+/** Domain errors reach GraphQL clients through one mapping (src/api/graphqlErrors.ts); nothing else does. */
+import { GraphQLError } from 'graphql';
+import { describe, expect, it } from 'vitest';
+import { domainErrorOf, toGraphQLError } from '../../src/api/graphqlErrors';
+import { DomainError, notFound } from '../../src/errors';
+
+describe('the GraphQL edge of domain errors', () => {
+  it('finds a domain error as graphql-js wraps it, or as a cause, and nothing else', () => {
+    const domain = new DomainError('INSUFFICIENT_CREDITS', 'Not enough photo credits.', { required: 2 });
+    const located = new GraphQLError('wrapped', { path: ['generateImage'], originalError: domain });
+    expect(domainErrorOf(located)).toBe(domain);
+    expect(domainErrorOf(new Error('outer', { cause: domain }))).toBe(domain);
+    expect(domainErrorOf(new GraphQLError('x', { originalError: new Error('db down') }))).toBeNull();
+    expect(domainErrorOf(new Error('plain'))).toBeNull();
+    expect(domainErrorOf(undefined)).toBeNull();
+  });
+
+  it('gives the client the message, the code and the details, where the error was raised', () => {
+    const domain = new DomainError('BAD_USER_INPUT', 'steps must be at most 150', { issues: [{ path: 'steps', message: 'too many' }], code: 'SPOOFED' });
+    const out = toGraphQLError(domain, new GraphQLError('wrapped', { path: ['generateImage'], originalError: domain }));
+    expect(out.message).toBe('steps must be at most 150');
+    expect(out.path).toEqual(['generateImage']);
+    // The code is the error's own, whatever its details say.
+    expect(out.extensions).toEqual({ issues: [{ path: 'steps', message: 'too many' }], code: 'BAD_USER_INPUT' });
+    expect(toGraphQLError(notFound('Generation', 'x')).extensions).toEqual({ code: 'NOT_FOUND' });
+  });
+});
