@@ -82,6 +82,10 @@ const envSchema = z.object({
   TASK_MAX_RETRIES: int(3, 0, 100),
   TASK_RETRY_DELAY_S: num(60, 0, 86_400),
   RESULT_EXPIRES_S: int(3600, 1, 30 * 86_400),
+  /**
+   * Celery's worker_max_tasks_per_child for the post-processing threads: all of them are replaced
+   * after POSTPROCESS_THREADS × this many tasks (Piscina picks the thread, so it is an average).
+   */
   WORKER_MAX_TASKS_PER_CHILD: int(50, 1, 1_000_000),
   STALL_INTERVAL_MS: int(5000, 500, 600_000),
   /** A job whose worker died this many times is given up (Bee-Queue re-queues stalled jobs without limit, #106). */
