@@ -1,7 +1,9 @@
 /**
  * Scenario 5: post-processing 1024×1024 PNGs (strip metadata, WebP, thumbnail, blurhash, sha256)
- * in the Piscina pool against the same function on the main thread, and the main thread's
- * event-loop delay while each runs.
+ * in the Piscina pool against the same function on the main thread, like for like: the same images
+ * with the same number in flight on both sides, and the main thread's event-loop delay while each
+ * runs. The pool is not there for throughput (libvips works off the event loop either way) but to
+ * keep the worker's event loop free: the targets say so.
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { PostprocessPool } from '../../src/imaging/pool';
@@ -62,9 +64,9 @@ export const scenario: Scenario = {
     configureSharp();
     const task = (png: Buffer) => ({ kind: 'postprocess' as const, png, webpQuality: WEBP_QUALITY, thumbnailSize: THUMBNAIL_SIZE });
     const systems: Record<string, { inFlight: number; work: (png: Buffer) => Promise<unknown> }> = {
-      [`Piscina pool, ${threads} threads`]: { inFlight: threads * 2, work: (png) => pool.process(png) },
+      [`Piscina pool, ${threads} threads, ${threads} images in flight`]: { inFlight: threads, work: (png) => pool.process(png) },
+      [`main thread, ${threads} images in flight`]: { inFlight: threads, work: (png) => postprocessImage(task(png)) },
       'main thread, one image at a time': { inFlight: 1, work: (png) => postprocessImage(task(png)) },
-      'main thread, two images at a time': { inFlight: 2, work: (png) => postprocessImage(task(png)) },
     };
     const results: Record<string, Measured[]> = Object.fromEntries(Object.keys(systems).map((k) => [k, []]));
     try {
@@ -90,27 +92,29 @@ export const scenario: Scenario = {
         },
       ]),
     );
-    const [poolName, seqName, twoName] = Object.keys(systems) as [string, string, string];
-    const poolRate = summary[poolName]!['images/s'];
+    const [poolName, mainName, oneName] = Object.keys(systems) as [string, string, string];
+    const pool_ = summary[poolName]!;
+    const main = summary[mainName]!;
     return {
       rows: Object.entries(summary).map(([label, figures]) => ({ label, figures })),
       targets: [
         {
-          description: 'pool throughput ≥ 1.7× the main thread (one image at a time)',
-          value: round(poolRate / summary[seqName]!['images/s']),
-          bound: 1.7,
+          description: `pool throughput ≥ 0.95× the main thread's, ${threads} images in flight on both`,
+          value: round(pool_['images/s'] / main['images/s']),
+          bound: 0.95,
           better: 'higher',
         },
         {
-          description: "worker's event-loop delay p99 < 20 ms while the pool is busy",
-          value: summary[poolName]!['event-loop delay p99 ms'],
-          bound: 20,
+          description: "worker's event-loop delay p99 with the pool ≤ 0.2× the main thread's (same images in flight)",
+          value: round(pool_['event-loop delay p99 ms'] / Math.max(main['event-loop delay p99 ms'], 0.001)),
+          bound: 0.2,
           better: 'lower',
         },
       ],
       notes: [
         `${count} distinct ${SIZE}×${SIZE} PNGs (noisy, with A1111's parameters text chunk), ${rounds} round(s) alternating the three ways, medians.`,
-        `For context, the pool against the main thread with two images in flight (libvips then also works on two cores): ${round(poolRate / summary[twoName]!['images/s'])}×. The work is mostly inside libvips, which runs off the event loop either way; what the pool adds is that nothing of it (decoding checks, blurhash, hashing, copies) touches the worker's event loop, and threads that are replaced after WORKER_MAX_TASKS_PER_CHILD tasks.`,
+        `Like for like: ${threads} images in flight on both sides. The work is mostly inside libvips, which runs off the event loop either way, so throughput is about the same; what the pool adds is that nothing of it (decoding checks, blurhash, hashing, copies) touches the worker's event loop (p99 ${pool_['event-loop delay p99 ms']} ms against ${main['event-loop delay p99 ms']} ms), and threads that are replaced after WORKER_MAX_TASKS_PER_CHILD tasks on average.`,
+        `For context, one image at a time on the main thread: ${summary[oneName]!['images/s']} images/s.`,
       ],
     };
   },
