@@ -22,6 +22,7 @@
  * Because all of that mirrors Bee-Queue's internals, package.json pins bee-queue to exactly 2.0.0:
  * a new release must be read against this file before it is let in.
  */
+import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../logger';
 import type { JobEnvelope } from './registry';
@@ -101,134 +102,20 @@ export interface JobConsumerStats {
   requeued: number;
 }
 
-/**
- * KEYS: waiting, active, stalling, jobs, delayed, earlierDelayed.
- * ARGV: now (ms), how many jobs to take, how many ended jobs follow, how many released ids follow,
- * then 4 values per ended job (id, s|f|r, the record to store for a retry, the retry delay in ms),
- * the released ids (taken, but the consumer is closing: back to the front of the queue), then ids a
- * blocking wait moved to `active`, whose records are wanted.
- * Returns {taken from waiting, id, record, id, record, ...}.
- *
- * A retry is stored only if the job was still in `active`: otherwise a stall check has already put
- * it back in the queue (it runs again as it is) or it was removed, and either way re-adding it would
- * run it twice. A success or a final failure removes the record even then, so a copy that a stall
- * check put back is dropped unrun when it is taken. An id whose record is gone (removed while it
- * waited) is dropped from `active` at once rather than left there for a stall check to re-queue. A
- * claimed id that is no longer in `active` (a stall check moved it back while the reply was on its
- * way) is left to whoever takes it from the queue.
- */
-const TAKE_LUA = `
-local now = tonumber(ARGV[1])
-local want = tonumber(ARGV[2])
-local ended = tonumber(ARGV[3])
-local released = tonumber(ARGV[4])
-local i = 5
-for _ = 1, ended do
-  local id, how = ARGV[i], ARGV[i + 1]
-  local removed = redis.call('lrem', KEYS[2], 0, id)
-  redis.call('srem', KEYS[3], id)
-  if how == 'r' then
-    if removed > 0 then
-      redis.call('hset', KEYS[4], id, ARGV[i + 2])
-      local delay = tonumber(ARGV[i + 3]) or 0
-      if delay > 0 then
-        redis.call('zadd', KEYS[5], now + delay, id)
-        redis.call('publish', KEYS[6], now + delay)
-      else
-        redis.call('lpush', KEYS[1], id)
-      end
-    end
-  else
-    redis.call('hdel', KEYS[4], id)
-  end
-  i = i + 4
-end
-for _ = 1, released do
-  if redis.call('lrem', KEYS[2], 0, ARGV[i]) > 0 then
-    redis.call('rpush', KEYS[1], ARGV[i])
-  end
-  i = i + 1
-end
-local out = {0}
-for j = i, #ARGV do
-  local id = ARGV[j]
-  local record = redis.call('hget', KEYS[4], id)
-  if not record then
-    redis.call('lrem', KEYS[2], 0, id)
-  elseif redis.call('lpos', KEYS[2], id) then
-    redis.call('srem', KEYS[3], id)
-    out[#out + 1] = id
-    out[#out + 1] = record
-  end
-end
-local taken = 0
-while taken < want do
-  local id = redis.call('rpoplpush', KEYS[1], KEYS[2])
-  if not id then break end
-  local record = redis.call('hget', KEYS[4], id)
-  if record then
-    taken = taken + 1
-    redis.call('srem', KEYS[3], id)
-    out[#out + 1] = id
-    out[#out + 1] = record
-  else
-    redis.call('lrem', KEYS[2], 0, id)
-  end
-end
-out[1] = taken
-return out
-`;
 
-/**
- * KEYS: stallBlock, stalling, waiting, active. ARGV: the stall interval (ms), then the ids of the
- * jobs this consumer holds. Returns the ids put back in the queue.
- *
- * First vouches for this consumer's jobs (removes them from `stalling`). Then, at most once per
- * interval across all workers (the stallBlock key), Bee-Queue's check: whatever is still in
- * `stalling` was in `active` at the previous check and nobody vouched for it since, so its worker is
- * gone: it goes back to the queue (LPUSH: behind the jobs already waiting, so a job that kills its
- * workers cannot starve the rest). Then every active job is marked as stalling until vouched for.
- */
-const GUARD_LUA = `
-for i = 2, #ARGV do redis.call('srem', KEYS[2], ARGV[i]) end
-if not redis.call('set', KEYS[1], '1', 'PX', tonumber(ARGV[1]), 'NX') then return {} end
-local stalled = {}
-for _, id in ipairs(redis.call('smembers', KEYS[2])) do
-  if redis.call('lrem', KEYS[4], 0, id) > 0 then
-    stalled[#stalled + 1] = id
-    redis.call('lpush', KEYS[3], id)
-  end
-end
-redis.call('del', KEYS[2])
-for _, id in ipairs(redis.call('lrange', KEYS[4], 0, -1)) do redis.call('sadd', KEYS[2], id) end
-return stalled
-`;
 
-/**
- * KEYS: delayed, waiting. ARGV: now (ms), the most to move in one call.
- * Moves the retries that are due to the queue; returns {how many, the next one's time or -1}.
- */
-const RAISE_LUA = `
-local due = redis.call('zrangebyscore', KEYS[1], 0, ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-if #due > 0 then
-  redis.call('lpush', KEYS[2], unpack(due))
-  redis.call('zrem', KEYS[1], unpack(due))
-end
-local head = redis.call('zrange', KEYS[1], 0, 0, 'WITHSCORES')
-return {#due, head[2] or '-1'}
-`;
 
-/**
- * KEYS: active, jobs. ARGV: id, record. Stores the record only while the job is still active (not
- * finished, removed or put back by a stall check meanwhile). Returns 1 if stored.
- */
-const SAVE_LUA = `
-if redis.call('lpos', KEYS[1], ARGV[1]) then
-  redis.call('hset', KEYS[2], ARGV[1], ARGV[2])
-  return 1
-end
-return 0
-`;
+
+/** The consumer's Redis scripts, one file each in ./scripts (their comments say what they do). */
+const scripts = new Map<string, string>();
+function script(name: 'take' | 'guard' | 'raise' | 'save'): string {
+  let lua = scripts.get(name);
+  if (lua === undefined) {
+    lua = readFileSync(new URL(`./scripts/${name}.lua`, import.meta.url), 'utf8');
+    scripts.set(name, lua);
+  }
+  return lua;
+}
 
 const RAISE_BATCH = 1000;
 /**
@@ -350,10 +237,10 @@ export class JobConsumer {
     // with other commands would only add an event-loop turn to every round trip.
     // (No commandTimeout: it costs a timer per call. The guard replaces a connection whose call hangs.)
     const commands = opts.redis.duplicate({ connectionName: `${name}:jobs`, enableAutoPipelining: false, lazyConnect: true });
-    commands.defineCommand('sdjobsTakeJobs', { numberOfKeys: 6, lua: TAKE_LUA });
-    commands.defineCommand('sdjobsGuardJobs', { numberOfKeys: 4, lua: GUARD_LUA });
-    commands.defineCommand('sdjobsRaiseDelayed', { numberOfKeys: 2, lua: RAISE_LUA });
-    commands.defineCommand('sdjobsSaveRecord', { numberOfKeys: 2, lua: SAVE_LUA });
+    commands.defineCommand('sdjobsTakeJobs', { numberOfKeys: 6, lua: script('take') });
+    commands.defineCommand('sdjobsGuardJobs', { numberOfKeys: 4, lua: script('guard') });
+    commands.defineCommand('sdjobsRaiseDelayed', { numberOfKeys: 2, lua: script('raise') });
+    commands.defineCommand('sdjobsSaveRecord', { numberOfKeys: 2, lua: script('save') });
     this.commands = commands as Redis & ConsumerScripts;
     // A blocked connection can do nothing else, so the wait gets one of its own. It holds a wait
     // across an outage (no retry limit); a socket silent for longer than a wait is dead and replaced.

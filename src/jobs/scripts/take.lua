@@ -1,0 +1,73 @@
+-- KEYS: waiting, active, stalling, jobs, delayed, earlierDelayed.
+-- ARGV: now (ms), how many jobs to take, how many ended jobs follow, how many released ids follow,
+-- then 4 values per ended job (id, s|f|r, the record to store for a retry, the retry delay in ms),
+-- the released ids (taken, but the consumer is closing: back to the front of the queue), then ids a
+-- blocking wait moved to `active`, whose records are wanted.
+-- Returns {taken from waiting, id, record, id, record, ...}.
+--
+-- A retry is stored only if the job was still in `active`: otherwise a stall check has already put
+-- it back in the queue (it runs again as it is) or it was removed, and either way re-adding it would
+-- run it twice. A success or a final failure removes the record even then, so a copy that a stall
+-- check put back is dropped unrun when it is taken. An id whose record is gone (removed while it
+-- waited) is dropped from `active` at once rather than left there for a stall check to re-queue. A
+-- claimed id that is no longer in `active` (a stall check moved it back while the reply was on its
+-- way) is left to whoever takes it from the queue.
+local now = tonumber(ARGV[1])
+local want = tonumber(ARGV[2])
+local ended = tonumber(ARGV[3])
+local released = tonumber(ARGV[4])
+local i = 5
+for _ = 1, ended do
+  local id, how = ARGV[i], ARGV[i + 1]
+  local removed = redis.call('lrem', KEYS[2], 0, id)
+  redis.call('srem', KEYS[3], id)
+  if how == 'r' then
+    if removed > 0 then
+      redis.call('hset', KEYS[4], id, ARGV[i + 2])
+      local delay = tonumber(ARGV[i + 3]) or 0
+      if delay > 0 then
+        redis.call('zadd', KEYS[5], now + delay, id)
+        redis.call('publish', KEYS[6], now + delay)
+      else
+        redis.call('lpush', KEYS[1], id)
+      end
+    end
+  else
+    redis.call('hdel', KEYS[4], id)
+  end
+  i = i + 4
+end
+for _ = 1, released do
+  if redis.call('lrem', KEYS[2], 0, ARGV[i]) > 0 then
+    redis.call('rpush', KEYS[1], ARGV[i])
+  end
+  i = i + 1
+end
+local out = {0}
+for j = i, #ARGV do
+  local id = ARGV[j]
+  local record = redis.call('hget', KEYS[4], id)
+  if not record then
+    redis.call('lrem', KEYS[2], 0, id)
+  elseif redis.call('lpos', KEYS[2], id) then
+    redis.call('srem', KEYS[3], id)
+    out[#out + 1] = id
+    out[#out + 1] = record
+  end
+end
+local taken = 0
+while taken < want do
+  local id = redis.call('rpoplpush', KEYS[1], KEYS[2])
+  if not id then break end
+  local record = redis.call('hget', KEYS[4], id)
+  if record then
+    taken = taken + 1
+    redis.call('srem', KEYS[3], id)
+    out[#out + 1] = id
+    out[#out + 1] = record
+  else
+    redis.call('lrem', KEYS[2], 0, id)
+  end
+end
+out[1] = taken
+return out
