@@ -5,6 +5,7 @@
  */
 import { hash, randomBytes } from 'node:crypto';
 import type { Knex } from 'knex';
+import { findUserByTokenHash } from '../db/statements';
 
 export interface AuthUser {
   id: string;
@@ -24,22 +25,10 @@ export function bearerToken(header: string | null | undefined): string | null {
   return m?.[1] ?? null;
 }
 
+export { findUserByTokenHash };
+
 export async function authenticate(db: Knex, token: string): Promise<AuthUser | null> {
   return findUserByTokenHash(db, hashToken(token));
-}
-
-/** The user a live (not revoked) token belongs to, by the token's sha256; null if none. */
-export async function findUserByTokenHash(db: Knex, tokenHash: string): Promise<AuthUser | null> {
-  // A prepared statement: on a cache miss this is the request's only query besides its own work.
-  const result = await db
-    .raw<{ rows: Array<{ id: string; email: string; is_admin: boolean }> }>(
-      `SELECT u.id, u.email, u.is_admin FROM api_tokens t JOIN users u ON u.id = t.user_id
-       WHERE t.token_hash = ? AND t.revoked_at IS NULL LIMIT 1`,
-      [tokenHash],
-    )
-    .options({ name: 'sdjobs_find_user_by_token_hash' });
-  const row = result.rows[0];
-  return row ? { id: row.id, email: row.email, isAdmin: row.is_admin } : null;
 }
 
 export async function issueToken(db: Knex, userId: string, name = 'default'): Promise<string> {

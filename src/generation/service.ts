@@ -16,7 +16,8 @@ import type { GenerationInput } from './input';
 import { progressFromRow } from './progressOf';
 import type { QueueInfo } from './queueInfo';
 import type { GenerationRow } from './repository';
-import { endGenerationWithRefund, findGeneration, GenerationInserter } from './repository';
+import { GenerationInserter } from './inserter';
+import { endGenerationWithRefund, findGeneration } from './repository';
 import { isTerminal } from './lifecycle';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GenerationInput } from '../../src/generation/input';
 import { sweepStrandedGenerations, type StrandedSweep } from '../../src/generation/orphans';
 import { failGeneration } from '../../src/generation/outcomes';
-import { insertGenerationReservingCredits } from '../../src/generation/repository';
+import { insertGenerationReservingCredits } from '../../src/db/statements';
 import { JobProducer, jobsKey } from '../../src/jobs/queues';
 import { createLogger } from '../../src/logger';
 import { ProgressPublisher } from '../../src/progress/publisher';

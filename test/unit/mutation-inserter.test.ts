@@ -8,7 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createUserWithToken } from '../../src/auth/tokens';
 import { createDb, type Db } from '../../src/db/knex';
 import type { GenerationInput } from '../../src/generation/input';
-import { GenerationInserter, insertGenerationsReservingCredits, type GenerationRow } from '../../src/generation/repository';
+import { insertGenerationsReservingCredits } from '../../src/db/statements';
+import { GenerationInserter } from '../../src/generation/inserter';
+import type { GenerationRow } from '../../src/generation/repository';
 import { createTestDatabase, type TestDatabase } from '../helpers/database';
 
 const input = (batchSize = 1, prompt = 'a lighthouse at dusk'): GenerationInput => ({

@@ -1,7 +1,6 @@
 import { Model } from 'objection';
 import type { GenerationStatus } from '../../generation/lifecycle';
 import type { GenerationInput } from '../../generation/input';
-import { GeneratedImage } from './GeneratedImage';
 
 export class Generation extends Model {
   static override tableName = 'generations';
@@ -20,13 +19,4 @@ export class Generation extends Model {
   declare started_at: Date | null;
   declare finished_at: Date | null;
   declare updated_at: Date;
-  declare images?: GeneratedImage[];
-
-  static override relationMappings = () => ({
-    images: {
-      relation: Model.HasManyRelation,
-      modelClass: GeneratedImage,
-      join: { from: 'generations.id', to: 'generated_images.generation_id' },
-    },
-  });
 }
