@@ -5,6 +5,7 @@
 import type { Knex } from 'knex';
 import * as m001 from './001_users_and_tokens';
 import * as m002 from './002_generations';
+import * as m003 from './003_live_generations_index';
 
 export interface Migration {
   up(knex: Knex): Promise<void>;
@@ -14,4 +15,5 @@ export interface Migration {
 export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migration]> = [
   ['001_users_and_tokens', m001],
   ['002_generations', m002],
+  ['003_live_generations_index', m003],
 ];

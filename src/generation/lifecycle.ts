@@ -11,6 +11,8 @@
  * re-delivered job whose images are already staged goes straight to `stage`.
  */
 
+import { JobOvertaken } from '../jobs/errors';
+
 /** The states of a generation, in the order a successful one passes through them. */
 export const GENERATION_STATUSES = [
   'QUEUED',
@@ -55,15 +57,22 @@ export const TRANSITIONS: Readonly<Record<Transition, { to: GenerationStatus; fr
   stage: { to: 'UPLOADING', from: ['STARTED', 'GENERATING', 'POST_PROCESSING', 'UPLOADING', 'RETRYING'] },
   // A try failed before it started (QUEUED), while it ran, or after staging (queuing the upload).
   retry: { to: 'RETRYING', from: ['QUEUED', 'STARTED', 'GENERATING', 'POST_PROCESSING', 'UPLOADING', 'RETRYING'] },
-  succeed: { to: 'SUCCEEDED', from: ['UPLOADING'] },
+  // RETRYING: a generation job failed after staging (queuing the upload), while the upload it did
+  // queue ran; the upload job only runs with the images staged.
+  succeed: { to: 'SUCCEEDED', from: ['UPLOADING', 'RETRYING'] },
   fail: { to: 'FAILED', from: LIVE_STATUSES },
   cancel: { to: 'CANCELLED', from: LIVE_STATUSES },
 };
 
 export const canTransition = (from: GenerationStatus, transition: Transition): boolean => TRANSITIONS[transition].from.includes(from);
 
-/** A transition asked of a generation in a status it may not be taken from: a bug, never written. */
-export class IllegalTransitionError extends Error {
+/**
+ * A transition asked of a generation in a status it may not be taken from: never written. In a job
+ * it means another delivery of the generation is ahead (a copy re-delivered by a stall check, an
+ * upload that ran before a retry), so the job stops quietly (JobOvertaken) instead of failing a
+ * generation that is moving on.
+ */
+export class IllegalTransitionError extends JobOvertaken {
   override name = 'IllegalTransitionError';
   constructor(
     readonly generationId: string,

@@ -38,22 +38,31 @@ export interface SweepResult {
 }
 
 export async function sweepStrandedGenerations(s: StrandedSweep): Promise<SweepResult> {
+  // Every live row untouched for a minute (a partial index serves this), up to `limit`, oldest
+  // first: a backlog of healthy queued jobs must not hide a stranded one behind it.
   const rows: Array<{ id: string; status: GenerationStatus; attempts: number }> = await s.db('generations')
     .whereIn('status', LIVE_STATUSES)
     .where('updated_at', '<', s.db.raw(`now() - interval '${ORPHAN_MIN_AGE_S} seconds'`))
     .orderBy('updated_at')
-    .limit(s.limit ?? 100)
+    .limit(s.limit ?? 10_000)
     .select('id', 'status', 'attempts');
   const result: SweepResult = { requeued: [], failed: [] };
-  for (const { id, status, attempts } of rows) {
-    // Waiting, delayed and active jobs all have their record in their queue's jobs hash; a job whose
-    // worker died is the stall check's to re-queue.
-    const [generation, upload] = await Promise.all([
-      s.redis.hexists(s.jobsKeys.generateImage, jobId('generateImage', id)),
-      s.redis.hexists(s.jobsKeys.uploadToCloud, jobId('uploadToCloud', id)),
-    ]);
+  if (rows.length === 0) return result;
+  // Waiting, delayed and active jobs all have their record in their queue's jobs hash (a job whose
+  // worker died is the stall check's to re-queue): both looked up for every row in one round trip.
+  const lookup = s.redis.pipeline();
+  for (const { id } of rows) {
+    lookup.hexists(s.jobsKeys.generateImage, jobId('generateImage', id));
+    lookup.hexists(s.jobsKeys.uploadToCloud, jobId('uploadToCloud', id));
+  }
+  const found = (await lookup.exec()) ?? [];
+  for (const [i, { id, status, attempts }] of rows.entries()) {
+    const [generationErr, generation] = found[2 * i] ?? [null, 0];
+    const [uploadErr, upload] = found[2 * i + 1] ?? [null, 0];
+    if (generationErr || uploadErr) throw generationErr ?? uploadErr;
     if (generation || upload) continue;
-    // UPLOADING has its images staged: the GPU work is done, a re-run only queues the upload.
+    // UPLOADING has its images staged: the GPU work is done, a re-run only stages them again and
+    // queues the upload.
     if (status === 'QUEUED' || status === 'UPLOADING' || attempts < s.maxAttempts) {
       if (await s.producer.enqueue('generateImage', id, { generationId: id })) result.requeued.push(id);
     } else {

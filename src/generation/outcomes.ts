@@ -5,7 +5,8 @@
 import type { Knex } from 'knex';
 import type { ProgressPublisher } from '../progress/publisher';
 import { progressFromRow } from './progressOf';
-import { endGenerationWithRefund, type GenerationFailure, type GenerationRow } from './repository';
+import { isTerminal } from './lifecycle';
+import { endGenerationWithRefund, findGeneration, type GenerationFailure, type GenerationRow } from './repository';
 
 /**
  * Publishes a final state recorded in Postgres. The publish script refuses it when the snapshot is
@@ -15,9 +16,14 @@ export async function republishFinal(db: Knex, publisher: ProgressPublisher, row
   await publisher.publish(await progressFromRow(db, row));
 }
 
-/** Ends the generation FAILED (CANCELLED for a cancel) with its credits back, once, and tells its watchers. */
+/**
+ * Ends the generation FAILED (CANCELLED for a cancel) with its credits back, once, and tells its
+ * watchers. Safe to call again after a failure: a row already final (ended by this call's earlier
+ * try whose publish failed, by its owner, or by another delivery) is published as it is; the
+ * publish script ignores a second final state.
+ */
 export async function failGeneration(db: Knex, publisher: ProgressPublisher, id: string, failure: GenerationFailure): Promise<void> {
   const ended = await endGenerationWithRefund(db, id, failure.code === 'CANCELLED' ? 'cancel' : 'fail', failure);
-  // Null: already final (cancelled by its owner, or finished by another delivery): nothing to tell.
-  if (ended) await publisher.publish(await progressFromRow(db, ended));
+  const final = ended ?? (await findGeneration(db, id));
+  if (final && isTerminal(final.status)) await publisher.publish(await progressFromRow(db, final));
 }

@@ -577,7 +577,9 @@ export class JobConsumer {
       this.commands.disconnect(true);
     }
     for (const run of this.running) {
-      if (run.deadline > now) continue;
+      // A job recording a final failure (its verdict saved in its record) is not a stuck one: it
+      // keeps its record and stays active until that lands, or another worker takes it over.
+      if (run.deadline > now || run.job.options.finalFailure) continue;
       this.opts.log.error({ job: run.job.id, queue: this.opts.queue, timeoutMs: run.job.options.timeout }, 'job ran past its timeout without stopping; failing it');
       run.timedOut = true;
       this.zombies++;

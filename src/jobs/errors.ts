@@ -10,6 +10,15 @@ export interface JobFailure {
   retryable: boolean;
 }
 
+/**
+ * Not a failure: the job has nothing left to do, because another delivery of the same work is ahead
+ * of it or the work already ended (a re-delivered copy meeting a state it may not change). The job
+ * ends quietly as done; it is neither retried nor recorded as failed.
+ */
+export class JobOvertaken extends Error {
+  override name = 'JobOvertaken';
+}
+
 /** An expected failure raised by our own code, with a stable code. */
 export class JobError extends Error {
   override name = 'JobError';

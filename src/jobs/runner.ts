@@ -11,7 +11,7 @@ import os from 'node:os';
 import type { Logger } from '../logger';
 import type { JobVerdict, QueuedJob } from './consumer';
 import type { JobFailure } from './errors';
-import { JobError, toJobFailure } from './errors';
+import { JobError, JobOvertaken, toJobFailure } from './errors';
 import type { JobOutcome, JobSnapshot } from './jobState';
 import { JobMetrics } from './metrics';
 import type { JobKind, JobPayloads } from './registry';
@@ -142,15 +142,16 @@ const landingDelayMs = (attempt: number) => Math.min(30_000, 500 * 2 ** attempt)
  * this worker died only records it, without running the job (and calling the GPU) again.
  */
 async function landFinalFailure(run: JobRun<JobKind>, job: QueuedJob, processor: Processor<JobKind>, failure: JobFailure): Promise<void> {
+  // Saved first (one Redis call, on a rare path): a worker that dies on its first try, hanging on a
+  // database that is gone, has already left the verdict with the job.
+  let saved: boolean | undefined = job.options.finalFailure ? true : undefined;
+  job.options.finalFailure = failure;
   for (let attempt = 0; ; attempt++) {
+    if (saved === undefined) saved = await job.saveOptions?.().catch(() => undefined);
     try {
       await processor.onFinalFailure(run, failure);
       return;
     } catch (err) {
-      if (attempt === 0 && !job.options.finalFailure) {
-        job.options.finalFailure = failure;
-        await job.saveOptions?.().catch(() => false);
-      }
       run.log.error({ err, failure, attempt }, 'could not record the end of a job that failed for good; trying again');
       await new Promise((resolve) => setTimeout(resolve, landingDelayMs(attempt)).unref());
     }
@@ -229,14 +230,22 @@ export function createJobHandler(processors: Processors, limits: RunnerLimits, l
         failure = options.finalFailure;
       } else {
         try {
+          // A run that finished is done, even if a limit fired as it ended: its work is recorded.
           await processor.run(run);
-          if (run.hard.aborted) throw run.hard.reason;
           counters.succeeded++;
           outcome = 'succeeded';
           errorCode = null;
           if (log.isLevelEnabled('debug')) run.log.debug({ ms: Math.round(performance.now() - started) }, 'job done');
           return undefined;
         } catch (err) {
+          if (err instanceof JobOvertaken && !run.hard.aborted) {
+            // Another delivery of the same work is ahead of this one: nothing left to do here.
+            run.log.warn({ reason: err.message }, 'job overtaken by another delivery; it stops here');
+            counters.succeeded++;
+            outcome = 'succeeded';
+            errorCode = null;
+            return undefined;
+          }
           const reason: unknown = run.hard.aborted ? run.hard.reason : err;
           failure = reason instanceof AbortedWith ? reason.failure : toJobFailure(reason);
           cause = err;

@@ -88,4 +88,32 @@ describe('the generation state machine', () => {
       expect(await after()).toEqual(before);
     }
   });
+
+  /** A generation in `status`, for the flows below. */
+  async function at(status: GenerationStatus): Promise<string> {
+    const id = randomUUID();
+    await tdb.db('generations').insert({ id, user_id: userId, status, input: JSON.stringify(INPUT), credits_reserved: 1 });
+    return id;
+  }
+  const status = async (id: string) => (await findGeneration(tdb.db, id))?.status;
+
+  it('lets the flows the workers really take through', async () => {
+    // The happy path.
+    const happy = await at('QUEUED');
+    for (const t of ['start', 'generate', 'postProcess', 'stage', 'succeed'] as Transition[]) expect(await take(tdb, happy, t), t).toBeTruthy();
+    expect(await status(happy)).toBe('SUCCEEDED');
+    // A worker died mid-sampling: the re-delivered job starts a new attempt.
+    const redelivered = await at('GENERATING');
+    expect(await take(tdb, redelivered, 'start')).toBeTruthy();
+    // Queuing the upload failed after staging (RETRYING), but the upload it queued ran first.
+    const uploadFirst = await at('UPLOADING');
+    expect(await take(tdb, uploadFirst, 'retry')).toBeTruthy();
+    expect(await take(tdb, uploadFirst, 'succeed')).toBeTruthy();
+    // The retry that follows meets SUCCEEDED: a quiet no-op.
+    expect(await take(tdb, uploadFirst, 'start')).toBeNull();
+    // A second copy of a job that another delivery has taken past it is refused (and stops quietly).
+    const overtaken = await at('UPLOADING');
+    await expect(take(tdb, overtaken, 'postProcess')).rejects.toThrow(IllegalTransitionError);
+    expect(await status(overtaken)).toBe('UPLOADING');
+  });
 });

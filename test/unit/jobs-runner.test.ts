@@ -1,0 +1,75 @@
+/**
+ * The job wrapper's verdicts (src/jobs/runner.ts) for the cases a processor cannot tell apart by
+ * itself: overtaken by another delivery (done, quietly), a final failure whose recording fails at
+ * first (saved with the job, tried until it lands), and a run that ends as a limit fires.
+ */
+import { randomUUID } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { IllegalTransitionError } from '../../src/generation/lifecycle';
+import type { QueuedJob } from '../../src/jobs/consumer';
+import { JobError } from '../../src/jobs/errors';
+import { createJobHandler, type Processor } from '../../src/jobs/runner';
+import { createLogger } from '../../src/logger';
+
+const log = createLogger('silent');
+
+function job(opts: { retries?: number; saves?: Array<QueuedJob['options']> } = {}): QueuedJob {
+  const j: QueuedJob = { id: randomUUID(), data: { kind: 'generateImage', payload: { generationId: 'g' } }, options: { retries: opts.retries ?? 2, stacktraces: [] } };
+  j.saveOptions = async () => {
+    opts.saves?.push(structuredClone(j.options));
+    return true;
+  };
+  return j;
+}
+
+function handler(processor: Processor<'generateImage'>, limits = { timeLimitMs: 10_000, softTimeLimitMs: 9_000 }) {
+  return createJobHandler({ generateImage: processor }, limits, log);
+}
+
+describe('the job wrapper', () => {
+  it('ends a job overtaken by another delivery as done: no retry, no final failure recorded', async () => {
+    let finals = 0;
+    const h = handler({
+      run: async () => {
+        throw new IllegalTransitionError('g', 'UPLOADING', 'postProcess');
+      },
+      onFinalFailure: async () => void finals++,
+    });
+    expect(await h.handle(job())).toBeUndefined();
+    expect(finals).toBe(0);
+    expect(h.counters).toMatchObject({ succeeded: 1, failed: 0, retried: 0 });
+  });
+
+  it('saves a final failure with the job before recording it, and records it until it lands', async () => {
+    const saves: Array<QueuedJob['options']> = [];
+    let tries = 0;
+    const h = handler({
+      run: async () => {
+        throw new JobError('SD_BAD_REQUEST', 'refused');
+      },
+      onFinalFailure: async () => {
+        tries++;
+        if (tries === 1) throw new Error('the database went away');
+      },
+    });
+    const verdict = await h.handle(job({ saves }));
+    expect(verdict).toMatchObject({ end: 'failed', error: { code: 'SD_BAD_REQUEST' } });
+    expect(tries).toBe(2);
+    expect(saves).toHaveLength(1);
+    expect(saves[0]!.finalFailure).toMatchObject({ code: 'SD_BAD_REQUEST', retryable: false });
+  });
+
+  it('keeps the work of a run that finished as its hard limit fired', async () => {
+    let finals = 0;
+    const h = handler(
+      {
+        // Finishes well after the 20 ms hard limit, without looking at the abort.
+        run: () => new Promise((resolve) => setTimeout(resolve, 200)),
+        onFinalFailure: async () => void finals++,
+      },
+      { timeLimitMs: 20, softTimeLimitMs: 10 },
+    );
+    expect(await h.handle(job())).toBeUndefined();
+    expect(finals).toBe(0);
+  });
+});
