@@ -99,6 +99,8 @@ export function createWorker(opts: WorkerOptions): Worker {
   );
   const consumers: JobConsumer[] = [];
   let orphanTimer: NodeJS.Timeout | undefined;
+  /** The sweep under way, if any: close() lets it finish before the producer and Redis close. */
+  let sweeping: Promise<unknown> = Promise.resolve();
   let closing: Promise<void> | undefined;
 
   return {
@@ -131,7 +133,7 @@ export function createWorker(opts: WorkerOptions): Worker {
       if (queueNames.includes(JOB_QUEUES.generateImage)) {
         // Live generations without a job (an API died before enqueuing, or a job was lost).
         const sweep = () =>
-          sweepStrandedGenerations({
+          (sweeping = sweepStrandedGenerations({
             db,
             redis,
             jobsKeys: { generateImage: jobsKey(config, JOB_QUEUES.generateImage), uploadToCloud: jobsKey(config, JOB_QUEUES.uploadToCloud) },
@@ -144,7 +146,7 @@ export function createWorker(opts: WorkerOptions): Worker {
               if (failed.length > 0) log.warn({ generations: failed }, 'live generations that had no job and no attempts left were failed and refunded');
             },
             (err: unknown) => log.warn({ err }, 'stranded-generation sweep failed'),
-          );
+          ));
         orphanTimer = setInterval(sweep, ORPHAN_SWEEP_INTERVAL_MS);
         orphanTimer.unref();
       }
@@ -155,6 +157,7 @@ export function createWorker(opts: WorkerOptions): Worker {
       closing ??= (async () => {
         clearInterval(orphanTimer);
         const steps: Array<[string, () => Promise<unknown>]> = [
+          ['sweep', () => sweeping],
           ['consumers', () => Promise.all(consumers.map((c) => c.close(config.worker.shutdownTimeoutMs)))],
           // After the queues (the jobs that finished while draining are recorded), before Redis closes.
           ['job state tracker', () => tracker.close()],
