@@ -13,7 +13,8 @@
  */
 import type { Knex } from 'knex';
 import type { AuthUser } from './tokens';
-import { findUserByTokenHash, hashToken } from './tokens';
+import { findUserByTokenHash } from '../db/statements';
+import { hashToken } from './tokens';
 
 export interface AuthCacheOptions {
   /** How long a found user is trusted without asking the database; 0 disables the cache. */

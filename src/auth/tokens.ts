@@ -25,8 +25,6 @@ export function bearerToken(header: string | null | undefined): string | null {
   return m?.[1] ?? null;
 }
 
-export { findUserByTokenHash };
-
 export async function authenticate(db: Knex, token: string): Promise<AuthUser | null> {
   return findUserByTokenHash(db, hashToken(token));
 }
