@@ -1,5 +1,5 @@
 /**
- * Piscina thread entry for image post-processing. Loaded through postprocess.thread.mjs, which
+ * Piscina thread entry for image post-processing. Loaded through postprocess.thread.cjs and postprocess.thread.mjs, which
  * registers tsx first (a worker thread cannot load TypeScript on its own); the pool that starts
  * these threads is src/imaging/pool.ts.
  *

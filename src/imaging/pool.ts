@@ -69,8 +69,11 @@ export interface PostprocessStats {
   queued: number;
 }
 
-/** The bootstrap registers tsx in the thread, then loads postprocess.thread.ts. */
-const THREAD_FILE = fileURLToPath(new URL('../../workers/postprocess.thread.mjs', import.meta.url));
+/**
+ * A CommonJS shim Piscina can require() safely; on the first task it imports the ES bootstrap, which
+ * registers tsx in the thread and loads postprocess.thread.ts.
+ */
+const THREAD_FILE = fileURLToPath(new URL('../../workers/postprocess.thread.cjs', import.meta.url));
 
 interface Generation {
   readonly piscina: Piscina<ImagingTask, unknown>;
