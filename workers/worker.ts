@@ -141,7 +141,8 @@ export function createWorker(opts: WorkerOptions): Worker {
             maxAttempts,
             fail: (id, failure) => failGeneration(db, publisher, id, failure),
           }).then(
-            ({ requeued, failed }) => {
+            ({ requeued, failed, discardedStaged }) => {
+              if (discardedStaged > 0) log.info({ generations: discardedStaged }, 'staged images of generations that ended without them were dropped');
               if (requeued.length > 0) log.warn({ generations: requeued }, 'live generations that had no job were enqueued again');
               if (failed.length > 0) log.warn({ generations: failed }, 'live generations that had no job and no attempts left were failed and refunded');
             },

@@ -4,7 +4,7 @@
  */
 import type { Knex } from 'knex';
 import type { ProgressImage } from '../progress/event';
-import { PHASE_PROGRESS, TRANSITIONS } from './lifecycle';
+import { PHASE_PROGRESS, TERMINAL_STATUSES, TRANSITIONS } from './lifecycle';
 import { refusedTransition, type GenerationRow } from './repository';
 
 export interface StagedImage {
@@ -67,6 +67,22 @@ export async function stageImagesForUpload(db: Knex, generationId: string, image
     return true;
   });
   return staged || refusedTransition(db, generationId, 'stage').then(() => false);
+}
+
+/** Drops a generation's staged images (it ended without them being stored). */
+export async function discardStagedImages(db: Knex, generationId: string): Promise<void> {
+  await db('staged_images').where({ generation_id: generationId }).delete();
+}
+
+/**
+ * Drops the staged images of every generation that has ended: a cancel or failure that raced the
+ * staging transaction, or a worker that died between staging and queuing the upload. Returns the
+ * number of generations whose images were dropped.
+ */
+export async function discardEndedStagedImages(db: Knex): Promise<number> {
+  const ended = db('generations').select('id').whereIn('status', [...TERMINAL_STATUSES]).whereIn('id', db('staged_images').distinct('generation_id'));
+  const rows: Array<{ generation_id: string }> = await db('staged_images').whereIn('generation_id', ended).delete().returning('generation_id');
+  return new Set(rows.map((r) => r.generation_id)).size;
 }
 
 export async function hasStagedImages(db: Knex, generationId: string): Promise<boolean> {

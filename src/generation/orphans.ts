@@ -7,11 +7,14 @@
  * Workers look for such rows now and then and finish them: enqueue the generation again while it
  * has attempts left (the job id is the generation id, so a job that does exist is never doubled;
  * a re-run with its images staged only uploads them), else end it FAILED with its credits back.
+ * The same sweep drops the staged images of generations that ended without them being stored (a
+ * cancel that raced the staging, a worker that died before queuing the upload).
  */
 import type { Knex } from 'knex';
 import type { Redis } from 'ioredis';
 import type { JobProducer } from '../jobs/queues';
 import { jobId } from '../jobs/registry';
+import { discardEndedStagedImages } from './images';
 import { LIVE_STATUSES, type GenerationStatus } from './lifecycle';
 
 /** Rows untouched for less than this are left alone: their API or worker may be at work on them. */
@@ -35,6 +38,8 @@ export interface StrandedSweep {
 export interface SweepResult {
   requeued: string[];
   failed: string[];
+  /** Ended generations whose leftover staged images were dropped. */
+  discardedStaged: number;
 }
 
 export async function sweepStrandedGenerations(s: StrandedSweep): Promise<SweepResult> {
@@ -46,7 +51,7 @@ export async function sweepStrandedGenerations(s: StrandedSweep): Promise<SweepR
     .orderBy('updated_at')
     .limit(s.limit ?? 10_000)
     .select('id', 'status', 'attempts');
-  const result: SweepResult = { requeued: [], failed: [] };
+  const result: SweepResult = { requeued: [], failed: [], discardedStaged: await discardEndedStagedImages(s.db) };
   if (rows.length === 0) return result;
   // Waiting, delayed and active jobs all have their record in their queue's jobs hash (a job whose
   // worker died is the stall check's to re-queue): both looked up for every row in one round trip.

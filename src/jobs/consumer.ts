@@ -51,20 +51,24 @@ export interface QueuedJob {
   options: QueuedJobOptions;
   /** Writes `options` back to the job's record while the job is still this consumer's; false if not. */
   saveOptions?: () => Promise<boolean>;
+  /** Aborted when the consumer stops waiting for its jobs (close() timed out): work still going on is cut short. */
+  stopping?: AbortSignal;
 }
 
 export type JobEnd = 'succeeded' | 'retrying' | 'failed';
 
 /**
  * How a handler says its job ended, when it decides (the runner does, from the one error table):
- * `retry` (after the record's backoff, while retries last) or `failed` (for good, no retry). A handler
+ * `retry` (after the record's backoff, while retries last), `failed` (for good, no retry), or
+ * `abandon` (nothing is written: the job stays in `active` and is no longer vouched for, so a stall
+ * check re-delivers it as it is stored, e.g. with a saved `finalFailure` still to record). A handler
  * that resolves with anything else succeeded; one that rejects is retried while retries last, as
  * with Bee-Queue's own `process()`.
  */
-export type JobVerdict = { end: 'retry'; error: unknown } | { end: 'failed'; error: unknown };
+export type JobVerdict = { end: 'retry'; error: unknown } | { end: 'failed'; error: unknown } | { end: 'abandon'; error: unknown };
 
-const isVerdict = (v: unknown): v is JobVerdict =>
-  typeof v === 'object' && v !== null && ((v as JobVerdict).end === 'retry' || (v as JobVerdict).end === 'failed');
+const VERDICT_ENDS: ReadonlySet<unknown> = new Set(['retry', 'failed', 'abandon']);
+const isVerdict = (v: unknown): v is JobVerdict => typeof v === 'object' && v !== null && VERDICT_ENDS.has((v as JobVerdict).end);
 
 export interface JobConsumerOptions {
   /**
@@ -101,9 +105,6 @@ export interface JobConsumerStats {
   /** Jobs of dead workers this consumer's stall checks put back in the queue. */
   requeued: number;
 }
-
-
-
 
 
 /** The consumer's Redis scripts, one file each in ./scripts (their comments say what they do). */
@@ -145,6 +146,31 @@ interface Running {
   /** Ended by the safety net while its handler still runs: it keeps its slot until the handler returns. */
   timedOut: boolean;
 }
+
+/**
+ * The consumer's state is four named modes; each line of the loop reads as "in this mode, do that".
+ * - Phase, its life: `new` → `running` (start) → `draining` (close: nothing more is taken, running
+ *   jobs finish and their ends are written) → `closed` (drained, or the drain timed out: whatever
+ *   ends now is left in `active` for a stall check to re-deliver).
+ * - Intake, how free slots are filled: `take` (the finish-and-take script takes waiting jobs) or
+ *   `wait` (the last take found fewer than it wanted: a blocking wait for the next job instead of
+ *   polling).
+ * - Waiter, the blocking connection: `idle`, `blocked` (a wait is under way and counts as one slot
+ *   spoken for) or `pausing` (a wait failed; another starts in a second, the slot still spoken for).
+ * - Link, the calls connection: `free`, `sending` (one finish-and-take call is under way, carrying
+ *   its batch, whose jobs are vouched for until it is written) or `backoff` (a call failed; the
+ *   next one goes after a delay that grows with each failure in a row).
+ */
+type Phase = 'new' | 'running' | 'draining' | 'closed';
+type Intake = 'take' | 'wait';
+type Waiter = 'idle' | 'blocked' | 'pausing';
+interface Batch {
+  ended: Ended[];
+  claimed: string[];
+  released: string[];
+  since: number;
+}
+type Link = { mode: 'free' } | { mode: 'sending'; batch: Batch } | { mode: 'backoff'; timer: NodeJS.Timeout };
 
 interface Ended {
   run: Running;
@@ -209,26 +235,23 @@ export class JobConsumer {
   private claimed: string[] = [];
   /** Ids taken while closing, handed back to the queue by the next call. */
   private released: string[] = [];
-  /** What the call under way carries (vouched for until it is written). */
-  private sending: { ended: Ended[]; claimed: string[]; released: string[]; since: number } | undefined;
   /** Calls on `commands` without a reply yet, and when the oldest of them (or the last reply) was. */
   private unanswered = 0;
   private unansweredSince = 0;
-  private waitingBlocked = false;
-  private pumpScheduled = false;
-  /** The last take found fewer jobs than it wanted: wait (blocking) rather than poll. */
-  private queueEmpty = false;
+  private phase: Phase = 'new';
+  private intake: Intake = 'take';
+  private waiter: Waiter = 'idle';
+  private link: Link = { mode: 'free' };
+  /** Failed calls in a row: the backoff grows with them. */
   private failures = 0;
-  private retryTimer: NodeJS.Timeout | undefined;
+  private pumpScheduled = false;
   private guardTimer: NodeJS.Timeout | undefined;
   private raiseTimer: NodeJS.Timeout | undefined;
   private raiseAt = Infinity;
-  private started = false;
-  private closing = false;
-  /** After close(): whatever ends now is left in `active` for a stall check to re-queue. */
-  private closed = false;
   private closePromise: Promise<void> | undefined;
   private idleWaiters: Array<() => void> = [];
+  /** Handed to every job; aborted when close() stops waiting for them. */
+  private readonly stopping = new AbortController();
 
   constructor(private readonly opts: JobConsumerOptions) {
     if (!Number.isInteger(opts.concurrency) || opts.concurrency < 1) throw new Error(`concurrency must be a positive integer, got ${opts.concurrency}`);
@@ -274,8 +297,8 @@ export class JobConsumer {
 
   /** Starts taking jobs: the first stall check (jobs of workers that died while none ran), due retries, then the queue. */
   start(): void {
-    if (this.started || this.closing) return;
-    this.started = true;
+    if (this.phase !== 'new') return;
+    this.phase = 'running';
     this.guard();
     this.guardTimer = setInterval(this.guard, Math.max(1, Math.floor(this.opts.stallIntervalMs / 2)));
     this.raiseDelayed();
@@ -288,7 +311,7 @@ export class JobConsumer {
    */
   close(timeoutMs: number): Promise<void> {
     this.closePromise ??= (async () => {
-      this.closing = true;
+      this.phase = 'draining';
       clearTimeout(this.raiseTimer);
       this.raiseTimer = undefined;
       // Ends the blocking wait. An id it took at that instant stays in `active` for a stall check.
@@ -302,9 +325,10 @@ export class JobConsumer {
       const gaveUp = await Promise.race([this.idle().then(() => false), timedOut]);
       clearTimeout(timer);
       clearInterval(this.guardTimer);
-      clearTimeout(this.retryTimer);
-      this.closed = true;
+      if (this.link.mode === 'backoff') clearTimeout(this.link.timer);
+      this.phase = 'closed';
       if (gaveUp) {
+        this.stopping.abort(new Error('the worker is shutting down'));
         this.opts.log.warn(
           { queue: this.opts.queue, running: this.running.size, unwritten: this.ended.length },
           'jobs still running at shutdown are left to be re-delivered by a stall check',
@@ -325,7 +349,7 @@ export class JobConsumer {
   }
 
   private isIdle(): boolean {
-    return this.running.size === 0 && this.ended.length === 0 && this.claimed.length === 0 && this.released.length === 0 && !this.sending;
+    return this.running.size === 0 && this.ended.length === 0 && this.claimed.length === 0 && this.released.length === 0 && this.link.mode !== 'sending';
   }
 
   private idle(): Promise<void> {
@@ -347,20 +371,21 @@ export class JobConsumer {
 
   /** Sends one finish-and-take call for whatever is pending, unless one is under way. */
   private pump(): void {
-    if (this.sending || this.closed || this.retryTimer) return;
-    if (this.closing && this.isIdle()) {
+    if (this.link.mode !== 'free' || this.phase === 'closed') return;
+    if (this.phase === 'draining' && this.isIdle()) {
       for (const resolve of this.idleWaiters.splice(0)) resolve();
       return;
     }
-    const want = this.closing ? 0 : this.opts.concurrency - this.running.size - this.zombies - this.claimed.length - (this.waitingBlocked ? 1 : 0);
+    const want =
+      this.phase === 'running' ? this.opts.concurrency - this.running.size - this.zombies - this.claimed.length - (this.waiter === 'idle' ? 0 : 1) : 0;
     if (this.ended.length === 0 && this.claimed.length === 0 && this.released.length === 0) {
-      if (want <= 0 || !this.started) return;
-      if (this.queueEmpty) {
-        if (!this.waitingBlocked) this.waitForJob();
+      if (want <= 0) return;
+      if (this.intake === 'wait') {
+        if (this.waiter === 'idle') this.waitForJob();
         return;
       }
     }
-    const sending = { ended: this.ended, claimed: this.claimed, released: this.released, since: Date.now() };
+    const sending: Batch = { ended: this.ended, claimed: this.claimed, released: this.released, since: Date.now() };
     this.ended = [];
     this.claimed = [];
     this.released = [];
@@ -369,26 +394,26 @@ export class JobConsumer {
     for (const e of sending.ended) args.push(e.run.job.id, e.end === 'retrying' ? 'r' : e.end === 'failed' ? 'f' : 's', e.record, e.delayMs);
     for (const id of sending.released) args.push(id);
     for (const id of sending.claimed) args.push(id);
-    this.sending = sending;
+    this.link = { mode: 'sending', batch: sending };
     this.stats.calls++;
     this.call(this.commands.sdjobsTakeJobs(...args)).then(
       (out) => {
         this.failures = 0;
         for (const e of sending.ended) this.reportEnd(e);
         // A take that wanted nothing learns nothing about the queue.
-        if (want > 0) this.queueEmpty = Number(out[0]) < want;
+        if (want > 0) this.intake = Number(out[0]) < want ? 'wait' : 'take';
         for (let i = 1; i + 1 < out.length; i += 2) {
-          if (this.closed) break; // the ids stay in `active`: a stall check re-queues them
-          if (this.closing) this.released.push(out[i]!);
+          if (this.phase === 'closed') break; // the ids stay in `active`: a stall check re-queues them
+          if (this.phase === 'draining') this.released.push(out[i]!);
           else this.run(out[i]!, out[i + 1]!);
         }
         // Only now: a job that ends while the batch is being started (an unusable record) must
         // not start another take that counts slots without the rest of the batch.
-        this.sending = undefined;
+        this.link = { mode: 'free' };
         this.pump();
       },
       (err: unknown) => {
-        this.sending = undefined;
+        this.link = { mode: 'free' };
         if (err instanceof Error && err.name === 'ReplyError' && /user_script|Error running script/.test(err.message)) {
           // The script itself failed: sending the same batch again would fail the same way. Its
           // jobs are no longer vouched for, so a stall check puts them back in the queue. (Other
@@ -420,38 +445,40 @@ export class JobConsumer {
   }
 
   private retryLater(err: unknown, what: string): void {
-    if (this.closed || this.retryTimer) return;
+    if (this.phase === 'closed' || this.link.mode !== 'free') return;
     this.failures++;
     const delay = Math.min(5000, 50 * 2 ** Math.min(this.failures, 7));
     this.opts.log.warn({ err: message(err), queue: this.opts.queue, retryInMs: delay }, what);
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = undefined;
+    const timer = setTimeout(() => {
+      this.link = { mode: 'free' };
       this.pump();
     }, delay);
+    this.link = { mode: 'backoff', timer };
   }
 
   private waitForJob(): void {
-    this.waitingBlocked = true;
+    this.waiter = 'blocked';
     const k = this.keys;
     this.blocking.brpoplpush(k.waiting, k.active, this.opts.blockTimeoutS ?? 5).then(
       (id) => {
-        this.waitingBlocked = false;
+        this.waiter = 'idle';
         if (id) {
           this.claimed.push(id);
-          this.queueEmpty = false;
+          this.intake = 'take';
         }
         this.pump();
       },
       (err: unknown) => {
-        if (this.closing) {
-          this.waitingBlocked = false;
+        if (this.phase !== 'running') {
+          this.waiter = 'idle';
           this.pump();
           return;
         }
-        // Still counted as waiting during the pause, so pump() does not start another wait at once.
+        // The slot stays spoken for during the pause, so pump() does not start another wait at once.
+        this.waiter = 'pausing';
         this.opts.log.warn({ err: message(err), queue: this.opts.queue }, 'waiting for a job failed; waiting again in a second');
         setTimeout(() => {
-          this.waitingBlocked = false;
+          this.waiter = 'idle';
           this.pump();
         }, 1000).unref();
       },
@@ -466,7 +493,7 @@ export class JobConsumer {
     options.stacktraces ??= [];
     const timeout = options.timeout;
     const run: Running = {
-      job: { id, data: record.data as JobEnvelope, options, saveOptions: () => this.save(run) },
+      job: { id, data: record.data as JobEnvelope, options, saveOptions: () => this.save(run), stopping: this.stopping.signal },
       record,
       deadline: typeof timeout === 'number' && timeout > 0 ? Date.now() + timeout : Infinity,
       ended: false,
@@ -486,7 +513,11 @@ export class JobConsumer {
       promise = Promise.reject(err);
     }
     promise.then(
-      (result) => (isVerdict(result) ? this.settle(run, result.error ?? new Error('job failed'), result.end === 'retry') : this.settle(run, undefined, false)),
+      (result) => {
+        if (!isVerdict(result)) this.settle(run, undefined, false);
+        else if (result.end === 'abandon') this.abandon(run);
+        else this.settle(run, result.error ?? new Error('job failed'), result.end === 'retry');
+      },
       (err: unknown) => this.settle(run, err ?? new Error('job failed'), true),
     );
   }
@@ -502,9 +533,24 @@ export class JobConsumer {
     this.end(run, err, retryable);
   }
 
+  /** Lets go of a job without writing its end: it stays in `active`, unvouched, for a stall check to re-deliver. */
+  private abandon(run: Running): void {
+    if (run.timedOut) {
+      // The safety net already wrote its end (it never applies to a job recording a final failure).
+      this.settle(run, undefined, false);
+      return;
+    }
+    if (run.ended) return;
+    run.ended = true;
+    this.running.delete(run);
+    this.opts.log.warn({ job: run.job.id, queue: this.opts.queue }, 'job let go without an end; a stall check will re-deliver it');
+    if (this.phase === 'draining' && this.isIdle()) this.pump();
+    else this.schedulePump();
+  }
+
   /** Writes a running job's options (as its handler changed them) back to its record. */
   private async save(run: Running): Promise<boolean> {
-    if (run.ended || this.closed) return false;
+    if (run.ended || this.phase === 'closed') return false;
     const stored = await this.commands.sdjobsSaveRecord(this.keys.active, this.keys.jobs, run.job.id, JSON.stringify(run.record));
     return stored === 1;
   }
@@ -513,7 +559,7 @@ export class JobConsumer {
     if (run.ended) return;
     run.ended = true;
     this.running.delete(run);
-    if (this.closed) {
+    if (this.phase === 'closed') {
       this.opts.log.warn({ job: run.job.id, queue: this.opts.queue }, 'a job ended after shutdown; a stall check will re-deliver it');
       return;
     }
@@ -554,9 +600,10 @@ export class JobConsumer {
     const ids = [...this.running].map((r) => r.job.id);
     for (const e of this.ended) ids.push(e.run.job.id);
     ids.push(...this.claimed, ...this.released);
-    if (this.sending) {
-      for (const e of this.sending.ended) ids.push(e.run.job.id);
-      ids.push(...this.sending.claimed, ...this.sending.released);
+    if (this.link.mode === 'sending') {
+      const batch = this.link.batch;
+      for (const e of batch.ended) ids.push(e.run.job.id);
+      ids.push(...batch.claimed, ...batch.released);
     }
     return ids;
   }
@@ -590,7 +637,7 @@ export class JobConsumer {
       (stalled) => {
         if (stalled.length === 0) return;
         this.stats.requeued += stalled.length;
-        this.queueEmpty = false;
+        this.intake = 'take';
         this.opts.log.warn({ queue: this.opts.queue, jobs: stalled }, 'jobs whose worker stopped vouching for them were put back in the queue');
         this.schedulePump();
       },
@@ -599,7 +646,7 @@ export class JobConsumer {
   };
 
   private scheduleRaise(at: number): void {
-    if (this.closing || (this.raiseTimer && this.raiseAt <= at)) return;
+    if (this.phase !== 'running' || (this.raiseTimer && this.raiseAt <= at)) return;
     clearTimeout(this.raiseTimer);
     this.raiseAt = at;
     this.raiseTimer = setTimeout(this.raiseDelayed, Math.max(0, at - Date.now()));
@@ -609,12 +656,12 @@ export class JobConsumer {
   private readonly raiseDelayed = (): void => {
     this.raiseTimer = undefined;
     this.raiseAt = Infinity;
-    if (this.closing) return;
+    if (this.phase !== 'running') return;
     const poll = this.opts.delayedPollMs ?? 1000;
     this.call(this.commands.sdjobsRaiseDelayed(this.keys.delayed, this.keys.waiting, Date.now(), RAISE_BATCH)).then(
       ([raised, next]) => {
         if (raised > 0) {
-          this.queueEmpty = false;
+          this.intake = 'take';
           this.schedulePump();
         }
         const nextAt = raised >= RAISE_BATCH ? Date.now() : Number(next) >= 0 ? Number(next) : Infinity;

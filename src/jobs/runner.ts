@@ -45,6 +45,8 @@ export type Processors = { [K in JobKind]?: Processor<K> };
 export interface RunnerLimits {
   timeLimitMs: number;
   softTimeLimitMs: number;
+  /** Waits between tries of recording a final failure (tests shorten them). Default 0.5 s doubling to 30 s. */
+  landingDelayMs?: (attempt: number) => number;
 }
 
 export interface JobCounters {
@@ -134,28 +136,65 @@ function onHardLimit(run: JobRun<JobKind>, limits: RunnerLimits): void {
 
 /** Waits before trying again to record a final failure: 0.5 s, doubling up to 30 s. */
 const landingDelayMs = (attempt: number) => Math.min(30_000, 500 * 2 ** attempt);
+/**
+ * Tries of recording a final failure in one delivery of the job (about two minutes of backoff).
+ * After that, with the verdict saved in the job's record, the job is let go: a stall check
+ * re-delivers it, to this worker or another, and that copy only records the verdict. No slot is
+ * held for the whole of a long database outage, and shutdown is never held up by it.
+ */
+export const LANDING_TRIES_PER_DELIVERY = 10;
 
 /**
  * Records a final failure (the processor's onFinalFailure: the refund, the final state) until it
  * lands: the job is over either way, so it is never retried nor run again for this. If the first
  * try fails, the failure is first remembered in the job's record, so that a copy re-delivered after
  * this worker died only records it, without running the job (and calling the GPU) again.
+ * Resolves 'landed', or 'abandon' when this delivery gives up (the worker is stopping, or the tries
+ * ran out with the verdict safely saved) and leaves the rest to a re-delivery.
  */
-async function landFinalFailure(run: JobRun<JobKind>, job: QueuedJob, processor: Processor<JobKind>, failure: JobFailure): Promise<void> {
+async function landFinalFailure(
+  run: JobRun<JobKind>,
+  job: QueuedJob,
+  processor: Processor<JobKind>,
+  failure: JobFailure,
+  delayMs: (attempt: number) => number = landingDelayMs,
+): Promise<'landed' | 'abandon'> {
   // Saved first (one Redis call, on a rare path): a worker that dies on its first try, hanging on a
   // database that is gone, has already left the verdict with the job.
   let saved: boolean | undefined = job.options.finalFailure ? true : undefined;
   job.options.finalFailure = failure;
+  const stopping = job.stopping;
   for (let attempt = 0; ; attempt++) {
     if (saved === undefined) saved = await job.saveOptions?.().catch(() => undefined);
     try {
       await processor.onFinalFailure(run, failure);
-      return;
+      return 'landed';
     } catch (err) {
-      run.log.error({ err, failure, attempt }, 'could not record the end of a job that failed for good; trying again');
-      await new Promise((resolve) => setTimeout(resolve, landingDelayMs(attempt)).unref());
+      const giveUp = stopping?.aborted || (saved === true && attempt + 1 >= LANDING_TRIES_PER_DELIVERY);
+      run.log.error(
+        { err, failure, attempt },
+        giveUp ? 'could not record the end of a job that failed for good; leaving it to be re-delivered' : 'could not record the end of a job that failed for good; trying again',
+      );
+      if (giveUp) return 'abandon';
+      await sleep(delayMs(attempt), stopping);
+      if (stopping?.aborted) return 'abandon';
     }
   }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  if (signal?.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    timer.unref();
+    signal?.addEventListener('abort', done, { once: true });
+  });
 }
 
 export interface JobTracking {
@@ -264,7 +303,7 @@ export function createJobHandler(processors: Processors, limits: RunnerLimits, l
       }
       counters.failed++;
       run.log.warn({ failure }, 'job failed for good');
-      await landFinalFailure(run, job, processor, failure);
+      if ((await landFinalFailure(run, job, processor, failure, limits.landingDelayMs)) === 'abandon') return { end: 'abandon', error };
       return { end: 'failed', error };
     } finally {
       counters.active--;

@@ -1,4 +1,4 @@
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ObjectStorage } from './storage';
 
@@ -21,14 +21,21 @@ export class LocalFolderStorage implements ObjectStorage {
     this.root = path.resolve(dir);
   }
 
-  async put(key: string, body: Buffer): Promise<void> {
+  async put(key: string, body: Buffer, _contentType?: string, signal?: AbortSignal): Promise<void> {
     const file = resolveKey(this.root, key);
     if (!file) throw new Error(`invalid storage key: ${key}`);
+    signal?.throwIfAborted();
     await mkdir(path.dirname(file), { recursive: true });
     // Write then rename: a reader never sees half a file, and a retried upload replaces it whole.
     const tmp = `${file}.${process.pid}.${Date.now()}.tmp`;
-    await writeFile(tmp, body);
-    await rename(tmp, file);
+    try {
+      await writeFile(tmp, body, { signal });
+      signal?.throwIfAborted();
+      await rename(tmp, file);
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
   }
 
   url(key: string): string {

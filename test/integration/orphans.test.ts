@@ -54,11 +54,11 @@ describe('stranded generations', () => {
     const young = await insertGenerationReservingCredits(stack.tdb.db, { id: crypto.randomUUID(), userId: user.userId, input: INPUT });
     expect(await stack.credits(user.userId)).toBe(0);
 
-    expect(await sweep()).toEqual({ requeued: [orphan], failed: [] });
+    expect(await sweep()).toEqual({ requeued: [orphan], failed: [], discardedStaged: 0 });
     const list = events(await watch(stack.baseUrl, orphan, user.token).done);
     expectWellFormedStream(list, orphan);
     expect(list[list.length - 1]).toMatchObject({ status: 'SUCCEEDED', attempt: 1 });
-    expect(await sweep()).toEqual({ requeued: [], failed: [] });
+    expect(await sweep()).toMatchObject({ requeued: [], failed: [] });
     expect((await stack.tdb.db('generations').where({ id: young!.id }).first()).status).toBe('QUEUED');
     expect(await stack.credits(user.userId)).toBe(0);
   });
@@ -72,7 +72,7 @@ describe('stranded generations', () => {
     await stack.redis.hset(jobsKey(stack.config, 'high_priority'), held, JSON.stringify({ data: { kind: 'generateImage', payload: { generationId: held } }, options: {} }));
 
     const result = await sweep();
-    expect(result).toEqual({ requeued: [again], failed: [spent] });
+    expect(result).toMatchObject({ requeued: [again], failed: [spent] });
     const ran = events(await watch(stack.baseUrl, again, user.token).done);
     expect(ran.at(-1)).toMatchObject({ status: 'SUCCEEDED', attempt: 2 });
     const gaveUp = events(await watch(stack.baseUrl, spent, user.token).done);
@@ -81,5 +81,23 @@ describe('stranded generations', () => {
     expect(await stack.credits(user.userId)).toBe(1);
     expect((await stack.tdb.db('generations').where({ id: held }).first()).status).toBe('STARTED');
     await stack.redis.hdel(jobsKey(stack.config, 'high_priority'), held);
+  });
+
+  it('drops the staged images of a generation that ended without storing them, and keeps those of a live upload', async () => {
+    const user = await stack.createUser(2);
+    const db = stack.tdb.db;
+    const stage = (id: string) =>
+      db('staged_images').insert({ generation_id: id, index: 0, webp: Buffer.from('w'), thumbnail: Buffer.from('t'), width: 64, height: 64, blurhash: 'x', seed: 1, sha256: 'h' });
+    // A cancel that committed while the staging transaction was still running leaves these behind.
+    const cancelled = await stranded(user.userId, 'CANCELLED', 1);
+    const uploading = await stranded(user.userId, 'UPLOADING', 1);
+    await stack.redis.hset(jobsKey(stack.config, 'normal_priority'), `uploadToCloud:${uploading}`, '{}');
+    await stage(cancelled);
+    await stage(uploading);
+    expect(await sweep()).toMatchObject({ discardedStaged: 1 });
+    expect(await db('staged_images').where({ generation_id: cancelled }).count('* as n').first()).toMatchObject({ n: 0 });
+    expect(await db('staged_images').where({ generation_id: uploading }).count('* as n').first()).toMatchObject({ n: 1 });
+    await stack.redis.hdel(jobsKey(stack.config, 'normal_priority'), `uploadToCloud:${uploading}`);
+    await db('staged_images').where({ generation_id: uploading }).delete();
   });
 });

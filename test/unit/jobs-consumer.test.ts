@@ -174,6 +174,40 @@ describe('job consumer on Bee-Queue keys, against real Redis', () => {
     expect(await redis.hlen(key('jobs'))).toBe(0);
   });
 
+  it('leaves an abandoned job in active without an end, for a stall check to re-deliver as stored', async () => {
+    const id = randomUUID();
+    await enqueue(id);
+    const seen: Array<QueuedJob['options']> = [];
+    const ends: JobEnd[] = [];
+    consumer({
+      stallIntervalMs: 300,
+      handler: async (job: QueuedJob) => {
+        seen.push(structuredClone(job.options));
+        if (seen.length > 1) return undefined;
+        job.options.finalFailure = { code: 'X', message: 'to record', retryable: false };
+        await job.saveOptions?.();
+        return { end: 'abandon', error: new Error('could not record') };
+      },
+      onEnd: (_job, end) => ends.push(end),
+    });
+    await until(() => ends.length === 1, 'the re-delivered copy to end');
+    expect(ends).toEqual(['succeeded']);
+    expect(seen).toHaveLength(2);
+    expect(seen[1]!.finalFailure).toEqual({ code: 'X', message: 'to record', retryable: false });
+    expect(await redis.hlen(key('jobs'))).toBe(0);
+  });
+
+  it('aborts the jobs\' stopping signal when close() stops waiting for them', async () => {
+    const id = randomUUID();
+    await enqueue(id);
+    let signal: AbortSignal | undefined;
+    const c = consumer({ handler: (job: QueuedJob) => ((signal = job.stopping), new Promise(() => {})) });
+    await until(() => signal !== undefined, 'the job to start');
+    expect(signal!.aborted).toBe(false);
+    await c.close(50);
+    expect(signal!.aborted).toBe(true);
+  });
+
   it('fails a job for good when its retries are spent, and removes it', async () => {
     const id = randomUUID();
     await enqueue(id);

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { IllegalTransitionError } from '../../src/generation/lifecycle';
 import type { QueuedJob } from '../../src/jobs/consumer';
 import { JobError } from '../../src/jobs/errors';
-import { createJobHandler, type Processor } from '../../src/jobs/runner';
+import { createJobHandler, LANDING_TRIES_PER_DELIVERY, type Processor, type RunnerLimits } from '../../src/jobs/runner';
 import { createLogger } from '../../src/logger';
 
 const log = createLogger('silent');
@@ -22,7 +22,7 @@ function job(opts: { retries?: number; saves?: Array<QueuedJob['options']> } = {
   return j;
 }
 
-function handler(processor: Processor<'generateImage'>, limits = { timeLimitMs: 10_000, softTimeLimitMs: 9_000 }) {
+function handler(processor: Processor<'generateImage'>, limits: RunnerLimits = { timeLimitMs: 10_000, softTimeLimitMs: 9_000 }) {
   return createJobHandler({ generateImage: processor }, limits, log);
 }
 
@@ -71,5 +71,63 @@ describe('the job wrapper', () => {
     );
     expect(await h.handle(job())).toBeUndefined();
     expect(finals).toBe(0);
+  });
+});
+
+describe('recording a final failure that keeps failing', () => {
+  const refused = (): Processor<'generateImage'> & { tries: number } => {
+    const p = {
+      tries: 0,
+      run: async () => {
+        throw new JobError('SD_BAD_REQUEST', 'refused');
+      },
+      onFinalFailure: async () => {
+        p.tries++;
+        throw new Error('the database is still away');
+      },
+    };
+    return p;
+  };
+  const fast = { timeLimitMs: 10_000, softTimeLimitMs: 9_000, landingDelayMs: () => 1 };
+
+  it(`lets the job go after ${LANDING_TRIES_PER_DELIVERY} tries once its verdict is saved, for a re-delivery to record`, async () => {
+    const p = refused();
+    const saves: Array<QueuedJob['options']> = [];
+    const verdict = await handler(p, fast).handle(job({ saves }));
+    expect(verdict).toMatchObject({ end: 'abandon', error: { code: 'SD_BAD_REQUEST' } });
+    expect(p.tries).toBe(LANDING_TRIES_PER_DELIVERY);
+    expect(saves[0]!.finalFailure).toMatchObject({ code: 'SD_BAD_REQUEST' });
+  });
+
+  it('keeps trying past that while the verdict could not be saved (a re-delivery would run the job again)', async () => {
+    let tries = 0;
+    const j = job();
+    j.saveOptions = async () => false;
+    const verdict = await handler(
+      {
+        run: async () => {
+          throw new JobError('SD_BAD_REQUEST', 'refused');
+        },
+        onFinalFailure: async () => {
+          if (++tries <= LANDING_TRIES_PER_DELIVERY + 2) throw new Error('the database is still away');
+        },
+      },
+      fast,
+    ).handle(j);
+    expect(verdict).toMatchObject({ end: 'failed' });
+    expect(tries).toBe(LANDING_TRIES_PER_DELIVERY + 3);
+  });
+
+  it('stops at once when the worker stops waiting for its jobs', async () => {
+    const p = refused();
+    const stopping = new AbortController();
+    const j = job();
+    j.stopping = stopping.signal;
+    // A long wait between tries, cut short by the abort.
+    const pending = handler(p, { ...fast, landingDelayMs: () => 600_000 }).handle(j);
+    await expect.poll(() => p.tries).toBe(1);
+    stopping.abort();
+    expect(await pending).toMatchObject({ end: 'abandon' });
+    expect(p.tries).toBe(1);
   });
 });

@@ -4,7 +4,7 @@
  * transaction refuses a generation that already ended, so a re-delivered upload changes nothing.
  */
 import type { Knex } from 'knex';
-import { completeGeneration, loadStagedImages, type StoredImage } from '../../src/generation/images';
+import { completeGeneration, discardStagedImages, loadStagedImages, type StoredImage } from '../../src/generation/images';
 import { failGeneration, republishFinal } from '../../src/generation/outcomes';
 import { progressFromRow } from '../../src/generation/progressOf';
 import { findGeneration } from '../../src/generation/repository';
@@ -28,6 +28,8 @@ export function uploadToCloudProcessor(deps: UploadDeps): Processor<'uploadToClo
       const row = await findGeneration(db, id);
       if (!row) return;
       if (isTerminal(row.status)) {
+        // Ended meanwhile (cancelled, failed): its staged copies are of no use any more.
+        await discardStagedImages(db, id);
         await republishFinal(db, publisher, row);
         return;
       }
@@ -40,8 +42,8 @@ export function uploadToCloudProcessor(deps: UploadDeps): Processor<'uploadToClo
         ctx.signal.throwIfAborted();
         const keys = imageKeys(id, image.index);
         await Promise.all([
-          storage.put(keys.image, image.webp, 'image/webp'),
-          storage.put(keys.thumbnail, image.thumbnail, 'image/webp'),
+          storage.put(keys.image, image.webp, 'image/webp', ctx.signal),
+          storage.put(keys.thumbnail, image.thumbnail, 'image/webp', ctx.signal),
         ]);
         stored.push({
           index: image.index,
@@ -58,7 +60,11 @@ export function uploadToCloudProcessor(deps: UploadDeps): Processor<'uploadToClo
         });
       }
       const done = await completeGeneration(db, id, stored);
-      if (!done) return;
+      if (!done) {
+        // It ended while its images were being stored (a cancel): drop the staged copies.
+        await discardStagedImages(db, id);
+        return;
+      }
       await publisher.publish(await progressFromRow(db, done));
     },
     async onFinalFailure(ctx, failure) {
