@@ -6,6 +6,8 @@ import type { Knex } from 'knex';
 import * as m001 from './001_users_and_tokens';
 import * as m002 from './002_generations';
 import * as m003 from './003_live_generations_index';
+import * as m004 from './004_credit_ledger';
+import * as m005 from './005_accounts';
 
 export interface Migration {
   up(knex: Knex): Promise<void>;
@@ -16,4 +18,6 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migrat
   ['001_users_and_tokens', m001],
   ['002_generations', m002],
   ['003_live_generations_index', m003],
+  ['004_credit_ledger', m004],
+  ['005_accounts', m005],
 ];

@@ -25,6 +25,14 @@ const num = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
   z.preprocess(blankToUndefined, z.coerce.number().min(min).max(max).default(def));
 const optionalInt = (min: number, max: number) =>
   z.preprocess(blankToUndefined, z.coerce.number().int().min(min).max(max).optional());
+const bool = (def: boolean) =>
+  z.preprocess(
+    blankToUndefined,
+    z
+      .enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'must be true or false' })
+      .default(def ? 'true' : 'false')
+      .transform((v) => v === 'true' || v === '1' || v === 'yes'),
+  );
 const optionalString = z
   .string()
   .trim()
@@ -123,6 +131,22 @@ const envSchema = z.object({
   AUTH_CACHE_NEGATIVE_TTL_MS: int(1_000, 0, 86_400_000),
   /** Tokens cached per API process; the least recently used is dropped first. */
   AUTH_CACHE_MAX_ENTRIES: int(10_000, 1, 10_000_000),
+
+  /** Photo credits a new account starts with (a ledger grant). */
+  SIGNUP_PHOTO_CREDITS: int(10, 0, 1_000_000),
+  /** Generating needs a verified address; `npm run dev` turns this off. */
+  EMAIL_VERIFICATION_REQUIRED: bool(true),
+  /** How long a link sent by mail (verify the address, reset the password) works. */
+  EMAIL_TOKEN_TTL_S: int(86_400, 60, 30 * 86_400),
+  /** How long a session from signIn lasts. */
+  SESSION_TTL_S: int(30 * 86_400, 60, 366 * 86_400),
+  PASSWORD_MIN_LENGTH: int(8, 1, 256),
+  /** smtp:// or smtps:// with credentials; unset: mails are written to MAIL_OUTBOX_DIR as .eml files. */
+  SMTP_URL: url(['smtp:', 'smtps:']).optional(),
+  /** Each SMTP try gives up after this long without progress (connect, greeting, any reply). */
+  SMTP_TIMEOUT_MS: int(30_000, 100, 600_000),
+  MAIL_FROM: z.string().trim().min(3).default('Stable Diffusion jobs <no-reply@localhost>'),
+  MAIL_OUTBOX_DIR: z.string().trim().min(1).default('.data/outbox'),
 });
 
 export type Env = Record<string, string | undefined>;
@@ -197,6 +221,14 @@ function buildConfig(e: z.infer<typeof envSchema>) {
       batchSizeMax: e.BATCH_SIZE_MAX,
     },
     storage: { dir: e.STORAGE_DIR },
+    accounts: {
+      signupCredits: e.SIGNUP_PHOTO_CREDITS,
+      emailVerificationRequired: e.EMAIL_VERIFICATION_REQUIRED,
+      emailTokenTtlS: e.EMAIL_TOKEN_TTL_S,
+      sessionTtlS: e.SESSION_TTL_S,
+      passwordMinLength: e.PASSWORD_MIN_LENGTH,
+    },
+    mail: { smtpUrl: e.SMTP_URL, timeoutMs: e.SMTP_TIMEOUT_MS, from: e.MAIL_FROM, outboxDir: e.MAIL_OUTBOX_DIR },
     auth: {
       cacheTtlMs: e.AUTH_CACHE_TTL_MS,
       cacheNegativeTtlMs: e.AUTH_CACHE_NEGATIVE_TTL_MS,

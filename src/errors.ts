@@ -10,6 +10,7 @@ export type PublicErrorCode =
   | 'NOT_FOUND'
   | 'BAD_USER_INPUT'
   | 'INSUFFICIENT_CREDITS'
+  | 'EMAIL_NOT_VERIFIED'
   | 'RATE_LIMITED'
   | 'CONFLICT';
 

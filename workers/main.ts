@@ -6,6 +6,7 @@
 import { loadConfig, requireSetting } from '../src/config';
 import { assertSchemaCurrent } from '../src/db/migrate';
 import { createDb } from '../src/db/knex';
+import { JOB_QUEUES } from '../src/jobs/registry';
 import { createLogger } from '../src/logger';
 import { parseFlags } from '../src/main/cli';
 import { closeOnSignals, exitOnStartupError } from '../src/main/lifecycle';
@@ -16,7 +17,8 @@ const USAGE = `usage: npm run worker -- [--queues=high_priority,normal_priority,
 
 Consumes the named queues (default WORKER_QUEUES, all three) with this many generation slots
 (default WORKER_CONCURRENCY, alias CELERY_WORKER_CONCURRENCY, 2). Needs DATABASE_URL (or
-APP_DATABASE_URL), REDIS_URL and APP_SD_API_URL; SIGTERM or Ctrl-C lets running jobs finish
+APP_DATABASE_URL), REDIS_URL and APP_SD_API_URL, and in production SMTP_URL when it consumes
+low_priority (mail); SIGTERM or Ctrl-C lets running jobs finish
 (up to WORKER_SHUTDOWN_TIMEOUT_MS) and exits.`;
 
 async function main() {
@@ -29,6 +31,10 @@ async function main() {
   const log = createLogger(config.logLevel, 'worker');
   const dbUrl = requireSetting(config.database.url, 'DATABASE_URL', 'the worker needs Postgres (or APP_DATABASE_URL)');
   const sdUrl = requireSetting(config.sd.url, 'APP_SD_API_URL', 'the worker needs a Stable Diffusion server started with --api (or run `npm run dev`, which starts a simulator)');
+  if (config.env === 'production' && config.worker.queues.includes(JOB_QUEUES.sendEmail)) {
+    // In production a mail written to a local folder is a mail lost: name the setting instead.
+    requireSetting(config.mail.smtpUrl, 'SMTP_URL', `a production worker that consumes ${JOB_QUEUES.sendEmail} sends mail (smtp://user:pass@host:587); leave ${JOB_QUEUES.sendEmail} out of --queues for a worker without mail`);
+  }
   const db = await createDb({ kind: 'postgres', url: dbUrl, poolMax: config.database.poolMax });
   try {
     await assertSchemaCurrent(db);

@@ -24,7 +24,9 @@ import { ProgressPublisher } from '../src/progress/publisher';
 import { closeRedis, openRedis } from '../src/redis';
 import { SdClient } from '../src/sd/client';
 import type { ObjectStorage } from '../src/storage/storage';
+import { createMailer } from '../src/mail/mailer';
 import { generateImageProcessor } from './processors/generateImage';
+import { sendEmailProcessor } from './processors/sendEmail';
 import { uploadToCloudProcessor } from './processors/uploadToCloud';
 
 export interface WorkerOptions {
@@ -65,6 +67,7 @@ export function createWorker(opts: WorkerOptions): Worker {
     progressIntervalMs: config.sd.progressIntervalMs,
     logger: log.child({ component: 'sd' }),
   });
+  const mailer = createMailer(config);
   // Each retry and each re-delivery after a worker died is an attempt.
   const maxAttempts = config.worker.maxRetries + 1 + config.worker.maxStalls;
   const processors: Processors = {
@@ -81,7 +84,8 @@ export function createWorker(opts: WorkerOptions): Worker {
       maxAttempts,
       log,
     }),
-    uploadToCloud: uploadToCloudProcessor({ db, publisher, storage: opts.storage }),
+    uploadToCloud: uploadToCloudProcessor({ db, publisher, storage: opts.storage, producer }),
+    sendEmail: sendEmailProcessor({ mailer, publicUrl: config.http.publicUrl, tokenTtlS: config.accounts.emailTokenTtlS, log: log.child({ component: 'mail' }) }),
   };
   // Job snapshots and events for dashboards; written in batches, off the jobs' path.
   const tracker = new JobStateTracker({
@@ -151,7 +155,7 @@ export function createWorker(opts: WorkerOptions): Worker {
         orphanTimer = setInterval(sweep, ORPHAN_SWEEP_INTERVAL_MS);
         orphanTimer.unref();
       }
-      log.info({ queues: queueNames, concurrency, sd: opts.sdUrl }, 'worker started');
+      log.info({ queues: queueNames, concurrency, sd: opts.sdUrl, mail: mailer.describe }, 'worker started');
     },
 
     close() {
@@ -164,6 +168,7 @@ export function createWorker(opts: WorkerOptions): Worker {
           ['job state tracker', () => tracker.close()],
           ['pool', () => pool.close()],
           ['sd client', () => sd.close()],
+          ['mailer', async () => mailer.close()],
           ['producer', () => producer.close()],
           ['redis', () => closeRedis(redis)],
         ];

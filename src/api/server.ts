@@ -1,6 +1,6 @@
 /**
  * Builds the HTTP server of the API: GraphQL and GraphiQL at /graphql (subscriptions over SSE),
- * the local image files at /files/, and /health. Building opens the API's Redis connections and
+ * the local image files at /files/, the pages account mails link to (/account/), and /health. Building opens the API's Redis connections and
  * reads the samplers list (closing the connections again if that fails); `listen()` starts
  * serving, and `close()` (safe to call twice) stops intake, ends open streams and closes what it opened.
  */
@@ -11,6 +11,7 @@ import { pipeline } from 'node:stream';
 import type { AddressInfo } from 'node:net';
 import { createYoga, maskError, type GraphiQLOptions, type Plugin } from 'graphql-yoga';
 import type { Knex } from 'knex';
+import { AccountService } from '../accounts/service';
 import { TokenAuthenticator } from '../auth/cache';
 import { bearerToken } from '../auth/tokens';
 import { UserService } from '../auth/users';
@@ -25,6 +26,7 @@ import { ProgressPublisher } from '../progress/publisher';
 import { closeRedis, openRedis } from '../redis';
 import { buildSchema, type SchemaContext } from '../schema/index';
 import { resolveKey } from '../storage/localFolder';
+import { handleAccountPage } from './accountPages';
 import { GRAPHIQL_ASSETS_PATH, readGraphiQLAsset, renderLocalGraphiQL } from './graphiql';
 import { domainErrorOf, toGraphQLError } from './graphqlErrors';
 
@@ -73,6 +75,13 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     negativeTtlMs: config.auth.cacheNegativeTtlMs,
     maxEntries: config.auth.cacheMaxEntries,
   });
+  const accounts = new AccountService({
+    db,
+    producer,
+    settings: config.accounts,
+    log,
+    forgetTokenHashes: (hashes) => auth.forgetHashes(hashes),
+  });
   const generations = new GenerationService({
     db,
     producer,
@@ -81,6 +90,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     queueInfo: new QueueInfo(redis, waitingKey(config, 'high_priority'), config.redis.prefix),
     resyncMs: config.progress.resyncMs,
     log,
+    emailVerification: config.accounts.emailVerificationRequired ? { isEmailVerified: (id) => accounts.emailVerified(id) } : undefined,
   });
 
   const users = new UserService(db);
@@ -115,7 +125,9 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
         user,
         // Credentials that were sent but are not a valid token (unknown, revoked, or not `Bearer <token>`).
         tokenRejected: Boolean(header?.trim()) && user === null,
+        token: user ? token : null,
         generations,
+        accounts,
         users,
         log,
         progressMemo: new Map(),
@@ -144,6 +156,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
       });
       return;
     }
+    if (url.startsWith('/account/') && handleAccountPage(req, res, accounts, log)) return;
     if (url === '/') {
       res.writeHead(302, { location: '/graphql' }).end();
       return;

@@ -6,8 +6,9 @@
  * one query per token per that period), and concurrent requests with the same uncached token share
  * one query.
  *
- * Hazard, by design: a revoked token keeps working for up to `ttlMs` (AUTH_CACHE_TTL_MS) in every
- * API process that has it cached, and so do a user's old email and admin flag. Code that revokes a
+ * Hazard, by design: a revoked token (or a session past its expiry) keeps working for up to `ttlMs`
+ * (AUTH_CACHE_TTL_MS) in every API process that has it cached, and so do a user's old email and
+ * admin flag. (A cached "not verified" is checked again before it refuses anything.) Code that revokes a
  * token in this process should call `forget(token)`; other processes find out when the entry expires.
  * `ttlMs: 0` turns the cache off: every request is checked against the database.
  */
@@ -74,6 +75,11 @@ export class TokenAuthenticator {
   /** Drops a token's cached answer (after revoking it in this process). */
   forget(token: string): void {
     this.entries.delete(hashToken(token));
+  }
+
+  /** Drops the cached answers of tokens by their sha256 (tokens revoked by sign-out, a reset, a revoke). */
+  forgetHashes(hashes: readonly string[]): void {
+    for (const h of hashes) this.entries.delete(h);
   }
 
   clear(): void {

@@ -1,6 +1,9 @@
-/** What the API tells about users: their public profile and their photo credits. */
+/** What the API tells about users: their public profile, their photo credits and their ledger. */
 import type { Knex } from 'knex';
+import { creditHistory, grantCredits, type CreditPage } from '../credits/ledger';
 import { User } from '../db/models';
+import { DomainError } from '../errors';
+import type { AuthUser } from './tokens';
 
 export interface UserProfile {
   id: string;
@@ -19,5 +22,20 @@ export class UserService {
   async credits(id: string): Promise<number> {
     const row = await User.query(this.db).findById(id).select('photo_credits');
     return row?.photo_credits ?? 0;
+  }
+
+  /** The user's ledger, newest first. */
+  creditHistory(userId: string, first: number, afterId: string | null): Promise<CreditPage> {
+    return creditHistory(this.db, userId, first, afterId);
+  }
+
+  /** Admins only: adds (or, negative, takes) credits with a reason; returns the user's profile. */
+  async grantCredits(actor: AuthUser, userId: string, amount: number, reason: string): Promise<UserProfile> {
+    if (!actor.isAdmin) throw new DomainError('FORBIDDEN', 'Only an admin may grant photo credits.');
+    const profile = /^[0-9a-f-]{36}$/i.test(userId) ? await this.profile(userId) : null;
+    if (!profile || (await grantCredits(this.db, userId, amount, reason)) === null) {
+      throw new DomainError('NOT_FOUND', `User ${userId} was not found.`);
+    }
+    return profile;
   }
 }

@@ -39,10 +39,16 @@ const INSERT_RESERVING_CREDITS_SQL = `WITH wanted AS (
      WHERE users.id = totals.user_id AND users.photo_credits >= totals.credits
      RETURNING users.id
    )
-   INSERT INTO generations (id, user_id, status, input, credits_reserved)
-   SELECT wanted.id, wanted.user_id, 'QUEUED', wanted.input, wanted.credits
-   FROM wanted JOIN reserved ON reserved.id = wanted.user_id
-   RETURNING ${GENERATION_COLUMNS.join(', ')}`;
+   , inserted AS (
+     INSERT INTO generations (id, user_id, status, input, credits_reserved)
+     SELECT wanted.id, wanted.user_id, 'QUEUED', wanted.input, wanted.credits
+     FROM wanted JOIN reserved ON reserved.id = wanted.user_id
+     RETURNING ${GENERATION_COLUMNS.join(', ')}
+   ), charged AS (
+     INSERT INTO credit_ledger (user_id, kind, amount, generation_id)
+     SELECT user_id, 'charge', -credits_reserved, id FROM inserted
+   )
+   SELECT * FROM inserted`;
 
 export interface NewGeneration {
   id: string;
@@ -51,8 +57,8 @@ export interface NewGeneration {
 }
 
 /**
- * Reserves the credits of new generations (`batchSize` each) and inserts them, in ONE statement (a
- * data-modifying CTE), all or none per user: a user with too few credits for all of their
+ * Reserves the credits of new generations (`batchSize` each), inserts them and writes their charges
+ * to the credit ledger, in ONE statement (a data-modifying CTE), all or none per user: a user with too few credits for all of their
  * generations here gets none of them (and keeps their credits); the rows returned are those created.
  * Credits can never go below zero: the UPDATE checks the balance on the row it locks, after any
  * concurrent reservation has committed (and a CHECK constraint backs it up).
@@ -109,16 +115,17 @@ async function runPrepared<R>(db: Knex, name: string, text: string, values: unkn
   }
 }
 
-/** The user a live (not revoked) token belongs to, by the token's sha256; null if none. */
+/** The user a live token (not revoked, not expired) belongs to, by the token's sha256; null if none. */
 export async function findUserByTokenHash(db: Knex, tokenHash: string): Promise<AuthUser | null> {
   // A prepared statement: on a cache miss this is the request's only query besides its own work.
   const result = await db
-    .raw<{ rows: Array<{ id: string; email: string; is_admin: boolean }> }>(
-      `SELECT u.id, u.email, u.is_admin FROM api_tokens t JOIN users u ON u.id = t.user_id
-       WHERE t.token_hash = ? AND t.revoked_at IS NULL LIMIT 1`,
+    .raw<{ rows: Array<{ id: string; email: string; is_admin: boolean; email_verified: boolean }> }>(
+      `SELECT u.id, u.email, u.is_admin, u.email_verified_at IS NOT NULL AS email_verified
+       FROM api_tokens t JOIN users u ON u.id = t.user_id
+       WHERE t.token_hash = ? AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now()) LIMIT 1`,
       [tokenHash],
     )
-    .options({ name: 'sdjobs_find_user_by_token_hash' });
+    .options({ name: 'sdjobs_find_user_by_token_hash_v2' });
   const row = result.rows[0];
-  return row ? { id: row.id, email: row.email, isAdmin: row.is_admin } : null;
+  return row ? { id: row.id, email: row.email, isAdmin: row.is_admin, emailVerified: row.email_verified } : null;
 }

@@ -61,8 +61,8 @@ export interface GenerationFailure {
 }
 
 /**
- * Ends a live generation as FAILED or CANCELLED and gives its reserved credits back, in one
- * statement. Returns null when the generation was already final (nothing changes, nothing refunded).
+ * Ends a live generation as FAILED or CANCELLED and gives its reserved credits back with a refund
+ * row in the credit ledger, in one statement. Returns null when the generation was already final (nothing changes, nothing refunded).
  */
 export async function endGenerationWithRefund(
   db: Knex,
@@ -76,9 +76,16 @@ export async function endGenerationWithRefund(
          error_retryable = :retryable, refunded_at = now(), finished_at = now(), updated_at = now()
        WHERE id = :id AND status IN (${fromStatusesSql(transition)}) AND refunded_at IS NULL
        RETURNING *
+     ), refunded AS (
+       -- The ledger's unique key allows one refund per generation; the balance moves only by the
+       -- row written here, so a second refund cannot happen even if the guard above let one through.
+       INSERT INTO credit_ledger (user_id, kind, amount, generation_id)
+       SELECT user_id, 'refund', credits_reserved, id FROM ended WHERE credits_reserved > 0
+       ON CONFLICT DO NOTHING
+       RETURNING user_id, amount
      ), refund AS (
-       UPDATE users SET photo_credits = users.photo_credits + ended.credits_reserved, updated_at = now()
-       FROM ended WHERE users.id = ended.user_id
+       UPDATE users SET photo_credits = users.photo_credits + refunded.amount, updated_at = now()
+       FROM refunded WHERE users.id = refunded.user_id
        RETURNING users.id
      ), unstaged AS (
        -- Images staged for an upload that will never run now.

@@ -33,6 +33,11 @@ export interface GenerationServiceDeps {
   queueInfo: QueueInfo;
   resyncMs: number;
   log: Logger;
+  /**
+   * EMAIL_VERIFICATION_REQUIRED: generating needs a verified address. Given, `isEmailVerified`
+   * reads it fresh when the cached caller says "not verified" (it may have been verified since).
+   */
+  emailVerification?: { isEmailVerified(userId: string): Promise<boolean> };
 }
 
 export class GenerationService {
@@ -43,7 +48,10 @@ export class GenerationService {
   }
 
   async create(user: AuthUser, input: GenerationInput): Promise<GenerationRow> {
-    const { db, producer, log } = this.deps;
+    const { db, producer, log, emailVerification } = this.deps;
+    if (emailVerification && !user.emailVerified && !(await emailVerification.isEmailVerified(user.id))) {
+      throw new DomainError('EMAIL_NOT_VERIFIED', 'Confirm your email address first: follow the link in the mail sent at sign-up (signUp again sends a new one).');
+    }
     const id = randomUUID();
     const row = await this.inserter.insert({ id, userId: user.id, input });
     if (!row) {

@@ -41,6 +41,9 @@ export const RETRYABLE_CODES: ReadonlySet<string> = new Set([
   // The worker is shutting down; another worker will pick the job up.
   'IMAGING_POOL_CLOSED',
   'UNAVAILABLE',
+  // A mail server that could not be reached, or answered 4xx ("try again later"). A 5xx is final.
+  'MAIL_UNAVAILABLE',
+  'MAIL_DEFERRED',
 ]);
 
 /** Network-level errors of Node itself (a service restarting, a dropped connection). */
@@ -52,8 +55,8 @@ export function toJobFailure(err: unknown): JobFailure {
     if (TRANSIENT_SYSTEM_CODES.has(err.code)) {
       return { code: 'UNAVAILABLE', message: `A service the worker needs is unavailable (${err.code}).`, retryable: true };
     }
-    // Our own kinds: JobError, and the error classes of the SD client, storage and imaging.
-    if (err instanceof JobError || /^(SD|STORAGE|IMAGE|IMAGING)_[A-Z0-9_]+$/.test(err.code)) {
+    // Our own kinds: JobError, and the error classes of the SD client, storage, imaging and mail.
+    if (err instanceof JobError || /^(SD|STORAGE|IMAGE|IMAGING|MAIL)_[A-Z0-9_]+$/.test(err.code)) {
       return { code: err.code, message: err.message, retryable: RETRYABLE_CODES.has(err.code) };
     }
   }

@@ -5,20 +5,26 @@
  * routes kinds to queues and types their payloads, for producers and processors alike.
  */
 import type { QueueName } from '../config';
+import type { MailJob } from '../mail/templates';
 
 export interface JobPayloads {
   generateImage: { generationId: string };
   uploadToCloud: { generationId: string };
+  sendEmail: MailJob;
 }
 export type JobKind = keyof JobPayloads;
 
 export const JOB_QUEUES = {
   generateImage: 'high_priority',
   uploadToCloud: 'normal_priority',
+  sendEmail: 'low_priority',
 } as const satisfies Record<JobKind, QueueName>;
 
 /** What Bee-Queue stores as a job's data: the kind travels with the payload. */
 export type JobEnvelope<K extends JobKind = JobKind> = { kind: K; payload: JobPayloads[K] };
 
-/** Job ids are derived from the generation id, so enqueuing twice is refused by Bee-Queue itself. */
+/**
+ * Job ids are derived from what the job is about (the generation id; for a mail, what it is for), so
+ * enqueuing the same work twice is refused by Bee-Queue itself while the first job exists.
+ */
 export const jobId = (kind: JobKind, key: string): string => (kind === 'generateImage' ? key : `${kind}:${key}`);

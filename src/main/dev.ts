@@ -81,8 +81,9 @@ While it runs, \`npm run user:create\` makes more users through it.`;
 
 async function main() {
   parseFlags(USAGE, {});
-  // Dev puts a working token into the GraphiQL page: listen on this machine only unless HOST says otherwise.
-  const devEnv = { HOST: '127.0.0.1', ...process.env };
+  // Dev puts a working token into the GraphiQL page: listen on this machine only unless HOST says
+  // otherwise. New accounts may generate before they verify their address (the banner says so).
+  const devEnv = { HOST: '127.0.0.1', EMAIL_VERIFICATION_REQUIRED: 'false', ...process.env };
   let config = loadConfig(devEnv);
   const log = createLogger(config.logLevel, 'dev');
   const cleanups: Array<() => Promise<void> | void> = [];
@@ -163,6 +164,8 @@ async function start(
       `  Stable Diffusion: ${config.sd.url ?? `simulator at ${sdUrl}, ${config.sd.simulatorStepMs} ms per step`}\n` +
       (config.sd.url ? '' : `                    (faster or slower: SD_SIMULATOR_STEP_MS=50 npm run dev; a real server: APP_SD_API_URL=…)\n`) +
       `  More users: npm run user:create -- --email you@example.com --credits 50   (while dev runs)\n` +
+      `  Sign-up:    signUp in GraphiQL; ${config.mail.smtpUrl ? `mail goes to ${config.mail.smtpUrl.replace(/\/\/[^@/]*@/, '//')}` : `no SMTP_URL, so mails are .eml files in ${config.mail.outboxDir} and the log prints their links`}\n` +
+      `              EMAIL_VERIFICATION_REQUIRED=${config.accounts.emailVerificationRequired}${config.accounts.emailVerificationRequired ? '' : ': new accounts may generate before they verify (dev only)'}\n` +
       `${line}\n\n`,
   );
 

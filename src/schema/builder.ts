@@ -1,5 +1,6 @@
 import SchemaBuilder from '@pothos/core';
 import ValidationPlugin from '@pothos/plugin-validation';
+import type { AccountService } from '../accounts/service';
 import type { AuthUser } from '../auth/tokens';
 import type { UserService } from '../auth/users';
 import { DomainError, unauthenticated } from '../errors';
@@ -12,7 +13,10 @@ export interface SchemaContext {
   user: AuthUser | null;
   /** A token was sent but is unknown or revoked: `me` says so instead of answering null. */
   tokenRejected: boolean;
+  /** The bearer token the request came with (signOut revokes it). */
+  token: string | null;
   generations: GenerationService;
+  accounts: AccountService;
   users: UserService;
   log: Logger;
   /**

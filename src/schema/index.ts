@@ -1,4 +1,5 @@
 import { lexicographicSortSchema, printSchema, type GraphQLSchema } from 'graphql';
+import { addAccountTypes } from './account';
 import { createBuilder } from './builder';
 import type { GenerationSchemaOptions } from './generation';
 import { addGenerationTypes } from './generation';
@@ -18,6 +19,7 @@ export function buildSchema(opts: GenerationSchemaOptions): GraphQLSchema {
   const progress = addProgressTypes(builder);
   const user = addUserType(builder);
   addGenerationTypes(builder, progress, user, opts);
+  addAccountTypes(builder, user);
   return builder.toSchema();
 }
 

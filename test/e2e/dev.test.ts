@@ -3,7 +3,7 @@
  * simulator), Redis present. The demo token it prints must drive a whole generation.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -25,6 +25,7 @@ import { runCommand, spawnWatched, type Watched } from '../helpers/run';
 import { freePort, REDIS_URL } from '../helpers/stack';
 import { events, expectWellFormedStream, HAPPY_ORDER, statusPath, watch } from '../integration/helpers';
 import { gql } from '../helpers/graphql';
+import { graphql } from '../gql';
 import { GenerateDoc, GenerationDoc, MeDoc } from '../integration/documents';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -125,6 +126,27 @@ describe('npm run dev', { timeout: PROCESSES_TEST_MS }, () => {
     expect(bytes.subarray(8, 12).toString('latin1')).toBe('WEBP');
     expect(bytes.includes('parameters')).toBe(false);
   });
+  it('signs a person up with no SMTP server: the mail lands in the outbox and the log shows its link', async () => {
+    const email = `new-${randomBytes(3).toString('hex')}@example.com`;
+    const SignUp = graphql(`mutation DevSignUp($email: String!, $password: String!) { signUp(email: $email, password: $password) { email } }`);
+    const SignIn = graphql(`mutation DevSignIn($email: String!, $password: String!) { signIn(email: $email, password: $password) { token } }`);
+    const Verify = graphql(`mutation DevVerify($token: String!) { verifyEmail(token: $token) { email } }`);
+    expect((await gql(baseUrl, SignUp, { email, password: 'a dev password' })).errors).toBeUndefined();
+    await dev.waitFor(/\/account\/verify-email\?token=/);
+    const link = /(http\S+\/account\/verify-email\?token=[A-Za-z0-9_%-]+)/.exec(dev.output())![1]!;
+    const outbox = path.join(dir, '.data/outbox');
+    const mails = await Promise.all((await readdir(outbox)).filter((f) => f.endsWith('.eml')).map((f) => readFile(path.join(outbox, f), 'utf8')));
+    expect(mails.filter((m) => m.includes(`To: ${email}`) && m.includes('Confirm your email address'))).toHaveLength(1);
+    // Dev lets the account generate before it verifies, and says so.
+    expect(output).toMatch(/EMAIL_VERIFICATION_REQUIRED=false/);
+    const session = (await gql(baseUrl, SignIn, { email, password: 'a dev password' })).data!.signIn.token;
+    const res = await gql(baseUrl, GenerateDoc, { input: { prompt: 'first try', steps: 2 } }, session);
+    expect(res.errors).toBeUndefined();
+    // The link's token verifies the address.
+    const token = new URL(link).searchParams.get('token')!;
+    expect((await gql(baseUrl, Verify, { token })).data?.verifyEmail.email).toBe(email);
+  });
+
   it("the README's first section, in a browser exactly as written: Generate, paste the id into Watch, see it run", async () => {
     // 1. Open the GraphiQL link dev printed.
     const link = /GraphiQL:\s+(http\S+)/.exec(output)?.[1];

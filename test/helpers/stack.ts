@@ -10,6 +10,7 @@ import path from 'node:path';
 import { Redis } from 'ioredis';
 import { createApiServer, type ApiServer } from '../../src/api/server';
 import { createUserWithToken } from '../../src/auth/tokens';
+import { unbalancedUsers } from '../../src/credits/ledger';
 import { loadConfig, type Config } from '../../src/config';
 import { createLogger } from '../../src/logger';
 import { freePort } from '../../src/main/freePort';
@@ -79,6 +80,13 @@ async function start(
 ): Promise<Stack> {
   const tdb = await createTestDatabase();
   cleanups.push(() => tdb.drop());
+  let ledgerProblem: Error | undefined;
+  // Runs after everything else has closed, before the database goes: whatever the file's tests did
+  // (success, failure, cancel, re-delivery, grants), every balance still equals its ledger.
+  cleanups.push(async () => {
+    const off = await unbalancedUsers(tdb.db);
+    if (off.length > 0) ledgerProblem = new Error(`credit balances differ from the ledger: ${JSON.stringify(off)}`);
+  });
   const sim = createSdSimulator({ stepMs: 5, ...opts.simulator });
   cleanups.push(() => sim.close());
   const sdUrl = await sim.listen(0, '127.0.0.1');
@@ -96,6 +104,8 @@ async function start(
     PORT: String(port),
     PUBLIC_URL: `http://127.0.0.1:${port}`,
     STORAGE_DIR: storageDir,
+    // Mails of stacks without SMTP_URL go to a folder of their own, never the repository's .data.
+    MAIL_OUTBOX_DIR: path.join(storageDir, 'outbox'),
     SD_PROGRESS_INTERVAL_MS: '20',
     SD_PREVIEW_INTERVAL_MS: '0',
     TASK_RETRY_DELAY_S: '0.05',
@@ -175,6 +185,9 @@ async function start(
         },
       };
     },
-    close: closeAll,
+    async close() {
+      await closeAll();
+      if (ledgerProblem) throw ledgerProblem;
+    },
   };
 }

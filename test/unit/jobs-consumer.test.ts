@@ -70,7 +70,7 @@ describe('job consumer on Bee-Queue keys, against real Redis', () => {
       handler: async (job) => {
         running++;
         most = Math.max(most, running);
-        seen.push(job.data.payload.generationId);
+        seen.push((job.data.payload as { generationId: string }).generationId);
         await sleep(Math.random() * 3);
         running--;
       },
@@ -137,7 +137,7 @@ describe('job consumer on Bee-Queue keys, against real Redis', () => {
     const c = consumer({
       concurrency: 2,
       handler: async (job: QueuedJob) => {
-        const id = job.data.payload.generationId;
+        const id = (job.data.payload as { generationId: string }).generationId;
         runs.set(id, (runs.get(id) ?? 0) + 1);
         if (id === doomed) return { end: 'failed', error: new Error('permanent') };
         return runs.get(id) === 1 ? { end: 'retry', error: new Error('transient') } : undefined;
@@ -231,7 +231,7 @@ describe('job consumer on Bee-Queue keys, against real Redis', () => {
     let release!: () => void;
     const longJob = new Promise<void>((resolve) => (release = resolve));
     const handler = async (job: QueuedJob) => {
-      const gid = job.data.payload.generationId;
+      const gid = (job.data.payload as { generationId: string }).generationId;
       runs.set(gid, (runs.get(gid) ?? 0) + 1);
       if (gid === live) await longJob;
     };

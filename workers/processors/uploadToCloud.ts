@@ -11,6 +11,8 @@ import { findGeneration } from '../../src/generation/repository';
 import { isTerminal } from '../../src/generation/lifecycle';
 import { JobError } from '../../src/jobs/errors';
 import type { Processor } from '../../src/jobs/runner';
+import { queueFollowUpsOfSuccess } from '../../src/generation/followUps';
+import type { JobProducer } from '../../src/jobs/queues';
 import type { ProgressPublisher } from '../../src/progress/publisher';
 import { imageKeys, type ObjectStorage } from '../../src/storage/storage';
 
@@ -18,10 +20,12 @@ export interface UploadDeps {
   db: Knex;
   publisher: ProgressPublisher;
   storage: ObjectStorage;
+  /** Queues what follows a success (the images-ready mail). */
+  producer: JobProducer;
 }
 
 export function uploadToCloudProcessor(deps: UploadDeps): Processor<'uploadToCloud'> {
-  const { db, publisher, storage } = deps;
+  const { db, publisher, storage, producer } = deps;
   return {
     async run(ctx) {
       const id = ctx.payload.generationId;
@@ -65,6 +69,8 @@ export function uploadToCloudProcessor(deps: UploadDeps): Processor<'uploadToClo
         await discardStagedImages(db, id);
         return;
       }
+      // Queued before SUCCEEDED is told: whoever sees it can count on what follows being queued.
+      await queueFollowUpsOfSuccess(db, producer, done, ctx.log);
       await publisher.publish(await progressFromRow(db, done));
     },
     async onFinalFailure(ctx, failure) {

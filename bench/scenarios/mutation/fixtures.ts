@@ -10,7 +10,7 @@ export interface BenchUser {
 }
 
 /**
- * Creates `count` users with `credits` each and one API token each, in two statements (the tokens
+ * Creates `count` users with `credits` each (and their grant rows) and one API token each, in a few statements (the tokens
  * are made here, as `issueToken` does, so a thousand users take milliseconds).
  */
 export async function createUsers(db: Knex, opts: { count: number; credits: number; emailPrefix: string }): Promise<BenchUser[]> {
@@ -20,6 +20,8 @@ export async function createUsers(db: Knex, opts: { count: number; credits: numb
     const ids = (await db('users').insert(rows.slice(i, i + 1000)).returning('id')) as Array<{ id: string }>;
     const batch = ids.map(({ id }) => ({ id, token: generateToken() }));
     await db('api_tokens').insert(batch.map((u) => ({ user_id: u.id, token_hash: hashToken(u.token), name: 'bench' })));
+    // Credits move only with a ledger row, here as everywhere.
+    if (opts.credits !== 0) await db('credit_ledger').insert(batch.map((u) => ({ user_id: u.id, kind: 'grant', amount: opts.credits, reason: 'benchmark user' })));
     users.push(...batch);
   }
   return users;

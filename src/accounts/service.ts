@@ -1,0 +1,219 @@
+/**
+ * Accounts: sign-up with a verified address, sessions, password reset, API tokens and the user's
+ * notification settings. Everything a client can learn from sign-up and reset requests is the same
+ * whether the address has an account or not (same answer, a password hashed either way, a mail in
+ * both cases that says only what the mailbox's owner may know).
+ */
+import type { Knex } from 'knex';
+import type { Config } from '../config';
+import { grantCredits } from '../credits/ledger';
+import { User } from '../db/models';
+import { DomainError } from '../errors';
+import type { JobProducer } from '../jobs/queues';
+import type { Logger } from '../logger';
+import type { UserProfile } from '../auth/users';
+import { hashToken, issueToken, type IssuedToken } from '../auth/tokens';
+import { createEmailToken, useEmailToken } from './emailTokens';
+import { checkPassword, hashPassword, PASSWORD_MAX_LENGTH } from './passwords';
+
+export const EMAIL_MAX_LENGTH = 254;
+export const TOKEN_NAME_MAX_LENGTH = 100;
+/** An address: something@something.something, no spaces or control characters. */
+const EMAIL = /^[^\s@\p{Cc}]+@[^\s@\p{Cc}]+\.[^\s@\p{Cc}]+$/u;
+
+export interface AccountServiceDeps {
+  db: Knex;
+  producer: JobProducer;
+  settings: Config['accounts'];
+  log: Logger;
+  /** Drops tokens from this process's authentication cache after they were revoked. */
+  forgetTokenHashes(hashes: string[]): void;
+}
+
+export interface SignUpAnswer {
+  email: string;
+  message: string;
+}
+
+export interface Session {
+  token: string;
+  expiresAt: Date;
+  user: UserProfile;
+}
+
+export interface ApiTokenInfo {
+  id: string;
+  name: string;
+  createdAt: Date;
+}
+
+export interface NotificationSettings {
+  imagesReady: boolean;
+}
+
+const invalidLink = (field: string) =>
+  new DomainError('BAD_USER_INPUT', 'This link is not valid: it was used already, it expired, or it was never made.', { field });
+
+export class AccountService {
+  constructor(private readonly deps: AccountServiceDeps) {}
+
+  /** Trimmed and lower-cased, or BAD_USER_INPUT. */
+  normalizeEmail(raw: string): string {
+    const email = raw.trim().toLowerCase();
+    if (email.length > EMAIL_MAX_LENGTH || !EMAIL.test(email)) {
+      throw new DomainError('BAD_USER_INPUT', 'Give an email address such as you@example.com.', { field: 'email' });
+    }
+    return email;
+  }
+
+  private checkNewPassword(password: string, field = 'password'): void {
+    const min = this.deps.settings.passwordMinLength;
+    if (password.length < min || password.length > PASSWORD_MAX_LENGTH) {
+      throw new DomainError('BAD_USER_INPUT', `A password has ${min} to ${PASSWORD_MAX_LENGTH} characters.`, { field });
+    }
+  }
+
+  /**
+   * Makes an account and mails a verification link; an address that has an account gets a mail
+   * saying so instead (or a fresh link, if it never verified), and the answer is the same.
+   */
+  async signUp(rawEmail: string, password: string): Promise<SignUpAnswer> {
+    const email = this.normalizeEmail(rawEmail);
+    this.checkNewPassword(password);
+    // Hashed whether or not the address is taken: the answer takes as long either way.
+    const passwordHash = await hashPassword(password);
+    const { db, producer, settings } = this.deps;
+    await db.transaction(async (trx) => {
+      const [created] = (await trx('users').insert({ email, password_hash: passwordHash }).onConflict('email').ignore().returning('id')) as Array<{ id: string }>;
+      if (created) {
+        if (settings.signupCredits > 0) await grantCredits(trx, created.id, settings.signupCredits, 'sign-up');
+        await this.queueVerification(trx, created.id, email);
+        return;
+      }
+      const existing = await User.query(trx).findOne({ email }).select('id', 'email_verified_at');
+      if (existing && !existing.email_verified_at) {
+        // Someone who lost the first mail signs up again: a fresh link (the password stays as it was).
+        await this.queueVerification(trx, existing.id, email);
+      } else {
+        await producer.enqueue('sendEmail', `alreadyRegistered:${email}:${Date.now()}`, { to: email, template: 'alreadyRegistered', params: {} });
+      }
+    });
+    return { email, message: `If ${email} can receive mail, a message is on its way there: follow its link to finish signing up.` };
+  }
+
+  /** Queued inside the transaction that made the token: a mail that cannot be queued undoes the sign-up. */
+  private async queueVerification(trx: Knex.Transaction, userId: string, email: string): Promise<void> {
+    const { id, token } = await createEmailToken(trx, userId, 'verify_email', this.deps.settings.emailTokenTtlS);
+    await this.deps.producer.enqueue('sendEmail', `verifyEmail:${id}`, { to: email, template: 'verifyEmail', params: { token } });
+  }
+
+  async verifyEmail(token: string): Promise<UserProfile> {
+    const user = await this.deps.db.transaction(async (trx) => {
+      const userId = await useEmailToken(trx, token, 'verify_email');
+      if (!userId) return null;
+      const [row] = (await trx('users')
+        .where({ id: userId })
+        .update({ email_verified_at: trx.raw('coalesce(email_verified_at, now())'), updated_at: trx.fn.now() })
+        .returning(['id', 'email'])) as Array<{ id: string; email: string }>;
+      return row ?? null;
+    });
+    if (!user) throw invalidLink('token');
+    return { id: user.id, email: user.email };
+  }
+
+  async signIn(rawEmail: string, password: string): Promise<Session> {
+    const email = rawEmail.trim().toLowerCase();
+    const user = email.length <= EMAIL_MAX_LENGTH && password.length <= PASSWORD_MAX_LENGTH ? await User.query(this.deps.db).findOne({ email }).select('id', 'email', 'password_hash') : undefined;
+    // Checked against a decoy when there is no such user: "wrong" takes as long either way.
+    const ok = await checkPassword(user?.password_hash ?? null, password.slice(0, PASSWORD_MAX_LENGTH));
+    if (!user || !ok) throw new DomainError('UNAUTHENTICATED', 'Wrong email or password.');
+    const session = await issueToken(this.deps.db, user.id, 'session', { kind: 'session', ttlS: this.deps.settings.sessionTtlS });
+    return { token: session.token, expiresAt: session.expiresAt!, user: { id: user.id, email: user.email } };
+  }
+
+  /** Revokes the token the request came with (a session or an API token). */
+  async signOut(token: string): Promise<void> {
+    const hash = hashToken(token);
+    await this.deps.db('api_tokens').where({ token_hash: hash }).whereNull('revoked_at').update({ revoked_at: this.deps.db.fn.now() });
+    this.deps.forgetTokenHashes([hash]);
+  }
+
+  /** Mails a reset link if the address has an account; the answer is the same either way. */
+  async requestPasswordReset(rawEmail: string): Promise<void> {
+    const email = this.normalizeEmail(rawEmail);
+    const { db, producer, settings } = this.deps;
+    await db.transaction(async (trx) => {
+      const user = await User.query(trx).findOne({ email }).select('id');
+      if (!user) return;
+      const { id, token } = await createEmailToken(trx, user.id, 'reset_password', settings.emailTokenTtlS);
+      await producer.enqueue('sendEmail', `resetPassword:${id}`, { to: email, template: 'resetPassword', params: { token } });
+    });
+  }
+
+  /** Sets a new password from a reset link; every session of the user ends (API tokens stay). */
+  async resetPassword(token: string, password: string): Promise<void> {
+    this.checkNewPassword(password);
+    const passwordHash = await hashPassword(password);
+    const revoked = await this.deps.db.transaction(async (trx) => {
+      const userId = await useEmailToken(trx, token, 'reset_password');
+      if (!userId) throw invalidLink('token');
+      // The link came through the mailbox, which proves the address too.
+      await trx('users')
+        .where({ id: userId })
+        .update({ password_hash: passwordHash, email_verified_at: trx.raw('coalesce(email_verified_at, now())'), updated_at: trx.fn.now() });
+      const rows = (await trx('api_tokens')
+        .where({ user_id: userId, kind: 'session' })
+        .whereNull('revoked_at')
+        .update({ revoked_at: trx.fn.now() })
+        .returning('token_hash')) as Array<{ token_hash: string }>;
+      return rows.map((r) => r.token_hash);
+    });
+    this.deps.forgetTokenHashes(revoked);
+  }
+
+  async createApiToken(userId: string, rawName: string): Promise<IssuedToken> {
+    const name = rawName.trim();
+    if (name.length === 0 || name.length > TOKEN_NAME_MAX_LENGTH) {
+      throw new DomainError('BAD_USER_INPUT', `Name the token in 1 to ${TOKEN_NAME_MAX_LENGTH} characters.`, { field: 'name' });
+    }
+    return issueToken(this.deps.db, userId, name, { kind: 'api' });
+  }
+
+  /** True if the token was the user's and live; false if it was not found (or not theirs, or revoked already). */
+  async revokeApiToken(userId: string, tokenId: string): Promise<boolean> {
+    if (!/^[0-9a-f-]{36}$/i.test(tokenId)) return false;
+    const rows = (await this.deps.db('api_tokens')
+      .where({ id: tokenId, user_id: userId, kind: 'api' })
+      .whereNull('revoked_at')
+      .update({ revoked_at: this.deps.db.fn.now() })
+      .returning('token_hash')) as Array<{ token_hash: string }>;
+    this.deps.forgetTokenHashes(rows.map((r) => r.token_hash));
+    return rows.length > 0;
+  }
+
+  async apiTokens(userId: string): Promise<ApiTokenInfo[]> {
+    const rows = (await this.deps.db('api_tokens')
+      .where({ user_id: userId, kind: 'api' })
+      .whereNull('revoked_at')
+      .orderBy('created_at', 'desc')
+      .select('id', 'name', 'created_at')) as Array<{ id: string; name: string; created_at: Date }>;
+    return rows.map((r) => ({ id: r.id, name: r.name, createdAt: r.created_at }));
+  }
+
+  async emailVerified(userId: string): Promise<boolean> {
+    const row = await User.query(this.deps.db).findById(userId).select('email_verified_at');
+    return Boolean(row?.email_verified_at);
+  }
+
+  async notificationSettings(userId: string): Promise<NotificationSettings> {
+    const row = await User.query(this.deps.db).findById(userId).select('notify_images_ready');
+    return { imagesReady: row?.notify_images_ready ?? true };
+  }
+
+  async updateNotificationSettings(userId: string, change: Partial<NotificationSettings>): Promise<NotificationSettings> {
+    if (change.imagesReady !== undefined) {
+      await User.query(this.deps.db).findById(userId).patch({ notify_images_ready: change.imagesReady });
+    }
+    return this.notificationSettings(userId);
+  }
+}

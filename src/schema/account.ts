@@ -1,0 +1,178 @@
+import type { ApiTokenInfo, NotificationSettings, Session, SignUpAnswer } from '../accounts/service';
+import type { IssuedToken } from '../auth/tokens';
+import type { UserProfile } from '../auth/users';
+import type { CreditEntry } from '../credits/ledger';
+import { DomainError, unauthenticated } from '../errors';
+import type { Builder, SchemaContext } from './builder';
+import { requireUser } from './builder';
+import type { addUserType } from './user';
+
+/** Page sizes of the connections (creditHistory): at most this many per page. */
+export const PAGE_SIZE_MAX = 100;
+const PAGE_SIZE_DEFAULT = 20;
+
+/** Opaque cursors: `<kind>:<id>` in base64url, refused as BAD_USER_INPUT when they are not ours. */
+const encodeCursor = (kind: string, id: string) => Buffer.from(`${kind}:${id}`).toString('base64url');
+function decodeCursor(kind: string, cursor: string | null | undefined): string | null {
+  if (cursor === null || cursor === undefined) return null;
+  const text = Buffer.from(cursor, 'base64url').toString();
+  const id = text.startsWith(`${kind}:`) ? text.slice(kind.length + 1) : '';
+  if (!/^[0-9]{1,19}$/.test(id)) throw new DomainError('BAD_USER_INPUT', 'This cursor is not one this list gave out.', { field: 'after' });
+  return id;
+}
+function pageSize(first: number | null | undefined): number {
+  const n = first ?? PAGE_SIZE_DEFAULT;
+  if (!Number.isInteger(n) || n < 1 || n > PAGE_SIZE_MAX) throw new DomainError('BAD_USER_INPUT', `first must be 1 to ${PAGE_SIZE_MAX}.`, { field: 'first' });
+  return n;
+}
+
+/** Only the caller's own account details are readable, whichever way the User was reached. */
+function ownAccount(u: UserProfile, ctx: SchemaContext): string {
+  const user = requireUser(ctx);
+  if (user.id !== u.id) throw new DomainError('FORBIDDEN', "Only the user may read their own account's details.");
+  return user.id;
+}
+
+export function addAccountTypes(builder: Builder, UserRef: ReturnType<typeof addUserType>) {
+  const CreditKind = builder.enumType('CreditEntryKind', {
+    values: {
+      CHARGE: { value: 'charge', description: 'A generation took its credits.' },
+      REFUND: { value: 'refund', description: 'A generation that failed or was cancelled gave them back.' },
+      GRANT: { value: 'grant', description: 'Given (or taken) by an admin or an operator, or at sign-up.' },
+    } as const,
+  });
+  const CreditEntryRef = builder.objectRef<CreditEntry>('CreditEntry').implement({
+    description: 'One change of the photo credits; the balance is the sum of them all.',
+    fields: (t) => ({
+      id: t.exposeID('id'),
+      kind: t.field({ type: CreditKind, resolve: (e) => e.kind }),
+      amount: t.exposeInt('amount', { description: 'Negative for a charge.' }),
+      generationId: t.exposeID('generationId', { nullable: true }),
+      reason: t.exposeString('reason', { nullable: true }),
+      createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    }),
+  });
+  const PageInfo = builder.objectRef<{ hasNextPage: boolean; endCursor: string | null }>('PageInfo').implement({
+    fields: (t) => ({
+      hasNextPage: t.exposeBoolean('hasNextPage'),
+      endCursor: t.exposeString('endCursor', { nullable: true }),
+    }),
+  });
+  const CreditEdge = builder.objectRef<{ cursor: string; node: CreditEntry }>('CreditEntryEdge').implement({
+    fields: (t) => ({ cursor: t.exposeString('cursor'), node: t.field({ type: CreditEntryRef, resolve: (e) => e.node }) }),
+  });
+  const CreditConnection = builder
+    .objectRef<{ edges: Array<{ cursor: string; node: CreditEntry }>; pageInfo: { hasNextPage: boolean; endCursor: string | null } }>('CreditEntryConnection')
+    .implement({
+      fields: (t) => ({
+        edges: t.field({ type: [CreditEdge], resolve: (c) => c.edges }),
+        pageInfo: t.field({ type: PageInfo, resolve: (c) => c.pageInfo }),
+      }),
+    });
+  const ApiToken = builder.objectRef<ApiTokenInfo>('ApiToken').implement({
+    description: 'An API token for programs; the token itself is shown once, when it is made.',
+    fields: (t) => ({ id: t.exposeID('id'), name: t.exposeString('name'), createdAt: t.expose('createdAt', { type: 'DateTime' }) }),
+  });
+  const NewApiToken = builder.objectRef<IssuedToken>('NewApiToken').implement({
+    fields: (t) => ({
+      token: t.exposeString('token', { description: 'Send as "Authorization: Bearer <token>". Shown only now: keep it.' }),
+      apiToken: t.field({ type: ApiToken, resolve: (i) => ({ id: i.id, name: i.name, createdAt: i.createdAt }) }),
+    }),
+  });
+  const Notifications = builder.objectRef<NotificationSettings>('NotificationSettings').implement({
+    fields: (t) => ({ imagesReady: t.exposeBoolean('imagesReady', { description: 'A mail when a generation succeeds.' }) }),
+  });
+  const SignUpResult = builder.objectRef<SignUpAnswer>('SignUpResult').implement({
+    description: 'The same whether the address was new or already had an account: the mail tells its owner which.',
+    fields: (t) => ({ email: t.exposeString('email'), message: t.exposeString('message') }),
+  });
+  const SessionRef = builder.objectRef<Session>('Session').implement({
+    fields: (t) => ({
+      token: t.exposeString('token', { description: 'Send as "Authorization: Bearer <token>"; signOut ends it.' }),
+      expiresAt: t.expose('expiresAt', { type: 'DateTime' }),
+      user: t.field({ type: UserRef, resolve: (s) => s.user }),
+    }),
+  });
+
+  builder.objectFields(UserRef, (t) => ({
+    emailVerified: t.boolean({ resolve: (u, _a, ctx) => ctx.accounts.emailVerified(ownAccount(u, ctx)) }),
+    apiTokens: t.field({ type: [ApiToken], description: 'Live API tokens (sessions are not listed).', resolve: (u, _a, ctx) => ctx.accounts.apiTokens(ownAccount(u, ctx)) }),
+    notificationSettings: t.field({ type: Notifications, resolve: (u, _a, ctx) => ctx.accounts.notificationSettings(ownAccount(u, ctx)) }),
+    creditHistory: t.field({
+      type: CreditConnection,
+      description: `Every charge, refund and grant, newest first; at most ${PAGE_SIZE_MAX} per page.`,
+      args: { first: t.arg.int(), after: t.arg.string() },
+      resolve: async (u, args, ctx) => {
+        const page = await ctx.users.creditHistory(ownAccount(u, ctx), pageSize(args.first), decodeCursor('credit', args.after));
+        const edges = page.entries.map((node) => ({ cursor: encodeCursor('credit', node.id), node }));
+        return { edges, pageInfo: { hasNextPage: page.hasNextPage, endCursor: edges.at(-1)?.cursor ?? null } };
+      },
+    }),
+  }));
+
+  builder.mutationFields((t) => ({
+    signUp: t.field({
+      type: SignUpResult,
+      description: 'Makes an account and mails a link that verifies the address; sign in afterwards.',
+      args: { email: t.arg.string({ required: true }), password: t.arg.string({ required: true }) },
+      resolve: (_r, args, ctx) => ctx.accounts.signUp(args.email, args.password),
+    }),
+    verifyEmail: t.field({
+      type: UserRef,
+      description: 'Uses the token from the verification mail (once).',
+      args: { token: t.arg.string({ required: true }) },
+      resolve: (_r, args, ctx) => ctx.accounts.verifyEmail(args.token),
+    }),
+    signIn: t.field({
+      type: SessionRef,
+      args: { email: t.arg.string({ required: true }), password: t.arg.string({ required: true }) },
+      resolve: (_r, args, ctx) => ctx.accounts.signIn(args.email, args.password),
+    }),
+    signOut: t.boolean({
+      description: 'Revokes the token this request was sent with.',
+      resolve: async (_r, _a, ctx) => {
+        requireUser(ctx);
+        if (!ctx.token) throw unauthenticated();
+        await ctx.accounts.signOut(ctx.token);
+        return true;
+      },
+    }),
+    requestPasswordReset: t.boolean({
+      description: 'Mails a reset link if the address has an account; answers true either way.',
+      args: { email: t.arg.string({ required: true }) },
+      resolve: async (_r, args, ctx) => {
+        await ctx.accounts.requestPasswordReset(args.email);
+        return true;
+      },
+    }),
+    resetPassword: t.boolean({
+      description: "Sets a new password with the reset mail's token (once); every session of the account ends.",
+      args: { token: t.arg.string({ required: true }), password: t.arg.string({ required: true }) },
+      resolve: async (_r, args, ctx) => {
+        await ctx.accounts.resetPassword(args.token, args.password);
+        return true;
+      },
+    }),
+    createApiToken: t.field({
+      type: NewApiToken,
+      args: { name: t.arg.string({ required: true }) },
+      resolve: (_r, args, ctx) => ctx.accounts.createApiToken(requireUser(ctx).id, args.name),
+    }),
+    revokeApiToken: t.boolean({
+      description: "True if it was one of the caller's live API tokens.",
+      args: { id: t.arg.id({ required: true }) },
+      resolve: (_r, args, ctx) => ctx.accounts.revokeApiToken(requireUser(ctx).id, String(args.id)),
+    }),
+    updateNotificationSettings: t.field({
+      type: Notifications,
+      args: { imagesReady: t.arg.boolean() },
+      resolve: (_r, args, ctx) => ctx.accounts.updateNotificationSettings(requireUser(ctx).id, { imagesReady: args.imagesReady ?? undefined }),
+    }),
+    grantPhotoCredits: t.field({
+      type: UserRef,
+      description: 'Admins only: adds (or, negative, takes) photo credits, booked in the ledger with the reason.',
+      args: { userId: t.arg.id({ required: true }), amount: t.arg.int({ required: true }), reason: t.arg.string({ required: true }) },
+      resolve: (_r, args, ctx) => ctx.users.grantCredits(requireUser(ctx), String(args.userId), args.amount, args.reason),
+    }),
+  }));
+}
