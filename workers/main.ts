@@ -9,14 +9,15 @@ import { createDb } from '../src/db/knex';
 import { createLogger } from '../src/logger';
 import { parseFlags } from '../src/main/cli';
 import { closeOnSignals, exitOnStartupError } from '../src/main/lifecycle';
-import { LocalFolderStorage } from '../src/storage/localFolder';
+import { createObjectStorage } from '../src/storage/fromConfig';
 import { createWorker } from './worker';
 
 const USAGE = `usage: npm run worker -- [--queues=high_priority,normal_priority,low_priority] [--concurrency=2]
 
 Consumes the named queues (default WORKER_QUEUES, all three) with this many generation slots
 (default WORKER_CONCURRENCY, alias CELERY_WORKER_CONCURRENCY, 2). Needs DATABASE_URL (or
-APP_DATABASE_URL), REDIS_URL and APP_SD_API_URL; SIGTERM or Ctrl-C lets running jobs finish
+APP_DATABASE_URL), REDIS_URL and APP_SD_API_URL; writes images to S3 when S3_* is set, else to
+STORAGE_DIR; SIGTERM or Ctrl-C lets running jobs finish
 (up to WORKER_SHUTDOWN_TIMEOUT_MS) and exits.`;
 
 async function main() {
@@ -36,17 +37,20 @@ async function main() {
     await db.destroy();
     throw err;
   }
-  const worker = createWorker({ config, db, log, sdUrl, storage: new LocalFolderStorage(config.storage.dir, config.http.publicUrl) });
+  const storage = createObjectStorage(config);
+  const worker = createWorker({ config, db, log, sdUrl, storage });
   try {
     await worker.start();
   } catch (err) {
     // Whatever it opened is closed before the process says why it could not start.
     await worker.close();
+    storage.close?.();
     await db.destroy();
     throw err;
   }
   closeOnSignals(async () => {
     await worker.close();
+    storage.close?.();
     await db.destroy();
   }, log);
 }

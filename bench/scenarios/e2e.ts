@@ -44,6 +44,7 @@ export const scenario: Scenario = {
       PORT: String(port),
       PUBLIC_URL: `http://127.0.0.1:${port}`,
       STORAGE_DIR: storageDir,
+      FILES_URL_SECRET: randomBytes(32).toString('hex'),
       WORKER_CONCURRENCY: '2',
       POSTPROCESS_THREADS: '2',
     };

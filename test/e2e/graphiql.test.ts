@@ -49,7 +49,7 @@ describe('GraphiQL in a browser', () => {
       config: stack.config,
       db: stack.tdb.db,
       log: createLogger('silent'),
-      localFilesDir: stack.config.storage.dir,
+      imageUrls: stack.imageUrls,
       graphiql: graphiqlExamples(token),
     });
     url = await api.listen(await freePort(), '127.0.0.1');

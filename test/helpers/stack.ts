@@ -14,7 +14,8 @@ import { loadConfig, type Config } from '../../src/config';
 import { createLogger } from '../../src/logger';
 import { freePort } from '../../src/main/freePort';
 import { createSdSimulator, type SdSimulator, type SimulatorOptions } from '../../src/sd/simulator/index';
-import { LocalFolderStorage } from '../../src/storage/localFolder';
+import { createImageUrls, createObjectStorage } from '../../src/storage/fromConfig';
+import type { ImageUrls, ObjectStorage } from '../../src/storage/storage';
 import { createWorker, type Worker } from '../../workers/worker';
 import { PROCESS_START_MS } from './budgets';
 import { createTestDatabase, type TestDatabase } from './database';
@@ -24,6 +25,7 @@ export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379/0
 export { freePort };
 
 export interface StackOptions {
+  /** Overrides of the stack's environment (e.g. the S3_* of a test S3 server: the local folder without them). */
   env?: Record<string, string>;
   simulator?: SimulatorOptions;
   /** Start no worker (tests of queued states). */
@@ -38,6 +40,9 @@ export interface Stack {
   sim: SdSimulator;
   redis: Redis;
   api: ApiServer;
+  /** What the worker writes to, and what the API signs URLs with (as the configuration chose). */
+  storage: ObjectStorage;
+  imageUrls: ImageUrls;
   worker: Worker | null;
   /** Starts the worker later (for stacks started with `worker: false`). */
   startWorker(): Promise<Worker>;
@@ -96,6 +101,7 @@ async function start(
     PORT: String(port),
     PUBLIC_URL: `http://127.0.0.1:${port}`,
     STORAGE_DIR: storageDir,
+    FILES_URL_SECRET: randomBytes(32).toString('hex'),
     SD_PROGRESS_INTERVAL_MS: '20',
     SD_PREVIEW_INTERVAL_MS: '0',
     TASK_RETRY_DELAY_S: '0.05',
@@ -105,7 +111,10 @@ async function start(
   };
   const config = loadConfig(env);
   const log = createLogger(config.logLevel, 'test');
-  const storage = new LocalFolderStorage(config.storage.dir, config.http.publicUrl);
+  const storage = createObjectStorage(config);
+  cleanups.push(() => storage.close?.());
+  const imageUrls = createImageUrls(config);
+  cleanups.push(() => imageUrls.close?.());
   const redis = new Redis(REDIS_URL);
   cleanups.push(async () => {
     const keys = await redis.keys(`${env.REDIS_PREFIX}:*`);
@@ -124,7 +133,7 @@ async function start(
   let worker: Worker | null = null;
   cleanups.push(() => worker?.close());
   if (opts.worker !== false) worker = await newWorker();
-  const api = await createApiServer({ config, db: tdb.db, log, localFilesDir: config.storage.dir });
+  const api = await createApiServer({ config, db: tdb.db, log, imageUrls });
   cleanups.push(() => api.close());
   const baseUrl = await api.listen(port, '127.0.0.1');
 
@@ -136,6 +145,8 @@ async function start(
     sim,
     redis,
     api,
+    storage,
+    imageUrls,
     get worker() {
       return worker;
     },
