@@ -48,6 +48,11 @@ export interface Stack {
   startWorker(): Promise<Worker>;
   createUser(credits: number, email?: string): Promise<{ userId: string; token: string }>;
   credits(userId: string): Promise<number>;
+  /**
+   * Starts another API in this process on the same Redis and Postgres, with some settings changed
+   * (e.g. a short IMAGE_URL_TTL_S); it builds its image URLs from its own config. Closed by close().
+   */
+  startApi(env: Record<string, string>): Promise<{ baseUrl: string; config: Config }>;
   /** Starts another API process (a real `node` child) against the same Redis and Postgres. */
   spawnApi(): Promise<{ baseUrl: string; stop(): Promise<void> }>;
   close(): Promise<void>;
@@ -160,6 +165,12 @@ async function start(
     async credits(userId) {
       const row = await tdb.db('users').where({ id: userId }).first<{ photo_credits: number }>('photo_credits');
       return row?.photo_credits ?? -1;
+    },
+    async startApi(overrides) {
+      const other = loadConfig({ ...env, PORT: '0', ...overrides });
+      const more = await createApiServer({ config: other, db: tdb.db, log });
+      cleanups.push(() => more.close());
+      return { baseUrl: await more.listen(0, '127.0.0.1'), config: other };
     },
     async spawnApi() {
       const p = await freePort();
