@@ -24,9 +24,9 @@ export function createS3Client(s: S3Settings): S3Client {
     region: s.region,
     credentials: { accessKeyId: s.accessKeyId, secretAccessKey: s.secretAccessKey },
     forcePathStyle: s.forcePathStyle,
-    // The SDK's defaults (WHEN_SUPPORTED) send a streamed body with aws-chunked framing and CRC
-    // trailers; stores that do not speak it (s3rver, older MinIO and others) keep the framing as part
-    // of the object, silently. Checksums only where the API requires them.
+    // The SDK's defaults (WHEN_SUPPORTED) add CRC32 checksums to every upload and send a streamed
+    // body in aws-chunked framing; stores that do not speak it (s3rver, older MinIO and others) keep
+    // the framing as part of the object, silently. Checksums only where the S3 API requires them.
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
   });

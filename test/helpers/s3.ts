@@ -6,7 +6,7 @@
  * from a single PUT.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
-import type { IncomingMessage, Server } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -22,7 +22,7 @@ export interface TestS3 {
   env: Record<string, string>;
   requests: string[];
   /** Calls `listener` with each request as it arrives. */
-  onRequest(listener: (methodAndUrl: string) => void): void;
+  onRequest(listener: (methodAndUrl: string, headers: IncomingHttpHeaders) => void): void;
   close(): Promise<void>;
 }
 
@@ -39,7 +39,8 @@ export async function startTestS3(bucket = 'images'): Promise<TestS3> {
   const requests: string[] = [];
   // s3rver keeps its HTTP server as `httpServer` once running (not in its type declarations).
   const http = (server as unknown as { httpServer: Server }).httpServer;
-  const onRequest = (listener: (methodAndUrl: string) => void) => http.on('request', (req: IncomingMessage) => listener(`${req.method} ${req.url}`));
+  const onRequest = (listener: (methodAndUrl: string, headers: IncomingHttpHeaders) => void) =>
+    http.on('request', (req: IncomingMessage) => listener(`${req.method} ${req.url}`, req.headers));
   onRequest((r) => requests.push(r));
   const endpoint = `http://127.0.0.1:${address.port}`;
   return {

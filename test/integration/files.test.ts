@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { progressKey } from '../../src/progress/event';
 import { WAIT_MS } from '../helpers/budgets';
 import { gql } from '../helpers/graphql';
 import { startStack, type Stack } from '../helpers/stack';
@@ -66,6 +67,18 @@ describe('local files behind signed URLs', () => {
     expect(await status(await stack.imageUrls.url(`generations/${randomUUID()}/0.webp`))).toBe(404);
     // The path checks come first, as before: nothing outside the folder, signed or not.
     expect(await status(`${url.origin}/files/..%2f..%2fetc%2fpasswd${url.search}`)).toBe(404);
+  });
+
+  it('a snapshot published before URLs were made per answer (URLs, no keys) is answered from Postgres', async () => {
+    const key = progressKey(stack.config.redis.prefix, id);
+    const snapshot = JSON.parse((await stack.redis.hget(key, 'data'))!) as { images: Array<Record<string, unknown>> };
+    snapshot.images = snapshot.images.map(({ key: _k, thumbnailKey: _t, ...rest }) => ({ ...rest, url: `${url.origin}${url.pathname}`, thumbnailUrl: 'old' }));
+    await stack.redis.hset(key, 'data', JSON.stringify(snapshot));
+    const q = await gql(stack.baseUrl, GenerationDoc, { id }, token);
+    expect(q.errors).toBeUndefined();
+    const again = new URL(q.data!.generation!.images[0]!.url);
+    expect(again.pathname).toBe(url.pathname);
+    expect(await status(again)).toBe(200);
   });
 
   it('a link stops working after IMAGE_URL_TTL_S (403), while a longer-lived one for the same file still works', async () => {
