@@ -1,8 +1,9 @@
 /**
  * Builds the HTTP server of the API: GraphQL and GraphiQL at /graphql (subscriptions over SSE),
- * the local image files at /files/ (signed, expiring URLs only), and /health. Building opens the API's Redis connections and
- * reads the samplers list (closing the connections again if that fails); `listen()` starts
- * serving, and `close()` (safe to call twice) stops intake, ends open streams and closes what it opened.
+ * the local image files at /files/ (signed, expiring URLs only), and /health. Building opens the
+ * API's Redis connections and reads the samplers list (closing the connections again if that
+ * fails); `listen()` starts serving, and `close()` (safe to call twice) stops intake, ends open
+ * streams and closes what it opened.
  */
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -64,8 +65,10 @@ const sseHeaders: Plugin = {
 export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   const { config, db, log } = opts;
   // First: a missing FILES_URL_SECRET stops the API before it opens anything.
-  const ownImageUrls = opts.imageUrls ? null : createImageUrls(config);
-  const imageUrls = opts.imageUrls ?? ownImageUrls!;
+  const imageUrls = opts.imageUrls ?? createImageUrls(config);
+  const closeOwnImageUrls = () => {
+    if (!opts.imageUrls) imageUrls.close?.();
+  };
   const redis = openRedis(config.redis.url, 'api', log);
   const subscriber = openRedis(config.redis.url, 'api-subscriber', log);
   const producer = new JobProducer(config, log);
@@ -76,7 +79,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     await samplers.start();
   } catch (err) {
     await Promise.allSettled([producer.close(), closeRedis(subscriber), closeRedis(redis)]);
-    ownImageUrls?.close?.();
+    closeOwnImageUrls();
     throw err;
   }
   const auth = new TokenAuthenticator(db, {
@@ -185,7 +188,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
         });
         samplers.close();
         await Promise.allSettled([producer.close(), closeRedis(subscriber), closeRedis(redis)]);
-        ownImageUrls?.close?.();
+        closeOwnImageUrls();
       })();
       return closing;
     },

@@ -1,5 +1,5 @@
 /** `npm run api`: the production API. Needs Redis and Postgres; fails fast naming what is missing. */
-import { createApiServer } from '../api/server';
+import { createApiServer, type ApiServer } from '../api/server';
 import { loadConfig, requireSetting } from '../config';
 import { assertSchemaCurrent } from '../db/migrate';
 import { createDb, describeTarget } from '../db/knex';
@@ -23,7 +23,7 @@ async function main() {
   const imageUrls = createImageUrls(config);
   const target = { kind: 'postgres' as const, url, poolMax: config.database.poolMax };
   const db = await createDb(target);
-  let api: Awaited<ReturnType<typeof createApiServer>>;
+  let api: ApiServer;
   try {
     await assertSchemaCurrent(db);
     api = await createApiServer({ config, db, log, imageUrls });
