@@ -13,6 +13,13 @@ import { DEFAULT_STEP_MS } from './sd/simulator/defaults';
 export const QUEUE_NAMES = ['high_priority', 'normal_priority', 'low_priority'] as const;
 export type QueueName = (typeof QUEUE_NAMES)[number];
 
+/** HMAC keys shorter than this are refused: a guessable key forges every file URL. */
+const FILES_URL_SECRET_MIN_LENGTH = 32;
+/** S3 refuses multipart parts below 5 MiB (all but the last). */
+const S3_MIN_PART_BYTES = 5 * 1024 * 1024;
+/** What S3 storage needs; setting some of them but not all is an error, none means the local folder. */
+const S3_REQUIRED = ['S3_ENDPOINT', 'S3_REGION', 'S3_BUCKET', 'S3_ACCESS_KEY_ID', 'S3_SECRET_ACCESS_KEY'] as const;
+
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
@@ -121,6 +128,26 @@ const envSchema = z.object({
   BATCH_SIZE_MAX: int(4, 1, 64),
 
   STORAGE_DIR: z.string().trim().min(1).default('.data/files'),
+  /**
+   * Signs the local folder's file URLs (HMAC-SHA256 over key and expiry). Required by `npm run api`
+   * when no S3 storage is configured, the same on every API process; dev keeps its own in .data/.
+   */
+  FILES_URL_SECRET: optionalString.pipe(z.string().min(FILES_URL_SECRET_MIN_LENGTH, `must be at least ${FILES_URL_SECRET_MIN_LENGTH} characters (e.g. openssl rand -hex 32)`).optional()),
+  /** How long an image URL handed to a client works, from the answer that carries it (S3 presigning allows up to 7 days). */
+  IMAGE_URL_TTL_S: int(3600, 1, 604_800),
+
+  /** S3-compatible object storage: all of endpoint, region, bucket and keys, or none (the local folder). */
+  S3_ENDPOINT: optionalString.pipe(url(['http:', 'https:']).optional()),
+  S3_REGION: optionalString,
+  S3_BUCKET: optionalString,
+  S3_ACCESS_KEY_ID: optionalString,
+  S3_SECRET_ACCESS_KEY: optionalString,
+  /** `http://endpoint/bucket/key` instead of `http://bucket.endpoint/key` (MinIO and most self-hosted stores). */
+  S3_FORCE_PATH_STYLE: z.preprocess(blankToUndefined, z.enum(['true', 'false', '1', '0']).default('false')).transform((v) => v === 'true' || v === '1'),
+  /** Permanent image URLs under this base (a CDN or a public bucket) instead of presigned, expiring ones. */
+  S3_PUBLIC_BASE_URL: optionalString.pipe(url(['http:', 'https:']).optional()),
+  /** Objects larger than this go up in parts of this size (S3's smallest part is 5 MiB). */
+  S3_MULTIPART_THRESHOLD_BYTES: int(8 * 1024 * 1024, S3_MIN_PART_BYTES, 5 * 1024 * 1024 * 1024),
 
   /**
    * How long an API process trusts a token it has checked, without asking Postgres again; 0 checks
@@ -159,7 +186,33 @@ export function envDefaults(): Record<string, unknown> {
   return envSchema.parse({});
 }
 
-function buildConfig(e: z.infer<typeof envSchema>) {
+/**
+ * S3 settings when any S3_* variable is set (then every required one must be), else undefined: the
+ * local folder. A half-configured store fails here rather than falling back to the local folder.
+ */
+function s3Settings(e: z.infer<typeof envSchema>, env: Env) {
+  const set = ENV_VARIABLES.filter((n) => n.startsWith('S3_') && blankToUndefined(env[n]) !== undefined);
+  if (set.length === 0) return undefined;
+  const missing = S3_REQUIRED.filter((n) => e[n] === undefined);
+  if (missing.length > 0) {
+    throw new ConfigError(
+      `${missing.join(', ')} ${missing.length === 1 ? 'is' : 'are'} not set, but ${set.join(', ')} ${set.length === 1 ? 'is' : 'are'}: ` +
+        `S3 storage needs all of ${S3_REQUIRED.join(', ')} (or none of the S3_* settings, for the local folder).`,
+    );
+  }
+  return {
+    endpoint: e.S3_ENDPOINT!.replace(/\/+$/, ''),
+    region: e.S3_REGION!,
+    bucket: e.S3_BUCKET!,
+    accessKeyId: e.S3_ACCESS_KEY_ID!,
+    secretAccessKey: e.S3_SECRET_ACCESS_KEY!,
+    forcePathStyle: e.S3_FORCE_PATH_STYLE,
+    publicBaseUrl: e.S3_PUBLIC_BASE_URL?.replace(/\/+$/, ''),
+    multipartThresholdBytes: e.S3_MULTIPART_THRESHOLD_BYTES,
+  };
+}
+
+function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
   const concurrency = e.WORKER_CONCURRENCY ?? e.CELERY_WORKER_CONCURRENCY ?? 2;
   const queues = e.WORKER_QUEUES.split(',').map((q) => q.trim()).filter(Boolean);
   for (const q of queues) {
@@ -220,7 +273,12 @@ function buildConfig(e: z.infer<typeof envSchema>) {
       cfgScaleMax: e.CFG_SCALE_MAX,
       batchSizeMax: e.BATCH_SIZE_MAX,
     },
-    storage: { dir: e.STORAGE_DIR },
+    storage: {
+      dir: e.STORAGE_DIR,
+      filesUrlSecret: e.FILES_URL_SECRET,
+      urlTtlS: e.IMAGE_URL_TTL_S,
+      s3: s3Settings(e, env),
+    },
     accounts: {
       signupCredits: e.SIGNUP_PHOTO_CREDITS,
       emailVerificationRequired: e.EMAIL_VERIFICATION_REQUIRED,
@@ -263,7 +321,7 @@ export function loadConfig(env: Env = process.env): Config {
     });
     throw new ConfigError(`Invalid configuration; set these environment variables:\n${lines.join('\n')}`);
   }
-  return deepFreeze(buildConfig(parsed.data));
+  return deepFreeze(buildConfig(parsed.data, env));
 }
 
 /** For `npm run api` / `npm run worker`: production entries need their real services named. */

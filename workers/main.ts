@@ -10,7 +10,7 @@ import { JOB_QUEUES } from '../src/jobs/registry';
 import { createLogger } from '../src/logger';
 import { parseFlags } from '../src/main/cli';
 import { closeOnSignals, exitOnStartupError } from '../src/main/lifecycle';
-import { LocalFolderStorage } from '../src/storage/localFolder';
+import { createObjectStorage } from '../src/storage/fromConfig';
 import { createWorker } from './worker';
 
 const USAGE = `usage: npm run worker -- [--queues=high_priority,normal_priority,low_priority] [--concurrency=2]
@@ -18,7 +18,8 @@ const USAGE = `usage: npm run worker -- [--queues=high_priority,normal_priority,
 Consumes the named queues (default WORKER_QUEUES, all three) with this many generation slots
 (default WORKER_CONCURRENCY, alias CELERY_WORKER_CONCURRENCY, 2). Needs DATABASE_URL (or
 APP_DATABASE_URL), REDIS_URL and APP_SD_API_URL, and in production SMTP_URL when it consumes
-low_priority (mail); SIGTERM or Ctrl-C lets running jobs finish
+low_priority (mail); writes images to S3 when S3_* is set, else to STORAGE_DIR; SIGTERM or Ctrl-C
+lets running jobs finish
 (up to WORKER_SHUTDOWN_TIMEOUT_MS) and exits.`;
 
 async function main() {
@@ -42,17 +43,20 @@ async function main() {
     await db.destroy();
     throw err;
   }
-  const worker = createWorker({ config, db, log, sdUrl, storage: new LocalFolderStorage(config.storage.dir, config.http.publicUrl) });
+  const storage = createObjectStorage(config);
+  const worker = createWorker({ config, db, log, sdUrl, storage });
   try {
     await worker.start();
   } catch (err) {
     // Whatever it opened is closed before the process says why it could not start.
     await worker.close();
+    storage.close?.();
     await db.destroy();
     throw err;
   }
   closeOnSignals(async () => {
     await worker.close();
+    storage.close?.();
     await db.destroy();
   }, log);
 }

@@ -12,6 +12,7 @@ import { createUserWithToken } from '../../src/auth/tokens';
 import { createSdSimulator, type TaskTiming } from '../../src/sd/simulator/index';
 import { createTestDatabase } from '../../test/helpers/database';
 import { gql, subscribe } from '../../test/helpers/graphql';
+import { startSmtp } from '../../test/helpers/smtp';
 import { freePort, waitForHealth } from '../../test/helpers/stack';
 import { GenerateDoc, ProgressDoc } from '../../test/integration/documents';
 import { forkTs } from '../lib/processes';
@@ -33,6 +34,8 @@ export const scenario: Scenario = {
     const storageDir = await mkdtemp(path.join(os.tmpdir(), 'sdjobs-bench-'));
     const port = await freePort();
     const prefix = `bench${randomBytes(4).toString('hex')}`;
+    // A production worker sends mail (the "images ready" mail of every generation): to a sink here.
+    const smtp = await startSmtp();
     const env = {
       NODE_ENV: 'production',
       LOG_LEVEL: 'warn',
@@ -44,6 +47,8 @@ export const scenario: Scenario = {
       PORT: String(port),
       PUBLIC_URL: `http://127.0.0.1:${port}`,
       STORAGE_DIR: storageDir,
+      FILES_URL_SECRET: randomBytes(32).toString('hex'),
+      SMTP_URL: smtp.url,
       WORKER_CONCURRENCY: '2',
       POSTPROCESS_THREADS: '2',
     };
@@ -53,6 +58,14 @@ export const scenario: Scenario = {
     const perGeneration: Array<{ totalMs: number; sdMs: number }> = [];
     let failed = 0;
     const runs: Array<{ label: string; clients: number; count: number; wallSeconds: number; results: typeof perGeneration }> = [];
+    // A process that exits (a configuration the entries refuse) fails the scenario at once instead
+    // of leaving its generations waiting for the test's timeout.
+    const died = new Promise<never>((_, reject) => {
+      for (const [name, p] of [['api', api], ['worker', worker]] as const) {
+        p.child.once('exit', (code) => reject(new Error(`e2e bench: the ${name} process exited (${code}) while generations ran`)));
+      }
+    });
+    died.catch(() => undefined);
     try {
       await waitForHealth(baseUrl, 30_000, () => api.child.exitCode === null);
       const { token } = await createUserWithToken(tdb.db, { email: 'bench@example.com', credits: total * 2 + 10 });
@@ -72,17 +85,20 @@ export const scenario: Scenario = {
         perGeneration.push({ totalMs: done - sent, sdMs: sd ? sd.answeredAt - sd.receivedAt : Number.NaN });
       };
       // One warm-up generation: thread start-up and first connections are not what we measure.
-      await one(-1);
+      await Promise.race([died, one(-1)]);
       const batch = async (label: string, count: number, clients: number) => {
         perGeneration.length = 0;
         ctx.log(`  ${count} generations, ${clients} in flight`);
         const started = nowMs();
         let next = 0;
-        await Promise.all(
-          Array.from({ length: clients }, async () => {
-            while (next < count) await one(next++);
-          }),
-        );
+        await Promise.race([
+          died,
+          Promise.all(
+            Array.from({ length: clients }, async () => {
+              while (next < count) await one(next++);
+            }),
+          ),
+        ]);
         runs.push({ label, clients, count, wallSeconds: (nowMs() - started) / 1000, results: [...perGeneration] });
       };
       await batch(`${total} generations, ${inFlight} clients at once (throughput)`, total, inFlight);
@@ -91,6 +107,7 @@ export const scenario: Scenario = {
       await worker.stop(15_000);
       await api.stop();
       await sim.close();
+      await smtp.close();
       const redis = new Redis(ctx.redisUrl);
       const keys = await redis.keys(`${prefix}:*`);
       if (keys.length) await redis.del(...keys);

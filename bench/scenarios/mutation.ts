@@ -115,6 +115,7 @@ export async function runMutationScenario(ctx: BenchContext): Promise<ScenarioRe
       DATABASE_URL: tdb.url,
       HOST: '127.0.0.1',
       PORT: '0',
+      FILES_URL_SECRET: randomBytes(32).toString('hex'),
     };
     const profile = process.env.BENCH_MUTATION_CPU_PROFILE;
     const own = await start('own', './mutation/api.child.ts', {

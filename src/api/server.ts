@@ -1,8 +1,9 @@
 /**
  * Builds the HTTP server of the API: GraphQL and GraphiQL at /graphql (subscriptions over SSE),
- * the local image files at /files/, the pages account mails link to (/account/), and /health. Building opens the API's Redis connections and
- * reads the samplers list (closing the connections again if that fails); `listen()` starts
- * serving, and `close()` (safe to call twice) stops intake, ends open streams and closes what it opened.
+ * the local image files at /files/ (signed, expiring URLs only), the pages account mails link to
+ * (/account/), and /health. Building opens the API's Redis connections and reads the samplers list
+ * (closing the connections again if that fails); `listen()` starts serving, and `close()` (safe to
+ * call twice) stops intake, ends open streams and closes what it opened.
  */
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -25,8 +26,11 @@ import { ProgressHub } from '../progress/hub';
 import { ProgressPublisher } from '../progress/publisher';
 import { closeRedis, openRedis } from '../redis';
 import { buildSchema, type SchemaContext } from '../schema/index';
+import { createImageUrls } from '../storage/fromConfig';
+import { FILES_PATH, LocalFileUrls } from '../storage/localFileUrls';
 import { resolveKey } from '../storage/localFolder';
 import { handleAccountPage } from './accountPages';
+import { privateCacheControl, type ImageUrls } from '../storage/storage';
 import { GRAPHIQL_ASSETS_PATH, readGraphiQLAsset, renderLocalGraphiQL } from './graphiql';
 import { domainErrorOf, toGraphQLError } from './graphqlErrors';
 
@@ -34,8 +38,12 @@ export interface ApiOptions {
   config: Config;
   db: Knex;
   log: Logger;
-  /** Serve files of the local-folder storage from this folder at /files/ (the embedded default). */
-  localFilesDir?: string;
+  /**
+   * Makes the image URLs of each answer. With the local folder's signed URLs (the embedded default)
+   * the API also serves those files at /files/, checking each signature. The caller owns it; when
+   * not given, the server builds it from the config (createImageUrls) and closes it itself.
+   */
+  imageUrls?: ImageUrls;
   /** GraphiQL's options: dev mode opens it with the example tabs and the demo user's token (graphiqlExamples). */
   graphiql?: GraphiQLOptions;
 }
@@ -58,6 +66,11 @@ const sseHeaders: Plugin = {
 
 export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   const { config, db, log } = opts;
+  // First: a missing FILES_URL_SECRET stops the API before it opens anything.
+  const imageUrls = opts.imageUrls ?? createImageUrls(config);
+  const closeOwnImageUrls = () => {
+    if (!opts.imageUrls) imageUrls.close?.();
+  };
   const redis = openRedis(config.redis.url, 'api', log);
   const subscriber = openRedis(config.redis.url, 'api-subscriber', log);
   const producer = new JobProducer(config, log);
@@ -68,6 +81,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     await samplers.start();
   } catch (err) {
     await Promise.allSettled([producer.close(), closeRedis(subscriber), closeRedis(redis)]);
+    closeOwnImageUrls();
     throw err;
   }
   const auth = new TokenAuthenticator(db, {
@@ -129,12 +143,14 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
         generations,
         accounts,
         users,
+        imageUrls,
         log,
         progressMemo: new Map(),
       };
     },
   });
 
+  const localFiles = imageUrls instanceof LocalFileUrls ? imageUrls : null;
   const server = http.createServer((req, res) => {
     const url = req.url ?? '/';
     if (req.method === 'GET' && url === '/health') {
@@ -144,8 +160,8 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
       );
       return;
     }
-    if (req.method === 'GET' && url.startsWith('/files/') && opts.localFilesDir) {
-      void serveFile(opts.localFilesDir, url.slice('/files/'.length), res);
+    if (req.method === 'GET' && url.startsWith(FILES_PATH) && localFiles) {
+      void serveFile(localFiles, url.slice(FILES_PATH.length), res);
       return;
     }
     if (req.method === 'GET' && url.startsWith(GRAPHIQL_ASSETS_PATH)) {
@@ -185,6 +201,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
         });
         samplers.close();
         await Promise.allSettled([producer.close(), closeRedis(subscriber), closeRedis(redis)]);
+        closeOwnImageUrls();
       })();
       return closing;
     },
@@ -200,21 +217,28 @@ function sendJson(res: http.ServerResponse, status: number, body: unknown) {
   res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
 }
 
-async function serveFile(root: string, key: string, res: http.ServerResponse) {
+async function serveFile(files: LocalFileUrls, pathAndQuery: string, res: http.ServerResponse) {
+  const queryAt = pathAndQuery.indexOf('?');
+  const rawKey = queryAt === -1 ? pathAndQuery : pathAndQuery.slice(0, queryAt);
   let decoded: string;
   try {
-    decoded = decodeURIComponent(key.split('?')[0] ?? '');
+    decoded = decodeURIComponent(rawKey);
   } catch {
     return sendJson(res, 400, { error: 'malformed path' });
   }
-  const file = resolveKey(root, decoded);
-  const info = file ? await stat(file).catch(() => null) : null;
-  if (!file || !info?.isFile()) return sendJson(res, 404, { error: 'not found' });
+  const file = resolveKey(files.root, decoded);
+  if (!file) return sendJson(res, 404, { error: 'not found' });
+  // The signature before the file system: an unsigned request learns nothing, not even whether a file exists.
+  const check = files.check(decoded, new URLSearchParams(queryAt === -1 ? '' : pathAndQuery.slice(queryAt + 1)));
+  if (!check.ok) return sendJson(res, 403, { error: check.reason === 'expired' ? 'this link has expired' : 'this link is not valid' });
+  const info = await stat(file).catch(() => null);
+  if (!info?.isFile()) return sendJson(res, 404, { error: 'not found' });
   res.writeHead(200, {
     'content-type': file.endsWith('.webp') ? 'image/webp' : 'application/octet-stream',
     'content-length': info.size,
-    // Keys never change content: a generation's files are written once.
-    'cache-control': 'public, max-age=31536000, immutable',
+    // Keys never change content, but the link dies: private (no shared cache serves it past its
+    // expiry), and a browser keeps it no longer than the link lives.
+    'cache-control': privateCacheControl(check.secondsLeft),
   });
   // pipeline, not pipe: a client that hangs up mid-file closes the file too, and a read error ends
   // the response instead of crashing the process.

@@ -18,12 +18,11 @@ export interface StagedImage {
   sha256: string;
 }
 
+/** An image as recorded: its storage keys, not URLs (the API signs URLs per answer). */
 export interface StoredImage {
   index: number;
   storageKey: string;
   thumbnailKey: string;
-  url: string;
-  thumbnailUrl: string;
   width: number;
   height: number;
   blurhash: string;
@@ -126,8 +125,6 @@ export async function completeGeneration(
           index: i.index,
           storage_key: i.storageKey,
           thumbnail_key: i.thumbnailKey,
-          url: i.url,
-          thumbnail_url: i.thumbnailUrl,
           width: i.width,
           height: i.height,
           blurhash: i.blurhash,
@@ -151,8 +148,8 @@ export async function loadGenerationImages(db: Knex, generationId: string): Prom
 
 function toProgressImage(r: Record<string, unknown>): ProgressImage {
   return {
-    url: r.url as string,
-    thumbnailUrl: r.thumbnail_url as string,
+    key: r.storage_key as string,
+    thumbnailKey: r.thumbnail_key as string,
     width: r.width as number,
     height: r.height as number,
     blurhash: r.blurhash as string,

@@ -89,7 +89,9 @@ export class GenerationService {
   /** The current state: the Redis snapshot while it lives, else what Postgres recorded. */
   async currentProgress(id: string): Promise<ProgressEvent | null> {
     const snapshot = await this.deps.publisher.read(id);
-    if (snapshot) return snapshot;
+    // A snapshot published before image URLs were made per answer carries URLs instead of storage
+    // keys (until it expires after RESULT_EXPIRES_S); Postgres has the keys.
+    if (snapshot && snapshot.images.every((i) => typeof i.key === 'string')) return snapshot;
     const row = await findGeneration(this.deps.db, id);
     if (!row) return null;
     return this.withQueuePosition(await progressFromRow(this.deps.db, row));

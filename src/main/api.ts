@@ -1,16 +1,18 @@
 /** `npm run api`: the production API. Needs Redis and Postgres; fails fast naming what is missing. */
-import { createApiServer } from '../api/server';
+import { createApiServer, type ApiServer } from '../api/server';
 import { loadConfig, requireSetting } from '../config';
 import { assertSchemaCurrent } from '../db/migrate';
 import { createDb, describeTarget } from '../db/knex';
 import { createLogger } from '../logger';
+import { createImageUrls } from '../storage/fromConfig';
 import { parseFlags } from './cli';
 import { closeOnSignals, exitOnStartupError } from './lifecycle';
 
 const USAGE = `usage: npm run api
 
 The production API: GraphQL and GraphiQL at /graphql (subscriptions over SSE), /health.
-Needs DATABASE_URL (or APP_DATABASE_URL) and REDIS_URL; listens on HOST:PORT (0.0.0.0:4000).
+Needs DATABASE_URL (or APP_DATABASE_URL) and REDIS_URL, and S3_* for object storage or
+FILES_URL_SECRET for the local folder's signed URLs; listens on HOST:PORT (0.0.0.0:4000).
 Every setting is an environment variable (see the README's Configuration).`;
 
 async function main() {
@@ -18,19 +20,23 @@ async function main() {
   const config = loadConfig();
   const log = createLogger(config.logLevel, 'api');
   const url = requireSetting(config.database.url, 'DATABASE_URL', 'the API needs Postgres (or APP_DATABASE_URL); `npm run dev` runs without one');
+  const imageUrls = createImageUrls(config);
   const target = { kind: 'postgres' as const, url, poolMax: config.database.poolMax };
   const db = await createDb(target);
+  let api: ApiServer;
   try {
     await assertSchemaCurrent(db);
+    api = await createApiServer({ config, db, log, imageUrls });
   } catch (err) {
+    imageUrls.close?.();
     await db.destroy();
     throw err;
   }
-  const api = await createApiServer({ config, db, log, localFilesDir: config.storage.dir });
   const address = await api.listen();
   log.info({ address, database: describeTarget(target), redis: config.redis.url.replace(/\/\/.*@/, '//***@') }, `GraphQL at ${config.http.publicUrl}/graphql`);
   closeOnSignals(async () => {
     await api.close();
+    imageUrls.close?.();
     await db.destroy();
   }, log);
 }

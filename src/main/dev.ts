@@ -1,11 +1,13 @@
 /**
  * `npm run dev`: the API and a worker in one process, with embedded stand-ins for whatever is not
  * configured: a private redis-server when REDIS_URL does not answer, PGlite when no DATABASE_URL,
- * the A1111 simulator when no APP_SD_API_URL, files in a local folder. Prints a demo token and a
- * ready GraphiQL link.
+ * the A1111 simulator when no APP_SD_API_URL, files in a local folder (served through signed URLs,
+ * with a secret kept in .data/ unless FILES_URL_SECRET is set) when no S3_*. Prints a demo token and
+ * a ready GraphiQL link.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { graphiqlExamples } from '../api/graphiqlExamples';
@@ -16,11 +18,11 @@ import { describeTarget, type DatabaseTarget, type Db } from '../db/knex';
 import { migrateLatest } from '../db/migrate';
 import { createLogger, type Logger } from '../logger';
 import { createSdSimulator, DEFAULT_STEP_MS } from '../sd/simulator/index';
-import { LocalFolderStorage } from '../storage/localFolder';
+import { createImageUrls, createObjectStorage } from '../storage/fromConfig';
 import { createWorker } from '../../workers/worker';
 import { parseFlags } from './cli';
 import { DEV_SOCKET, listenDevControl, openDatabase } from './devData';
-import { DEV_REDIS_DIR } from './devDefaults';
+import { DEV_DATA_DIR, DEV_FILES_URL_SECRET_FILE, DEV_REDIS_DIR } from './devDefaults';
 import { freePort } from './freePort';
 import { closeOnSignals, exitOnStartupError } from './lifecycle';
 
@@ -71,20 +73,41 @@ async function startPrivateRedis(log: Logger): Promise<{ url: string; child: Chi
   throw new Error('the private redis-server did not answer within 5 s');
 }
 
+/**
+ * The secret that signs dev's file URLs: the one kept in .data/ (readable by this user only), or a
+ * new one written there. Kept, so the links dev handed out keep working after a restart.
+ */
+async function devFilesUrlSecret(): Promise<string> {
+  const kept = await readFile(DEV_FILES_URL_SECRET_FILE, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return null;
+    throw err;
+  });
+  if (kept?.trim()) return kept.trim();
+  const secret = randomBytes(32).toString('hex');
+  await mkdir(DEV_DATA_DIR, { recursive: true });
+  await writeFile(DEV_FILES_URL_SECRET_FILE, `${secret}\n`, { mode: 0o600 });
+  return secret;
+}
+
 const USAGE = `usage: npm run dev
 
 The API and a worker in one process, with embedded stand-ins for whatever is not configured:
 a private redis-server when REDIS_URL does not answer, PGlite in .data/pglite without DATABASE_URL,
 the Stable Diffusion simulator without APP_SD_API_URL (SD_SIMULATOR_STEP_MS per step, default
-${DEFAULT_STEP_MS}), image files in .data/files. Prints a demo token and a GraphiQL link with it filled in.
+${DEFAULT_STEP_MS}), image files in .data/files without S3_* (their URLs signed with FILES_URL_SECRET,
+else a secret kept in ${DEV_FILES_URL_SECRET_FILE}). Prints a demo token and a GraphiQL link with it filled in.
 While it runs, \`npm run user:create\` makes more users through it.`;
 
 async function main() {
   parseFlags(USAGE, {});
   // Dev puts a working token into the GraphiQL page: listen on this machine only unless HOST says
   // otherwise. New accounts may generate before they verify their address (the banner says so).
-  const devEnv = { HOST: '127.0.0.1', EMAIL_VERIFICATION_REQUIRED: 'false', ...process.env };
+  const devEnv: Env = { HOST: '127.0.0.1', EMAIL_VERIFICATION_REQUIRED: 'false', ...process.env };
   let config = loadConfig(devEnv);
+  if (!config.storage.s3 && !config.storage.filesUrlSecret) {
+    devEnv.FILES_URL_SECRET = await devFilesUrlSecret();
+    config = loadConfig(devEnv);
+  }
   const log = createLogger(config.logLevel, 'dev');
   const cleanups: Array<() => Promise<void> | void> = [];
 
@@ -142,13 +165,16 @@ async function start(
   }
 
   const { token } = await createUserWithToken(db, { email: DEMO_EMAIL, credits: DEMO_CREDITS });
-  const storage = new LocalFolderStorage(config.storage.dir, config.http.publicUrl);
+  const storage = createObjectStorage(config);
+  cleanups.push(() => storage.close?.());
+  const imageUrls = createImageUrls(config);
+  cleanups.push(() => imageUrls.close?.());
   const worker = createWorker({ config, db, log: log.child({ part: 'worker' }), storage, sdUrl });
   const api = await createApiServer({
     config,
     db,
     log: log.child({ part: 'api' }),
-    localFilesDir: config.storage.dir,
+    imageUrls,
     graphiql: graphiqlExamples(token),
   });
   await worker.start();

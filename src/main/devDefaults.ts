@@ -2,3 +2,5 @@
 export const DEV_DATA_DIR = '.data';
 export const DEV_PGLITE_DIR = `${DEV_DATA_DIR}/pglite`;
 export const DEV_REDIS_DIR = `${DEV_DATA_DIR}/redis`;
+/** Dev's FILES_URL_SECRET when none is set: made once, so image links survive a restart of dev. */
+export const DEV_FILES_URL_SECRET_FILE = `${DEV_DATA_DIR}/files-url.secret`;

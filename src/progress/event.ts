@@ -18,9 +18,13 @@ export interface ProgressEvent {
   images: ProgressImage[];
 }
 
+/**
+ * An image as events and snapshots carry it: storage keys, never URLs. URLs expire, so the API makes
+ * them from the keys for each answer it sends (GraphQL `GeneratedImage.url`, `thumbnailUrl`).
+ */
 export interface ProgressImage {
-  url: string;
-  thumbnailUrl: string;
+  key: string;
+  thumbnailKey: string;
   width: number;
   height: number;
   blurhash: string;

@@ -7,6 +7,7 @@ import { DomainError, unauthenticated } from '../errors';
 import type { GenerationService } from '../generation/service';
 import type { Logger } from '../logger';
 import type { ProgressEvent } from '../progress/event';
+import type { ImageUrls } from '../storage/storage';
 
 /** What every resolver gets: the caller (null when anonymous) and the services. */
 export interface SchemaContext {
@@ -18,6 +19,8 @@ export interface SchemaContext {
   generations: GenerationService;
   accounts: AccountService;
   users: UserService;
+  /** Makes the image URLs of this answer from their storage keys. */
+  imageUrls: ImageUrls;
   log: Logger;
   /**
    * Per-request memo of generations' current state, so several fields read it once. `created`

@@ -4,6 +4,9 @@ import type { Builder } from './builder';
 
 type ErrorShape = NonNullable<ProgressEvent['error']>;
 
+const URL_LIFETIME =
+  'Made for this answer: it stops working IMAGE_URL_TTL_S seconds later (ask again for a fresh one), unless the server serves images from a public base URL.';
+
 export function addProgressTypes(builder: Builder) {
   const GenerationStatus = builder.enumType('GenerationStatus', {
     values: GENERATION_STATUSES,
@@ -12,8 +15,12 @@ export function addProgressTypes(builder: Builder) {
 
   const GeneratedImage = builder.objectRef<ProgressImage>('GeneratedImage').implement({
     fields: (t) => ({
-      url: t.exposeString('url', { description: 'The full image, WebP, all metadata stripped.' }),
-      thumbnailUrl: t.exposeString('thumbnailUrl'),
+      // Made from the storage key for each answer: a signed URL expires IMAGE_URL_TTL_S after it.
+      url: t.string({
+        description: `The full image, WebP, all metadata stripped. ${URL_LIFETIME}`,
+        resolve: (image, _a, ctx) => ctx.imageUrls.url(image.key),
+      }),
+      thumbnailUrl: t.string({ description: URL_LIFETIME, resolve: (image, _a, ctx) => ctx.imageUrls.url(image.thumbnailKey) }),
       width: t.exposeInt('width'),
       height: t.exposeInt('height'),
       blurhash: t.exposeString('blurhash', { description: 'A tiny placeholder to show while the image loads.' }),

@@ -10,14 +10,11 @@ export function resolveKey(root: string, key: string): string | null {
   return path.join(root, ...key.split('/'));
 }
 
-/** Stores objects as files under a folder; the API serves them at `<publicUrl>/files/<key>`. */
+/** Stores objects as files under a folder; the API serves them at signed `/files/<key>` URLs (localFileUrls.ts). */
 export class LocalFolderStorage implements ObjectStorage {
   readonly root: string;
 
-  constructor(
-    dir: string,
-    private readonly publicUrl: string,
-  ) {
+  constructor(dir: string) {
     this.root = path.resolve(dir);
   }
 
@@ -36,9 +33,5 @@ export class LocalFolderStorage implements ObjectStorage {
       await rm(tmp, { force: true });
       throw err;
     }
-  }
-
-  url(key: string): string {
-    return `${this.publicUrl}/files/${key}`;
   }
 }

@@ -166,7 +166,7 @@ describe('npm run dev', { timeout: PROCESSES_TEST_MS }, () => {
       expect(states.at(-1)?.status).toBe('SUCCEEDED');
       // The image URL opens (the README: "open an image URL in a new browser tab"). Read from what
       // the browser received: the result pane wraps long lines.
-      const imageUrl = /"url":"(http[^"]+\.webp)"/.exec(body)?.[1];
+      const imageUrl = /"url":"(http[^"]+\.webp\?expires=\d+&signature=[\w-]+)"/.exec(body)?.[1];
       expect(imageUrl, body).toBeDefined();
       const image = await page.context().newPage();
       const res = await image.goto(imageUrl!, { timeout: UI_TIMEOUT });

@@ -49,7 +49,7 @@ describe('GraphiQL in a browser', () => {
       config: stack.config,
       db: stack.tdb.db,
       log: createLogger('silent'),
-      localFilesDir: stack.config.storage.dir,
+      imageUrls: stack.imageUrls,
       graphiql: graphiqlExamples(token),
     });
     url = await api.listen(await freePort(), '127.0.0.1');
@@ -215,7 +215,7 @@ describe('GraphiQL in a browser', () => {
       expect(states.every((s, i) => i === 0 || s.seq > (states[i - 1]?.seq ?? Infinity)), body).toBe(true);
       expect(new Set(states.map((s) => s.status)).size, body).toBeGreaterThanOrEqual(3);
       expect(states.at(-1)?.status).toBe('SUCCEEDED');
-      expect(body).toMatch(/"url":"http[^"]+\.webp"/);
+      expect(body).toMatch(/"url":"http[^"]+\.webp\?expires=\d+&signature=[\w-]+"/);
       expect(body).toMatch(/event: complete/);
       expect(await stack.credits(userId)).toBe(2);
       expect(await non2xx(session)).toEqual([]);

@@ -15,7 +15,8 @@ import { loadConfig, type Config } from '../../src/config';
 import { createLogger } from '../../src/logger';
 import { freePort } from '../../src/main/freePort';
 import { createSdSimulator, type SdSimulator, type SimulatorOptions } from '../../src/sd/simulator/index';
-import { LocalFolderStorage } from '../../src/storage/localFolder';
+import { createImageUrls, createObjectStorage } from '../../src/storage/fromConfig';
+import type { ImageUrls, ObjectStorage } from '../../src/storage/storage';
 import { createWorker, type Worker } from '../../workers/worker';
 import { PROCESS_START_MS } from './budgets';
 import { createTestDatabase, type TestDatabase } from './database';
@@ -25,6 +26,7 @@ export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379/0
 export { freePort };
 
 export interface StackOptions {
+  /** Overrides of the stack's environment (e.g. the S3_* of a test S3 server: the local folder without them). */
   env?: Record<string, string>;
   simulator?: SimulatorOptions;
   /** Start no worker (tests of queued states). */
@@ -39,11 +41,19 @@ export interface Stack {
   sim: SdSimulator;
   redis: Redis;
   api: ApiServer;
+  /** What the worker writes to, and what the API signs URLs with (as the configuration chose). */
+  storage: ObjectStorage;
+  imageUrls: ImageUrls;
   worker: Worker | null;
   /** Starts the worker later (for stacks started with `worker: false`). */
   startWorker(): Promise<Worker>;
   createUser(credits: number, email?: string): Promise<{ userId: string; token: string }>;
   credits(userId: string): Promise<number>;
+  /**
+   * Starts another API in this process on the same Redis and Postgres, with some settings changed
+   * (e.g. a short IMAGE_URL_TTL_S); it builds its image URLs from its own config. Closed by close().
+   */
+  startApi(env: Record<string, string>): Promise<{ baseUrl: string; config: Config }>;
   /** Starts another API process (a real `node` child) against the same Redis and Postgres. */
   spawnApi(): Promise<{ baseUrl: string; stop(): Promise<void> }>;
   close(): Promise<void>;
@@ -106,6 +116,7 @@ async function start(
     STORAGE_DIR: storageDir,
     // Mails of stacks without SMTP_URL go to a folder of their own, never the repository's .data.
     MAIL_OUTBOX_DIR: path.join(storageDir, 'outbox'),
+    FILES_URL_SECRET: randomBytes(32).toString('hex'),
     SD_PROGRESS_INTERVAL_MS: '20',
     SD_PREVIEW_INTERVAL_MS: '0',
     TASK_RETRY_DELAY_S: '0.05',
@@ -115,7 +126,10 @@ async function start(
   };
   const config = loadConfig(env);
   const log = createLogger(config.logLevel, 'test');
-  const storage = new LocalFolderStorage(config.storage.dir, config.http.publicUrl);
+  const storage = createObjectStorage(config);
+  cleanups.push(() => storage.close?.());
+  const imageUrls = createImageUrls(config);
+  cleanups.push(() => imageUrls.close?.());
   const redis = new Redis(REDIS_URL);
   cleanups.push(async () => {
     const keys = await redis.keys(`${env.REDIS_PREFIX}:*`);
@@ -134,7 +148,7 @@ async function start(
   let worker: Worker | null = null;
   cleanups.push(() => worker?.close());
   if (opts.worker !== false) worker = await newWorker();
-  const api = await createApiServer({ config, db: tdb.db, log, localFilesDir: config.storage.dir });
+  const api = await createApiServer({ config, db: tdb.db, log, imageUrls });
   cleanups.push(() => api.close());
   const baseUrl = await api.listen(port, '127.0.0.1');
 
@@ -146,6 +160,8 @@ async function start(
     sim,
     redis,
     api,
+    storage,
+    imageUrls,
     get worker() {
       return worker;
     },
@@ -159,6 +175,12 @@ async function start(
     async credits(userId) {
       const row = await tdb.db('users').where({ id: userId }).first<{ photo_credits: number }>('photo_credits');
       return row?.photo_credits ?? -1;
+    },
+    async startApi(overrides) {
+      const other = loadConfig({ ...env, PORT: '0', ...overrides });
+      const more = await createApiServer({ config: other, db: tdb.db, log });
+      cleanups.push(() => more.close());
+      return { baseUrl: await more.listen(0, '127.0.0.1'), config: other };
     },
     async spawnApi() {
       const p = await freePort();

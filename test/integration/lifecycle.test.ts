@@ -41,7 +41,7 @@ function take(tdb: TestDatabase, id: string, transition: Transition): Promise<Ge
     case 'stage':
       return stageImagesForUpload(tdb.db, id, [IMAGE]);
     case 'succeed':
-      return completeGeneration(tdb.db, id, [{ ...IMAGE, storageKey: 'k', thumbnailKey: 'tk', url: 'u', thumbnailUrl: 'tu', bytes: 1 }]);
+      return completeGeneration(tdb.db, id, [{ ...IMAGE, storageKey: 'k', thumbnailKey: 'tk', bytes: 1 }]);
     case 'fail':
     case 'cancel':
       return endGenerationWithRefund(tdb.db, id, transition, FAILURE);

@@ -98,6 +98,56 @@ describe('loadConfig', () => {
     expect(message).not.toMatch(/S3cret|no-colon-secret/);
   });
 
+  it('uses the local folder without S3_*, and S3 with all of them (path style, public base, multipart threshold)', () => {
+    expect(loadConfig({}).storage).toEqual({ dir: '.data/files', filesUrlSecret: undefined, urlTtlS: 3600, s3: undefined });
+    const c = loadConfig({
+      S3_ENDPOINT: 'http://localhost:9000/',
+      S3_REGION: 'us-east-1',
+      S3_BUCKET: 'images',
+      S3_ACCESS_KEY_ID: 'minioadmin',
+      S3_SECRET_ACCESS_KEY: 'minioadmin',
+      S3_FORCE_PATH_STYLE: 'true',
+      S3_PUBLIC_BASE_URL: 'https://cdn.example.com/images/',
+      IMAGE_URL_TTL_S: '60',
+    });
+    expect(c.storage.urlTtlS).toBe(60);
+    expect(c.storage.s3).toEqual({
+      endpoint: 'http://localhost:9000',
+      region: 'us-east-1',
+      bucket: 'images',
+      accessKeyId: 'minioadmin',
+      secretAccessKey: 'minioadmin',
+      forcePathStyle: true,
+      publicBaseUrl: 'https://cdn.example.com/images',
+      multipartThresholdBytes: 8 * 1024 * 1024,
+    });
+    expect(loadConfig({ S3_ENDPOINT: 'https://storage.yandexcloud.net', S3_REGION: 'ru-central1', S3_BUCKET: 'b', S3_ACCESS_KEY_ID: 'k', S3_SECRET_ACCESS_KEY: 's' }).storage.s3?.forcePathStyle).toBe(false);
+  });
+
+  it('refuses S3 storage that is half configured, naming what is missing, and never falls back to the local folder', () => {
+    expect(() => loadConfig({ S3_BUCKET: 'images' })).toThrow(
+      /S3_ENDPOINT, S3_REGION, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY are not set, but S3_BUCKET is/,
+    );
+    expect(() => loadConfig({ S3_ENDPOINT: 'http://s3.test', S3_REGION: 'r', S3_BUCKET: 'b', S3_ACCESS_KEY_ID: 'k' })).toThrow(/^S3_SECRET_ACCESS_KEY is not set/);
+    expect(() => loadConfig({ S3_FORCE_PATH_STYLE: 'true' })).toThrow(ConfigError);
+    // An empty variable is unset.
+    expect(loadConfig({ S3_BUCKET: '', S3_FORCE_PATH_STYLE: ' ' }).storage.s3).toBeUndefined();
+    expect(() => loadConfig({ S3_MULTIPART_THRESHOLD_BYTES: String(1024 * 1024) })).toThrow(/S3_MULTIPART_THRESHOLD_BYTES/);
+    expect(() => loadConfig({ IMAGE_URL_TTL_S: String(8 * 86_400) })).toThrow(/IMAGE_URL_TTL_S/);
+  });
+
+  it('refuses a short FILES_URL_SECRET without printing it', () => {
+    let message = '';
+    try {
+      loadConfig({ FILES_URL_SECRET: 'short-secret' });
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toMatch(/FILES_URL_SECRET="\*\*\*": must be at least 32 characters/);
+    expect(message).not.toMatch(/short-secret/);
+    expect(loadConfig({ FILES_URL_SECRET: 'x'.repeat(32) }).storage.filesUrlSecret).toBe('x'.repeat(32));
+  });
+
   it('returns a frozen object', () => {
     const c = loadConfig({});
     expect(Object.isFrozen(c)).toBe(true);

@@ -53,8 +53,6 @@ export function uploadToCloudProcessor(deps: UploadDeps): Processor<'uploadToClo
           index: image.index,
           storageKey: keys.image,
           thumbnailKey: keys.thumbnail,
-          url: storage.url(keys.image),
-          thumbnailUrl: storage.url(keys.thumbnail),
           width: image.width,
           height: image.height,
           blurhash: image.blurhash,

@@ -2,6 +2,7 @@
  * The bench side of an API child (apiChild.ts): starts it against a scratch database and Redis
  * prefix and knows how to ask it for memory, CPU and open connections.
  */
+import { randomBytes } from 'node:crypto';
 import type { BenchChild } from '../../lib/processes';
 import { forkTs } from '../../lib/processes';
 import { ask } from './control';
@@ -24,7 +25,8 @@ export async function startApiProcess(variant: ApiVariant, env: Record<string, s
     gc: true,
     env: {
       NODE_ENV: 'production',
-      BENCH_API_ENV: JSON.stringify(env),
+      // The API signs the local folder's file URLs and needs the secret for it.
+      BENCH_API_ENV: JSON.stringify({ FILES_URL_SECRET: randomBytes(32).toString('hex'), ...env }),
       ...(variant.src ? { BENCH_API_SRC: variant.src } : {}),
     },
   });
