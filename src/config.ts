@@ -76,6 +76,12 @@ const envSchema = z.object({
   /** No defaults here: WORKER_CONCURRENCY ?? CELERY_WORKER_CONCURRENCY ?? 2 is decided below. */
   WORKER_CONCURRENCY: optionalInt(1, 256),
   CELERY_WORKER_CONCURRENCY: optionalInt(1, 256),
+  /**
+   * Slots of the other queues: each queue has its own, so a backlog on one never delays another
+   * (WORKER_CONCURRENCY stays the generation slots, bound to the SD servers).
+   */
+  NORMAL_PRIORITY_CONCURRENCY: int(4, 1, 256),
+  LOW_PRIORITY_CONCURRENCY: int(4, 1, 256),
   WORKER_QUEUES: z.string().default(QUEUE_NAMES.join(',')),
   TASK_TIME_LIMIT_S: int(600, 1, 86_400),
   TASK_SOFT_TIME_LIMIT_S: int(540, 1, 86_400),
@@ -169,7 +175,14 @@ function buildConfig(e: z.infer<typeof envSchema>) {
       simulatorStepMs: e.SD_SIMULATOR_STEP_MS,
     },
     worker: {
+      /** The generation (high_priority) slots: --concurrency. */
       concurrency,
+      /** Jobs at once per queue a worker consumes. */
+      slots: {
+        high_priority: concurrency,
+        normal_priority: e.NORMAL_PRIORITY_CONCURRENCY,
+        low_priority: e.LOW_PRIORITY_CONCURRENCY,
+      } satisfies Record<QueueName, number>,
       queues: queues as QueueName[],
       timeLimitMs: e.TASK_TIME_LIMIT_S * 1000,
       softTimeLimitMs: e.TASK_SOFT_TIME_LIMIT_S * 1000,
