@@ -6,6 +6,7 @@ import type { Knex } from 'knex';
 import * as m001 from './001_users_and_tokens';
 import * as m002 from './002_generations';
 import * as m003 from './003_live_generations_index';
+import * as m006 from './006_chat_history';
 
 export interface Migration {
   up(knex: Knex): Promise<void>;
@@ -16,4 +17,5 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migrat
   ['001_users_and_tokens', m001],
   ['002_generations', m002],
   ['003_live_generations_index', m003],
+  ['006_chat_history', m006],
 ];

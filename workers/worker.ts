@@ -28,6 +28,7 @@ import { closeRedis, openRedis } from '../src/redis';
 import { SdClient } from '../src/sd/client';
 import type { ObjectStorage } from '../src/storage/storage';
 import { generateImageProcessor } from './processors/generateImage';
+import { saveChatHistoryProcessor } from './processors/saveChatHistory';
 import { uploadToCloudProcessor } from './processors/uploadToCloud';
 
 export interface WorkerOptions {
@@ -77,7 +78,8 @@ export function createWorker(opts: WorkerOptions): Worker {
         log,
       }),
     }),
-    uploadToCloud: uploadToCloudProcessor({ db, publisher, storage: opts.storage }),
+    uploadToCloud: uploadToCloudProcessor({ db, publisher, producer, storage: opts.storage }),
+    saveChatHistory: saveChatHistoryProcessor({ db }),
   };
   // Job snapshots and events for dashboards; written in batches, off the jobs' path.
   const tracker = new JobStateTracker({

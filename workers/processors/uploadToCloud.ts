@@ -1,15 +1,20 @@
 /**
- * uploadToCloud: stores a generation's staged images, records them and marks it SUCCEEDED.
- * Keys derive from the generation id, image rows are unique per (generation, index) and the final
- * transaction refuses a generation that already ended, so a re-delivered upload changes nothing.
+ * uploadToCloud: stores a generation's staged images, records them, marks it SUCCEEDED and queues
+ * what follows a success (saveChatHistory). Keys derive from the generation id, image rows are
+ * unique per (generation, index) and the final transaction refuses a generation that already
+ * ended, so a re-delivered upload changes nothing; it only queues the follow-ups again, in case the
+ * delivery before it died between recording the success and queuing them (their job ids derive
+ * from the generation, and what they write is unique per generation).
  */
 import type { Knex } from 'knex';
+import { chatCharacterOf } from '../../src/chat/history';
 import { completeGeneration, discardStagedImages, loadStagedImages, type StoredImage } from '../../src/generation/images';
 import { failGeneration, republishFinal } from '../../src/generation/outcomes';
 import { progressFromRow } from '../../src/generation/progressOf';
-import { findGeneration } from '../../src/generation/repository';
+import { findGeneration, type GenerationRow } from '../../src/generation/repository';
 import { isTerminal } from '../../src/generation/lifecycle';
 import { JobError } from '../../src/jobs/errors';
+import type { JobProducer } from '../../src/jobs/queues';
 import type { Processor } from '../../src/jobs/runner';
 import type { ProgressPublisher } from '../../src/progress/publisher';
 import { imageKeys, type ObjectStorage } from '../../src/storage/storage';
@@ -17,11 +22,23 @@ import { imageKeys, type ObjectStorage } from '../../src/storage/storage';
 export interface UploadDeps {
   db: Knex;
   publisher: ProgressPublisher;
+  producer: JobProducer;
   storage: ObjectStorage;
 }
 
 export function uploadToCloudProcessor(deps: UploadDeps): Processor<'uploadToCloud'> {
-  const { db, publisher, storage } = deps;
+  const { db, publisher, producer, storage } = deps;
+
+  /** Queues what follows a recorded success; a failure to queue retries this job, which only queues them. */
+  const queueFollowUps = async (generation: GenerationRow) => {
+    if (!chatCharacterOf(generation)) return;
+    try {
+      await producer.enqueue('saveChatHistory', generation.id, { generationId: generation.id });
+    } catch (err) {
+      throw new JobError('QUEUE_UNAVAILABLE', 'Saving the chat history could not be queued; it will be retried.', { cause: err });
+    }
+  };
+
   return {
     async run(ctx) {
       const id = ctx.payload.generationId;
@@ -31,6 +48,7 @@ export function uploadToCloudProcessor(deps: UploadDeps): Processor<'uploadToClo
         // Ended meanwhile (cancelled, failed): its staged copies are of no use any more.
         await discardStagedImages(db, id);
         await republishFinal(db, publisher, row);
+        if (row.status === 'SUCCEEDED') await queueFollowUps(row);
         return;
       }
       const staged = await loadStagedImages(db, id);
@@ -66,6 +84,7 @@ export function uploadToCloudProcessor(deps: UploadDeps): Processor<'uploadToClo
         return;
       }
       await publisher.publish(await progressFromRow(db, done));
+      await queueFollowUps(done);
     },
     async onFinalFailure(ctx, failure) {
       await failGeneration(db, publisher, ctx.payload.generationId, failure);

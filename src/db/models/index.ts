@@ -5,3 +5,4 @@
  */
 export { User } from './User';
 export { Generation } from './Generation';
+export { ChatExchange } from './ChatExchange';
