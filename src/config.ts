@@ -117,6 +117,8 @@ const envSchema = z.object({
   STEPS_MAX: int(150, 1, 1000),
   CFG_SCALE_MAX: num(30, 1, 100),
   BATCH_SIZE_MAX: int(4, 1, 64),
+  /** The most items one page of a list (chatHistory, generations) may ask for with `first`. */
+  PAGE_SIZE_MAX: int(100, 1, 10_000),
 
   STORAGE_DIR: z.string().trim().min(1).default('.data/files'),
 
@@ -208,6 +210,7 @@ function buildConfig(e: z.infer<typeof envSchema>) {
       stepsMax: e.STEPS_MAX,
       cfgScaleMax: e.CFG_SCALE_MAX,
       batchSizeMax: e.BATCH_SIZE_MAX,
+      pageSizeMax: e.PAGE_SIZE_MAX,
     },
     storage: { dir: e.STORAGE_DIR },
     auth: {

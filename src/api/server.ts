@@ -14,6 +14,7 @@ import type { Knex } from 'knex';
 import { TokenAuthenticator } from '../auth/cache';
 import { bearerToken } from '../auth/tokens';
 import { UserService } from '../auth/users';
+import { ChatService } from '../chat/service';
 import type { Config } from '../config';
 import { QueueInfo } from '../generation/queueInfo';
 import { SamplerCatalog } from '../generation/samplers';
@@ -84,6 +85,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   });
 
   const users = new UserService(db);
+  const chat = new ChatService(db);
   const yoga = createYoga<Record<string, unknown>, SchemaContext>({
     schema: buildSchema({ limits: config.limits, samplers }),
     graphqlEndpoint: '/graphql',
@@ -117,6 +119,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
         tokenRejected: Boolean(header?.trim()) && user === null,
         generations,
         users,
+        chat,
         log,
         progressMemo: new Map(),
       };

@@ -9,6 +9,7 @@ import type { Knex } from 'knex';
 import type { ModelObject } from 'objection';
 import type { ChatExchange } from '../db/models';
 import type { GenerationRow } from '../generation/repository';
+import { pageQuery, toPage, type Page, type PageRequest } from '../paging';
 
 /** A row of `chat_exchanges`. */
 export type ChatExchangeRow = ModelObject<ChatExchange>;
@@ -39,4 +40,25 @@ export async function saveChatExchange(db: Knex, generation: GenerationRow): Pro
     .ignore()
     .returning('*')) as ChatExchangeRow[];
   return saved ?? null;
+}
+
+/** One page of a user's chat with a character, newest first. */
+export async function pageChatExchanges(db: Knex, userId: string, characterName: string, req: PageRequest): Promise<Page<ChatExchangeRow>> {
+  const rows = (await pageQuery(db, 'chat_exchanges', req).where({ user_id: userId, character_name: characterName })) as Array<
+    ChatExchangeRow & { cursor_at: string }
+  >;
+  return toPage('chat', req, rows);
+}
+
+/** The last exchange of each of a user's characters, the most recent chat first. */
+export async function lastChatExchanges(db: Knex, userId: string): Promise<ChatExchangeRow[]> {
+  const rows = (await db('chat_exchanges')
+    .distinctOn('character_name')
+    .where({ user_id: userId })
+    .orderBy([
+      { column: 'character_name' },
+      { column: 'created_at', order: 'desc' },
+      { column: 'id', order: 'desc' },
+    ])) as ChatExchangeRow[];
+  return rows.sort((a, b) => b.created_at.getTime() - a.created_at.getTime() || (a.id < b.id ? 1 : -1));
 }

@@ -2,6 +2,7 @@ import SchemaBuilder from '@pothos/core';
 import ValidationPlugin from '@pothos/plugin-validation';
 import type { AuthUser } from '../auth/tokens';
 import type { UserService } from '../auth/users';
+import type { ChatService } from '../chat/service';
 import { DomainError, unauthenticated } from '../errors';
 import type { GenerationService } from '../generation/service';
 import type { Logger } from '../logger';
@@ -14,6 +15,7 @@ export interface SchemaContext {
   tokenRejected: boolean;
   generations: GenerationService;
   users: UserService;
+  chat: ChatService;
   log: Logger;
   /**
    * Per-request memo of generations' current state, so several fields read it once. `created`
@@ -47,6 +49,8 @@ export function createBuilder() {
 }
 
 export type Builder = ReturnType<typeof createBuilder>;
+/** The builder's schema types, for code that takes refs made elsewhere (`ObjectRef<BuilderTypes, Shape>`). */
+export type BuilderTypes = Builder extends PothosSchemaTypes.SchemaBuilder<infer T> ? T : never;
 
 /** The caller, or null without a token; a token that was sent but is not valid is an error, not anonymity. */
 export function optionalUser(ctx: SchemaContext): AuthUser | null {

@@ -1,5 +1,7 @@
 import { lexicographicSortSchema, printSchema, type GraphQLSchema } from 'graphql';
 import { createBuilder } from './builder';
+import { addChatTypes } from './chat';
+import { addConnectionTypes } from './connection';
 import type { GenerationSchemaOptions } from './generation';
 import { addGenerationTypes } from './generation';
 import { addProgressTypes } from './progress';
@@ -17,7 +19,9 @@ export function buildSchema(opts: GenerationSchemaOptions): GraphQLSchema {
   addScalars(builder);
   const progress = addProgressTypes(builder);
   const user = addUserType(builder);
-  addGenerationTypes(builder, progress, user, opts);
+  const connections = addConnectionTypes(builder, opts.limits.pageSizeMax);
+  const { Generation } = addGenerationTypes(builder, progress, user, connections, opts);
+  addChatTypes(builder, progress, connections, Generation, opts.limits);
   return builder.toSchema();
 }
 

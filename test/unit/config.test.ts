@@ -47,6 +47,7 @@ describe('loadConfig', () => {
       maxTasksPerChild: 50,
     });
     expect(c.worker.slots).toEqual({ high_priority: 2, normal_priority: 4, low_priority: 4 });
+    expect(c.limits.pageSizeMax).toBe(100);
     expect(c.progress.expiresS).toBe(3600);
     expect(c.database.url).toBeUndefined();
     expect(c.sd.url).toBeUndefined();
