@@ -8,6 +8,7 @@ import * as m002 from './002_generations';
 import * as m003 from './003_live_generations_index';
 import * as m004 from './004_credit_ledger';
 import * as m005 from './005_accounts';
+import * as m006 from './006_chat_history';
 import * as m007 from './007_image_urls_made_per_answer';
 
 export interface Migration {
@@ -21,5 +22,6 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migrat
   ['003_live_generations_index', m003],
   ['004_credit_ledger', m004],
   ['005_accounts', m005],
+  ['006_chat_history', m006],
   ['007_image_urls_made_per_answer', m007],
 ];

@@ -91,6 +91,12 @@ const envSchema = z.object({
   /** No defaults here: WORKER_CONCURRENCY ?? CELERY_WORKER_CONCURRENCY ?? 2 is decided below. */
   WORKER_CONCURRENCY: optionalInt(1, 256),
   CELERY_WORKER_CONCURRENCY: optionalInt(1, 256),
+  /**
+   * Slots of the other queues: each queue has its own, so a backlog on one never delays another
+   * (WORKER_CONCURRENCY stays the generation slots, bound to the SD servers).
+   */
+  NORMAL_PRIORITY_CONCURRENCY: int(4, 1, 256),
+  LOW_PRIORITY_CONCURRENCY: int(4, 1, 256),
   WORKER_QUEUES: z.string().default(QUEUE_NAMES.join(',')),
   TASK_TIME_LIMIT_S: int(600, 1, 86_400),
   TASK_SOFT_TIME_LIMIT_S: int(540, 1, 86_400),
@@ -126,6 +132,8 @@ const envSchema = z.object({
   STEPS_MAX: int(150, 1, 1000),
   CFG_SCALE_MAX: num(30, 1, 100),
   BATCH_SIZE_MAX: int(4, 1, 64),
+  /** The most items one page of a list (chatHistory, generations) may ask for with `first`. */
+  PAGE_SIZE_MAX: int(100, 1, 10_000),
 
   STORAGE_DIR: z.string().trim().min(1).default('.data/files'),
   /**
@@ -246,7 +254,14 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
       simulatorStepMs: e.SD_SIMULATOR_STEP_MS,
     },
     worker: {
+      /** The generation (high_priority) slots: --concurrency. */
       concurrency,
+      /** Jobs at once per queue a worker consumes. */
+      slots: {
+        high_priority: concurrency,
+        normal_priority: e.NORMAL_PRIORITY_CONCURRENCY,
+        low_priority: e.LOW_PRIORITY_CONCURRENCY,
+      } satisfies Record<QueueName, number>,
       queues: queues as QueueName[],
       timeLimitMs: e.TASK_TIME_LIMIT_S * 1000,
       softTimeLimitMs: e.TASK_SOFT_TIME_LIMIT_S * 1000,
@@ -272,6 +287,7 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
       stepsMax: e.STEPS_MAX,
       cfgScaleMax: e.CFG_SCALE_MAX,
       batchSizeMax: e.BATCH_SIZE_MAX,
+      pageSizeMax: e.PAGE_SIZE_MAX,
     },
     storage: {
       dir: e.STORAGE_DIR,

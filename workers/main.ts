@@ -1,7 +1,7 @@
 /**
  * `npm run worker -- --queues=high_priority,normal_priority,low_priority --concurrency=2`
  * (the old `celery worker --queues ... --concurrency ...`). Flags override WORKER_QUEUES and
- * WORKER_CONCURRENCY. Needs Redis, Postgres and APP_SD_API_URL.
+ * WORKER_CONCURRENCY. Needs Redis, Postgres, and APP_SD_API_URL when it consumes high_priority.
  */
 import { loadConfig, requireSetting } from '../src/config';
 import { assertSchemaCurrent } from '../src/db/migrate';
@@ -16,11 +16,11 @@ import { createWorker } from './worker';
 const USAGE = `usage: npm run worker -- [--queues=high_priority,normal_priority,low_priority] [--concurrency=2]
 
 Consumes the named queues (default WORKER_QUEUES, all three) with this many generation slots
-(default WORKER_CONCURRENCY, alias CELERY_WORKER_CONCURRENCY, 2). Needs DATABASE_URL (or
-APP_DATABASE_URL), REDIS_URL and APP_SD_API_URL, and in production SMTP_URL when it consumes
-low_priority (mail); writes images to S3 when S3_* is set, else to STORAGE_DIR; SIGTERM or Ctrl-C
-lets running jobs finish
-(up to WORKER_SHUTDOWN_TIMEOUT_MS) and exits.`;
+(default WORKER_CONCURRENCY, alias CELERY_WORKER_CONCURRENCY, 2); normal_priority and low_priority
+have slots of their own (NORMAL_PRIORITY_CONCURRENCY, LOW_PRIORITY_CONCURRENCY, 4 each). Needs
+DATABASE_URL (or APP_DATABASE_URL), REDIS_URL, APP_SD_API_URL when it consumes high_priority, and in
+production SMTP_URL when it consumes low_priority (mail); writes images to S3 when S3_* is set, else
+to STORAGE_DIR; SIGTERM or Ctrl-C lets running jobs finish (up to WORKER_SHUTDOWN_TIMEOUT_MS) and exits.`;
 
 async function main() {
   const values = parseFlags(USAGE, { queues: { type: 'string' }, concurrency: { type: 'string' } });
@@ -31,7 +31,10 @@ async function main() {
   });
   const log = createLogger(config.logLevel, 'worker');
   const dbUrl = requireSetting(config.database.url, 'DATABASE_URL', 'the worker needs Postgres (or APP_DATABASE_URL)');
-  const sdUrl = requireSetting(config.sd.url, 'APP_SD_API_URL', 'the worker needs a Stable Diffusion server started with --api (or run `npm run dev`, which starts a simulator)');
+  // Only generations talk to Stable Diffusion: an upload or mail-and-history worker runs without it.
+  const sdUrl = config.worker.queues.includes(JOB_QUEUES.generateImage)
+    ? requireSetting(config.sd.url, 'APP_SD_API_URL', `a worker that consumes ${JOB_QUEUES.generateImage} needs a Stable Diffusion server started with --api (or run \`npm run dev\`, which starts a simulator)`)
+    : undefined;
   if (config.env === 'production' && config.worker.queues.includes(JOB_QUEUES.sendEmail)) {
     // In production a mail written to a local folder is a mail lost: name the setting instead.
     requireSetting(config.mail.smtpUrl, 'SMTP_URL', `a production worker that consumes ${JOB_QUEUES.sendEmail} sends mail (smtp://user:pass@host:587); leave ${JOB_QUEUES.sendEmail} out of --queues for a worker without mail`);

@@ -1,8 +1,11 @@
 /**
  * Builds a worker: a job consumer (src/jobs/consumer.ts, on Bee-Queue's keys) for each chosen queue,
- * each with its own slots (that is how priority works), the Piscina pool, the SD client. Building
- * opens the worker's Redis connection and starts the pool's threads, nothing more; `close()`
- * releases them even if `start()` was never called or failed. `start()` begins taking jobs.
+ * each with its own slots (that is how priority works: WORKER_CONCURRENCY generation slots,
+ * NORMAL_PRIORITY_CONCURRENCY and LOW_PRIORITY_CONCURRENCY for the others), and, only when it
+ * consumes high_priority, the Piscina pool and the SD client: an upload or mail-and-history worker
+ * needs no Stable Diffusion server. Building opens the worker's Redis connection and starts the
+ * pool's threads, nothing more; `close()` releases them even if `start()` was never called or
+ * failed. `start()` begins taking jobs.
  * `close()` is ordered and safe to call twice: stop taking jobs and let running ones finish (up to
  * WORKER_SHUTDOWN_TIMEOUT_MS; unfinished ones are re-delivered to another worker), write the job
  * states still pending, close the pool, then Redis. The database belongs to the caller.
@@ -27,6 +30,7 @@ import type { ObjectStorage } from '../src/storage/storage';
 import { createMailer } from '../src/mail/mailer';
 import { generateImageProcessor } from './processors/generateImage';
 import { sendEmailProcessor } from './processors/sendEmail';
+import { saveChatHistoryProcessor } from './processors/saveChatHistory';
 import { uploadToCloudProcessor } from './processors/uploadToCloud';
 
 export interface WorkerOptions {
@@ -34,9 +38,10 @@ export interface WorkerOptions {
   db: Knex;
   log: Logger;
   storage: ObjectStorage;
-  /** The SD server's base URL (the simulator's in dev). */
-  sdUrl: string;
+  /** The SD server's base URL (the simulator's in dev); needed only to consume high_priority. */
+  sdUrl?: string;
   queues?: readonly QueueName[];
+  /** Generation (high_priority) slots; default WORKER_CONCURRENCY. */
   concurrency?: number;
 }
 
@@ -51,40 +56,33 @@ export interface Worker {
 export function createWorker(opts: WorkerOptions): Worker {
   const { config, db, log } = opts;
   const queueNames = opts.queues ?? config.worker.queues;
-  const concurrency = opts.concurrency ?? config.worker.concurrency;
+  const slots: Record<QueueName, number> = { ...config.worker.slots, high_priority: opts.concurrency ?? config.worker.concurrency };
+  // First: it is the one part that can refuse to be built, before anything is opened.
+  const generation = queueNames.includes(JOB_QUEUES.generateImage) ? generationParts(opts) : null;
   const redis = openRedis(config.redis.url, 'worker', log);
   const publisher = new ProgressPublisher(redis, config.redis.prefix, config.progress.expiresS);
   const producer = new JobProducer(config, log);
-  const pool = PostprocessPool.create({
-    threads: config.worker.postprocessThreads,
-    maxTasksPerThread: config.worker.maxTasksPerChild,
-    webpQuality: config.worker.webpQuality,
-    thumbnailSize: config.worker.thumbnailSize,
-  });
-  const sd = new SdClient({
-    baseUrl: opts.sdUrl,
-    auth: config.sd.auth,
-    progressIntervalMs: config.sd.progressIntervalMs,
-    logger: log.child({ component: 'sd' }),
-  });
   const mailer = createMailer(config);
   // Each retry and each re-delivery after a worker died is an attempt.
   const maxAttempts = config.worker.maxRetries + 1 + config.worker.maxStalls;
   const processors: Processors = {
-    generateImage: generateImageProcessor({
-      db,
-      redis,
-      redisPrefix: config.redis.prefix,
-      publisher,
-      producer,
-      sd,
-      pool,
-      previewIntervalMs: config.sd.previewIntervalMs,
-      previewSize: config.sd.previewSize,
-      maxAttempts,
-      log,
+    ...(generation && {
+      generateImage: generateImageProcessor({
+        db,
+        redis,
+        redisPrefix: config.redis.prefix,
+        publisher,
+        producer,
+        sd: generation.sd,
+        pool: generation.pool,
+        previewIntervalMs: config.sd.previewIntervalMs,
+        previewSize: config.sd.previewSize,
+        maxAttempts,
+        log,
+      }),
     }),
-    uploadToCloud: uploadToCloudProcessor({ db, publisher, storage: opts.storage, producer }),
+    uploadToCloud: uploadToCloudProcessor({ db, publisher, producer, storage: opts.storage }),
+    saveChatHistory: saveChatHistoryProcessor({ db }),
     sendEmail: sendEmailProcessor({ mailer, publicUrl: config.http.publicUrl, tokenTtlS: config.accounts.emailTokenTtlS, log: log.child({ component: 'mail' }) }),
   };
   // Job snapshots and events for dashboards; written in batches, off the jobs' path.
@@ -112,9 +110,9 @@ export function createWorker(opts: WorkerOptions): Worker {
     metrics: handler.metrics,
 
     async start() {
-      if (queueNames.includes(JOB_QUEUES.generateImage)) {
+      if (generation) {
         try {
-          const samplers = await sd.samplers(AbortSignal.timeout(10_000));
+          const samplers = await generation.sd.samplers(AbortSignal.timeout(10_000));
           if (samplers.length > 0) await storeSamplers(redis, config.redis.prefix, samplers);
         } catch (err) {
           log.warn({ err: err instanceof Error ? err.message : err }, 'could not read the samplers of the Stable Diffusion server; the API keeps its list');
@@ -125,7 +123,7 @@ export function createWorker(opts: WorkerOptions): Worker {
           redis,
           prefix: config.redis.prefix,
           queue: name,
-          concurrency,
+          concurrency: slots[name],
           handler: handler.handle,
           stallIntervalMs: config.worker.stallIntervalMs,
           log: log.child({ component: 'consumer', queue: name }),
@@ -134,7 +132,7 @@ export function createWorker(opts: WorkerOptions): Worker {
         consumer.start();
         consumers.push(consumer);
       }
-      if (queueNames.includes(JOB_QUEUES.generateImage)) {
+      if (generation) {
         // Live generations without a job (an API died before enqueuing, or a job was lost).
         const sweep = () =>
           (sweeping = sweepStrandedGenerations({
@@ -155,7 +153,7 @@ export function createWorker(opts: WorkerOptions): Worker {
         orphanTimer = setInterval(sweep, ORPHAN_SWEEP_INTERVAL_MS);
         orphanTimer.unref();
       }
-      log.info({ queues: queueNames, concurrency, sd: opts.sdUrl, mail: mailer.describe }, 'worker started');
+      log.info({ queues: queueNames, slots: Object.fromEntries(queueNames.map((q) => [q, slots[q]])), sd: opts.sdUrl, mail: mailer.describe }, 'worker started');
     },
 
     close() {
@@ -166,8 +164,8 @@ export function createWorker(opts: WorkerOptions): Worker {
           ['consumers', () => Promise.all(consumers.map((c) => c.close(config.worker.shutdownTimeoutMs)))],
           // After the queues (the jobs that finished while draining are recorded), before Redis closes.
           ['job state tracker', () => tracker.close()],
-          ['pool', () => pool.close()],
-          ['sd client', () => sd.close()],
+          ['pool', async () => generation?.pool.close()],
+          ['sd client', async () => generation?.sd.close()],
           ['mailer', async () => mailer.close()],
           ['producer', () => producer.close()],
           ['redis', () => closeRedis(redis)],
@@ -180,4 +178,23 @@ export function createWorker(opts: WorkerOptions): Worker {
       return closing;
     },
   };
+}
+
+/** What only generations need: the post-processing threads and the SD client. */
+function generationParts(opts: WorkerOptions) {
+  const { config, log, sdUrl } = opts;
+  if (!sdUrl) throw new Error(`a worker that consumes ${JOB_QUEUES.generateImage} needs the Stable Diffusion server's URL`);
+  const pool = PostprocessPool.create({
+    threads: config.worker.postprocessThreads,
+    maxTasksPerThread: config.worker.maxTasksPerChild,
+    webpQuality: config.worker.webpQuality,
+    thumbnailSize: config.worker.thumbnailSize,
+  });
+  const sd = new SdClient({
+    baseUrl: sdUrl,
+    auth: config.sd.auth,
+    progressIntervalMs: config.sd.progressIntervalMs,
+    logger: log.child({ component: 'sd' }),
+  });
+  return { pool, sd };
 }

@@ -16,6 +16,7 @@ import { AccountService } from '../accounts/service';
 import { TokenAuthenticator } from '../auth/cache';
 import { bearerToken } from '../auth/tokens';
 import { UserService } from '../auth/users';
+import { ChatService } from '../chat/service';
 import type { Config } from '../config';
 import { QueueInfo } from '../generation/queueInfo';
 import { SamplerCatalog } from '../generation/samplers';
@@ -108,6 +109,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   });
 
   const users = new UserService(db);
+  const chat = new ChatService(db);
   const yoga = createYoga<Record<string, unknown>, SchemaContext>({
     schema: buildSchema({ limits: config.limits, samplers }),
     graphqlEndpoint: '/graphql',
@@ -144,6 +146,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
         accounts,
         users,
         imageUrls,
+        chat,
         log,
         progressMemo: new Map(),
       };

@@ -1,6 +1,7 @@
 /** What the API tells about users: their public profile, their photo credits and their ledger. */
 import type { Knex } from 'knex';
-import { creditHistory, grantCredits, type CreditPage } from '../credits/ledger';
+import { creditHistory, grantCredits, type CreditEntry } from '../credits/ledger';
+import type { Page, PageRequest } from '../paging';
 import { User } from '../db/models';
 import { DomainError } from '../errors';
 import type { AuthUser } from './tokens';
@@ -25,8 +26,8 @@ export class UserService {
   }
 
   /** The user's ledger, newest first. */
-  creditHistory(userId: string, first: number, afterId: string | null): Promise<CreditPage> {
-    return creditHistory(this.db, userId, first, afterId);
+  creditHistory(userId: string, req: PageRequest): Promise<Page<CreditEntry>> {
+    return creditHistory(this.db, userId, req);
   }
 
   /** Admins only: adds (or, negative, takes) credits with a reason; returns the user's profile. */

@@ -6,6 +6,7 @@
  */
 import type { Knex } from 'knex';
 import { CreditLedgerEntry, User, type CreditKind } from '../db/models';
+import { pageQuery, toPage, type Page, type PageRequest } from '../paging';
 import { DomainError } from '../errors';
 
 /** The most a single grant may add or take: a typo of a few zeros is refused, not booked. */
@@ -19,11 +20,6 @@ export interface CreditEntry {
   generationId: string | null;
   reason: string | null;
   createdAt: Date;
-}
-
-export interface CreditPage {
-  entries: CreditEntry[];
-  hasNextPage: boolean;
 }
 
 /**
@@ -66,22 +62,30 @@ export async function setCredits(trx: Knex.Transaction, userId: string, credits:
   await CreditLedgerEntry.query(trx).insert({ user_id: userId, kind: 'grant', amount: delta, reason });
 }
 
-/** A user's ledger, newest first, `first` entries after the entry `afterId` (exclusive). */
-export async function creditHistory(db: Knex, userId: string, first: number, afterId: string | null): Promise<CreditPage> {
-  const query = CreditLedgerEntry.query(db).where('user_id', userId).orderBy('id', 'desc').limit(first + 1);
-  if (afterId !== null) query.where('id', '<', afterId);
-  const rows = await query;
-  return {
-    hasNextPage: rows.length > first,
-    entries: rows.slice(0, first).map((r) => ({
+/** A user's ledger, newest first, a page at a time (src/paging.ts). */
+export async function creditHistory(db: Knex, userId: string, req: PageRequest): Promise<Page<CreditEntry>> {
+  const rows = (await pageQuery(db, 'credit_ledger', req, 'credits').where({ user_id: userId })) as Array<{
+    id: string;
+    kind: CreditKind;
+    amount: number;
+    generation_id: string | null;
+    reason: string | null;
+    created_at: Date;
+    cursor_at: string;
+  }>;
+  return toPage(
+    'credits',
+    req,
+    rows.map((r) => ({
       id: String(r.id),
       kind: r.kind,
       amount: r.amount,
       generationId: r.generation_id,
       reason: r.reason,
       createdAt: r.created_at,
+      cursor_at: r.cursor_at,
     })),
-  };
+  );
 }
 
 /** Users whose balance differs from the sum of their ledger (none, ever: tests check it). */

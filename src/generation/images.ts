@@ -146,6 +146,15 @@ export async function loadGenerationImages(db: Knex, generationId: string): Prom
   return rows.map(toProgressImage);
 }
 
+/** The images of several generations in one query (a page of a list), by generation id, in index order. */
+export async function loadImagesOfGenerations(db: Knex, generationIds: readonly string[]): Promise<Map<string, ProgressImage[]>> {
+  const byGeneration = new Map(generationIds.map((id) => [id, [] as ProgressImage[]]));
+  if (generationIds.length === 0) return byGeneration;
+  const rows = await db('generated_images').whereIn('generation_id', generationIds).orderBy(['generation_id', 'index']);
+  for (const r of rows as Array<Record<string, unknown>>) byGeneration.get(r.generation_id as string)?.push(toProgressImage(r));
+  return byGeneration;
+}
+
 function toProgressImage(r: Record<string, unknown>): ProgressImage {
   return {
     key: r.storage_key as string,

@@ -8,6 +8,7 @@
 import type { Knex } from 'knex';
 import type { ModelObject } from 'objection';
 import { Generation } from '../db/models';
+import { pageQuery, toPage, type Page, type PageRequest } from '../paging';
 import { IllegalTransitionError, isTerminal, TRANSITIONS, type GenerationStatus, type Transition } from './lifecycle';
 
 /** The statuses a transition may be taken from, as an SQL list (constants, never user input). */
@@ -29,6 +30,18 @@ export type GenerationRow = ModelObject<Generation>;
 export async function findGeneration(db: Knex, id: string): Promise<GenerationRow | null> {
   const row = await Generation.query(db).findById(id);
   return (row as GenerationRow | undefined) ?? null;
+}
+
+/** One page of a user's generations, newest first, optionally only those in `status` (as Postgres has it). */
+export async function pageGenerations(
+  db: Knex,
+  userId: string,
+  req: PageRequest,
+  status: GenerationStatus | null,
+): Promise<Page<GenerationRow>> {
+  const q = pageQuery(db, 'generations', req, 'generations').where({ user_id: userId });
+  if (status) q.where({ status });
+  return toPage('generations', req, (await q) as Array<GenerationRow & { cursor_at: string }>);
 }
 
 /**

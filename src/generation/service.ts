@@ -8,6 +8,7 @@ import type { AuthUser } from '../auth/tokens';
 import { DomainError, notFound } from '../errors';
 import type { JobProducer } from '../jobs/queues';
 import type { Logger } from '../logger';
+import type { Page, PageRequest } from '../paging';
 import type { ProgressEvent } from '../progress/event';
 import type { ProgressHub } from '../progress/hub';
 import type { ProgressPublisher } from '../progress/publisher';
@@ -17,8 +18,8 @@ import { progressFromRow } from './progressOf';
 import type { QueueInfo } from './queueInfo';
 import type { GenerationRow } from './repository';
 import { GenerationInserter } from './inserter';
-import { endGenerationWithRefund, findGeneration } from './repository';
-import { isTerminal } from './lifecycle';
+import { endGenerationWithRefund, findGeneration, pageGenerations } from './repository';
+import { isTerminal, type GenerationStatus } from './lifecycle';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
@@ -84,6 +85,11 @@ export class GenerationService {
     const row = await findGeneration(this.deps.db, id);
     if (!row || (row.user_id !== user.id && !user.isAdmin)) return null;
     return row;
+  }
+
+  /** The caller's own generations, a page at a time, newest first; `status` filters on the recorded status. */
+  list(user: AuthUser, req: PageRequest, status: GenerationStatus | null): Promise<Page<GenerationRow>> {
+    return pageGenerations(this.deps.db, user.id, req, status);
   }
 
   /** The current state: the Redis snapshot while it lives, else what Postgres recorded. */

@@ -11,6 +11,8 @@ export interface JobPayloads {
   generateImage: { generationId: string };
   uploadToCloud: { generationId: string };
   sendEmail: MailJob;
+  /** Saves a succeeded generation's prompt and images as one exchange of its character's chat. */
+  saveChatHistory: { generationId: string };
 }
 export type JobKind = keyof JobPayloads;
 
@@ -18,6 +20,7 @@ export const JOB_QUEUES = {
   generateImage: 'high_priority',
   uploadToCloud: 'normal_priority',
   sendEmail: 'low_priority',
+  saveChatHistory: 'low_priority',
 } as const satisfies Record<JobKind, QueueName>;
 
 /** What Bee-Queue stores as a job's data: the kind travels with the payload. */

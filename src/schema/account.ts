@@ -5,26 +5,8 @@ import type { CreditEntry } from '../credits/ledger';
 import { DomainError, unauthenticated } from '../errors';
 import type { Builder, SchemaContext } from './builder';
 import { requireUser } from './builder';
+import type { ConnectionTypes } from './connection';
 import type { addUserType } from './user';
-
-/** Page sizes of the connections (creditHistory): at most this many per page. */
-export const PAGE_SIZE_MAX = 100;
-const PAGE_SIZE_DEFAULT = 20;
-
-/** Opaque cursors: `<kind>:<id>` in base64url, refused as BAD_USER_INPUT when they are not ours. */
-const encodeCursor = (kind: string, id: string) => Buffer.from(`${kind}:${id}`).toString('base64url');
-function decodeCursor(kind: string, cursor: string | null | undefined): string | null {
-  if (cursor === null || cursor === undefined) return null;
-  const text = Buffer.from(cursor, 'base64url').toString();
-  const id = text.startsWith(`${kind}:`) ? text.slice(kind.length + 1) : '';
-  if (!/^[0-9]{1,19}$/.test(id)) throw new DomainError('BAD_USER_INPUT', 'This cursor is not one this list gave out.', { field: 'after' });
-  return id;
-}
-function pageSize(first: number | null | undefined): number {
-  const n = first ?? PAGE_SIZE_DEFAULT;
-  if (!Number.isInteger(n) || n < 1 || n > PAGE_SIZE_MAX) throw new DomainError('BAD_USER_INPUT', `first must be 1 to ${PAGE_SIZE_MAX}.`, { field: 'first' });
-  return n;
-}
 
 /** Only the caller's own account details are readable, whichever way the User was reached. */
 function ownAccount(u: UserProfile, ctx: SchemaContext): string {
@@ -33,7 +15,7 @@ function ownAccount(u: UserProfile, ctx: SchemaContext): string {
   return user.id;
 }
 
-export function addAccountTypes(builder: Builder, UserRef: ReturnType<typeof addUserType>) {
+export function addAccountTypes(builder: Builder, UserRef: ReturnType<typeof addUserType>, connections: ConnectionTypes) {
   const CreditKind = builder.enumType('CreditEntryKind', {
     values: {
       CHARGE: { value: 'charge', description: 'A generation took its credits.' },
@@ -52,23 +34,7 @@ export function addAccountTypes(builder: Builder, UserRef: ReturnType<typeof add
       createdAt: t.expose('createdAt', { type: 'DateTime' }),
     }),
   });
-  const PageInfo = builder.objectRef<{ hasNextPage: boolean; endCursor: string | null }>('PageInfo').implement({
-    fields: (t) => ({
-      hasNextPage: t.exposeBoolean('hasNextPage'),
-      endCursor: t.exposeString('endCursor', { nullable: true }),
-    }),
-  });
-  const CreditEdge = builder.objectRef<{ cursor: string; node: CreditEntry }>('CreditEntryEdge').implement({
-    fields: (t) => ({ cursor: t.exposeString('cursor'), node: t.field({ type: CreditEntryRef, resolve: (e) => e.node }) }),
-  });
-  const CreditConnection = builder
-    .objectRef<{ edges: Array<{ cursor: string; node: CreditEntry }>; pageInfo: { hasNextPage: boolean; endCursor: string | null } }>('CreditEntryConnection')
-    .implement({
-      fields: (t) => ({
-        edges: t.field({ type: [CreditEdge], resolve: (c) => c.edges }),
-        pageInfo: t.field({ type: PageInfo, resolve: (c) => c.pageInfo }),
-      }),
-    });
+  const CreditConnection = connections.connection('CreditEntry', CreditEntryRef);
   const ApiToken = builder.objectRef<ApiTokenInfo>('ApiToken').implement({
     description: 'An API token for programs; the token itself is shown once, when it is made.',
     fields: (t) => ({ id: t.exposeID('id'), name: t.exposeString('name'), createdAt: t.expose('createdAt', { type: 'DateTime' }) }),
@@ -100,13 +66,9 @@ export function addAccountTypes(builder: Builder, UserRef: ReturnType<typeof add
     notificationSettings: t.field({ type: Notifications, resolve: (u, _a, ctx) => ctx.accounts.notificationSettings(ownAccount(u, ctx)) }),
     creditHistory: t.field({
       type: CreditConnection,
-      description: `Every charge, refund and grant, newest first; at most ${PAGE_SIZE_MAX} per page.`,
-      args: { first: t.arg.int(), after: t.arg.string() },
-      resolve: async (u, args, ctx) => {
-        const page = await ctx.users.creditHistory(ownAccount(u, ctx), pageSize(args.first), decodeCursor('credit', args.after));
-        const edges = page.entries.map((node) => ({ cursor: encodeCursor('credit', node.id), node }));
-        return { edges, pageInfo: { hasNextPage: page.hasNextPage, endCursor: edges.at(-1)?.cursor ?? null } };
-      },
+      description: 'Every charge, refund and grant, newest first.',
+      args: connections.pageArgs(t.arg, 'credits'),
+      resolve: (u, args, ctx) => ctx.users.creditHistory(ownAccount(u, ctx), connections.page(args)),
     }),
   }));
 

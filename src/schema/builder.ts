@@ -3,6 +3,7 @@ import ValidationPlugin from '@pothos/plugin-validation';
 import type { AccountService } from '../accounts/service';
 import type { AuthUser } from '../auth/tokens';
 import type { UserService } from '../auth/users';
+import type { ChatService } from '../chat/service';
 import { DomainError, unauthenticated } from '../errors';
 import type { GenerationService } from '../generation/service';
 import type { Logger } from '../logger';
@@ -21,6 +22,7 @@ export interface SchemaContext {
   users: UserService;
   /** Makes the image URLs of this answer from their storage keys. */
   imageUrls: ImageUrls;
+  chat: ChatService;
   log: Logger;
   /**
    * Per-request memo of generations' current state, so several fields read it once. `created`
@@ -54,6 +56,8 @@ export function createBuilder() {
 }
 
 export type Builder = ReturnType<typeof createBuilder>;
+/** The builder's schema types, for code that takes refs made elsewhere (`ObjectRef<BuilderTypes, Shape>`). */
+export type BuilderTypes = Builder extends PothosSchemaTypes.SchemaBuilder<infer T> ? T : never;
 
 /** The caller, or null without a token; a token that was sent but is not valid is an error, not anonymity. */
 export function optionalUser(ctx: SchemaContext): AuthUser | null {

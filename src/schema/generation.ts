@@ -6,6 +6,7 @@ import { notFound } from '../errors';
 import type { ProgressEvent } from '../progress/event';
 import type { Builder, SchemaContext } from './builder';
 import { requireUser } from './builder';
+import type { ConnectionTypes } from './connection';
 import type { ProgressTypes } from './progress';
 import type { addUserType } from './user';
 
@@ -37,6 +38,7 @@ export function addGenerationTypes(
   builder: Builder,
   types: ProgressTypes,
   UserRef: ReturnType<typeof addUserType>,
+  connections: ConnectionTypes,
   opts: GenerationSchemaOptions,
 ) {
   const { limits } = opts;
@@ -130,6 +132,20 @@ export function addGenerationTypes(
     }),
   );
 
+  const GenerationConnection = connections.connection('Generation', Generation);
+
+  builder.queryField('generations', (t) =>
+    t.field({
+      type: GenerationConnection,
+      description: "The caller's generations, newest first, a page at a time; `status` keeps those the database records in that status.",
+      args: {
+        ...connections.pageArgs(t.arg, 'generations'),
+        status: t.arg({ type: types.GenerationStatus }),
+      },
+      resolve: (_r, args, ctx) => ctx.generations.list(requireUser(ctx), connections.page(args), args.status ?? null),
+    }),
+  );
+
   builder.mutationField('generateImage', (t) =>
     t.field({
       type: Generation,
@@ -168,4 +184,6 @@ export function addGenerationTypes(
       resolve: (event) => event,
     }),
   );
+
+  return { Generation };
 }

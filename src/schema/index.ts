@@ -1,6 +1,8 @@
 import { lexicographicSortSchema, printSchema, type GraphQLSchema } from 'graphql';
 import { addAccountTypes } from './account';
 import { createBuilder } from './builder';
+import { addChatTypes } from './chat';
+import { addConnectionTypes } from './connection';
 import type { GenerationSchemaOptions } from './generation';
 import { addGenerationTypes } from './generation';
 import { addProgressTypes } from './progress';
@@ -18,8 +20,10 @@ export function buildSchema(opts: GenerationSchemaOptions): GraphQLSchema {
   addScalars(builder);
   const progress = addProgressTypes(builder);
   const user = addUserType(builder);
-  addGenerationTypes(builder, progress, user, opts);
-  addAccountTypes(builder, user);
+  const connections = addConnectionTypes(builder, opts.limits.pageSizeMax);
+  const { Generation } = addGenerationTypes(builder, progress, user, connections, opts);
+  addChatTypes(builder, progress, connections, Generation, opts.limits);
+  addAccountTypes(builder, user, connections);
   return builder.toSchema();
 }
 

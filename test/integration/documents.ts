@@ -43,3 +43,34 @@ export const CancelDoc = graphql(`
 export const MeDoc = graphql(`
   query Me { me { id email photoCredits } }
 `);
+
+export const ChatHistoryDoc = graphql(`
+  query ChatHistory($characterName: String!, $first: Int, $after: String) {
+    chatHistory(characterName: $characterName, first: $first, after: $after) {
+      edges {
+        cursor
+        node {
+          id characterName prompt generationId createdAt
+          images { url thumbnailUrl width height blurhash seed }
+          generation { id status input { prompt characterName } }
+        }
+      }
+      pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+    }
+  }
+`);
+
+export const CharactersDoc = graphql(`
+  query Characters {
+    characters { name lastExchange { id prompt generationId createdAt images { url } } }
+  }
+`);
+
+export const GenerationsDoc = graphql(`
+  query Generations($first: Int, $after: String, $status: GenerationStatus) {
+    generations(first: $first, after: $after, status: $status) {
+      edges { cursor node { id status createdAt input { prompt } } }
+      pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+    }
+  }
+`);

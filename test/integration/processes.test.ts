@@ -9,14 +9,19 @@
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parse as parseYaml } from 'yaml';
-import { PROCESSES_TEST_MS } from '../helpers/budgets';
+import { insertGenerationReservingCredits } from '../../src/db/statements';
+import type { GenerationInput } from '../../src/generation/input';
+import { JobProducer } from '../../src/jobs/queues';
+import { createLogger } from '../../src/logger';
+import { PROCESSES_TEST_MS, WAIT_MS } from '../helpers/budgets';
 import { spawnWatched, type Watched } from '../helpers/run';
 import { startStack, type Stack } from '../helpers/stack';
 import { events, expectWellFormedStream, generate, statusPath, watch } from './helpers';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
+const CHAT_INPUT: GenerationInput = { prompt: 'a walk by the sea', negativePrompt: '', characterName: null, width: 64, height: 64, steps: 3, cfgScale: 7, sampler: 'Euler a', seed: 5, batchSize: 1 };
 
 interface Compose {
   'x-app-env'?: Record<string, string>;
@@ -142,6 +147,26 @@ describe('npm run worker as a process', { timeout: PROCESSES_TEST_MS }, () => {
     next.child.kill('SIGTERM');
     expect(await next.exited).toBe(0);
   });
+  it('a worker for low_priority alone starts without a Stable Diffusion server, with its own slots, and saves the chat history', async () => {
+    const user = await stack.createUser(1);
+    const db = stack.tdb.db;
+    const row = await insertGenerationReservingCredits(db, { id: crypto.randomUUID(), userId: user.userId, input: { ...CHAT_INPUT, characterName: 'Gus' } });
+    await db('generations').where({ id: row!.id }).update({ status: 'SUCCEEDED', progress: 1, finished_at: db.fn.now() });
+    const producer = new JobProducer(stack.config, createLogger('silent'));
+    try {
+      await producer.enqueue('saveChatHistory', row!.id, { generationId: row!.id });
+    } finally {
+      await producer.close();
+    }
+
+    const w = worker(['--queues=low_priority'], { APP_SD_API_URL: '' }, 'npm');
+    await w.waitFor(/worker started/);
+    expect(w.output()).toMatch(/"slots":\{"low_priority":4\}/);
+    await vi.waitFor(async () => expect(await db('chat_exchanges').where({ generation_id: row!.id }).first()).toMatchObject({ character_name: 'Gus' }), { timeout: WAIT_MS });
+    w.child.kill('SIGTERM');
+    expect(await w.exited).toBe(0);
+  });
+
   it("the compose and Dockerfile commands start node itself, so a container's SIGTERM reaches it, with time to drain", () => {
     expect(composeWorkerCommand()[0]).toBe('node');
     const worker = compose().services.worker!;

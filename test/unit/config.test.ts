@@ -46,6 +46,8 @@ describe('loadConfig', () => {
       retryDelayMs: 60_000,
       maxTasksPerChild: 50,
     });
+    expect(c.worker.slots).toEqual({ high_priority: 2, normal_priority: 4, low_priority: 4 });
+    expect(c.limits.pageSizeMax).toBe(100);
     expect(c.progress.expiresS).toBe(3600);
     expect(c.database.url).toBeUndefined();
     expect(c.sd.url).toBeUndefined();
@@ -61,6 +63,12 @@ describe('loadConfig', () => {
     expect(c.worker.concurrency).toBe(5);
     expect(loadConfig({ APP_DATABASE_URL: 'postgres://a/app' }).database.url).toBe('postgres://a/app');
     expect(loadConfig({ CELERY_WORKER_CONCURRENCY: '5', WORKER_CONCURRENCY: '3' }).worker.concurrency).toBe(3);
+  });
+
+  it('gives each queue its own slots: --concurrency sizes the generation slots only', () => {
+    const c = loadConfig({ WORKER_CONCURRENCY: '3', NORMAL_PRIORITY_CONCURRENCY: '6', LOW_PRIORITY_CONCURRENCY: '1' });
+    expect(c.worker.slots).toEqual({ high_priority: 3, normal_priority: 6, low_priority: 1 });
+    expect(() => loadConfig({ LOW_PRIORITY_CONCURRENCY: '0' })).toThrow(/LOW_PRIORITY_CONCURRENCY="0"/);
   });
 
   it('parses SD basic auth, keeping colons in the password', () => {

@@ -1,7 +1,10 @@
 /**
- * uploadToCloud: stores a generation's staged images, records them and marks it SUCCEEDED.
- * Keys derive from the generation id, image rows are unique per (generation, index) and the final
- * transaction refuses a generation that already ended, so a re-delivered upload changes nothing.
+ * uploadToCloud: stores a generation's staged images, records them, marks it SUCCEEDED and queues
+ * what follows a success (src/generation/followUps.ts). Keys derive from the generation id, image rows are
+ * unique per (generation, index) and the final transaction refuses a generation that already
+ * ended, so a re-delivered upload changes nothing; it only queues the follow-ups again, in case the
+ * delivery before it died between recording the success and queuing them (their job ids derive
+ * from the generation, and what they write is unique per generation).
  */
 import type { Knex } from 'knex';
 import { completeGeneration, discardStagedImages, loadStagedImages, type StoredImage } from '../../src/generation/images';
@@ -10,22 +13,23 @@ import { progressFromRow } from '../../src/generation/progressOf';
 import { findGeneration } from '../../src/generation/repository';
 import { isTerminal } from '../../src/generation/lifecycle';
 import { JobError } from '../../src/jobs/errors';
-import type { Processor } from '../../src/jobs/runner';
-import { queueFollowUpsOfSuccess } from '../../src/generation/followUps';
 import type { JobProducer } from '../../src/jobs/queues';
+import type { Processor } from '../../src/jobs/runner';
+import { queueChatHistory, queueImagesReadyMail } from '../../src/generation/followUps';
 import type { ProgressPublisher } from '../../src/progress/publisher';
 import { imageKeys, type ObjectStorage } from '../../src/storage/storage';
 
 export interface UploadDeps {
   db: Knex;
   publisher: ProgressPublisher;
-  storage: ObjectStorage;
-  /** Queues what follows a success (the images-ready mail). */
+  /** Queues what follows a success (chat history, the images-ready mail). */
   producer: JobProducer;
+  storage: ObjectStorage;
 }
 
 export function uploadToCloudProcessor(deps: UploadDeps): Processor<'uploadToCloud'> {
-  const { db, publisher, storage, producer } = deps;
+  const { db, publisher, producer, storage } = deps;
+
   return {
     async run(ctx) {
       const id = ctx.payload.generationId;
@@ -35,6 +39,7 @@ export function uploadToCloudProcessor(deps: UploadDeps): Processor<'uploadToClo
         // Ended meanwhile (cancelled, failed): its staged copies are of no use any more.
         await discardStagedImages(db, id);
         await republishFinal(db, publisher, row);
+        if (row.status === 'SUCCEEDED') await queueChatHistory(producer, row);
         return;
       }
       const staged = await loadStagedImages(db, id);
@@ -68,7 +73,8 @@ export function uploadToCloudProcessor(deps: UploadDeps): Processor<'uploadToClo
         return;
       }
       // Queued before SUCCEEDED is told: whoever sees it can count on what follows being queued.
-      await queueFollowUpsOfSuccess(db, producer, done, ctx.log);
+      await queueImagesReadyMail(db, producer, done, ctx.log);
+      await queueChatHistory(producer, done);
       await publisher.publish(await progressFromRow(db, done));
     },
     async onFinalFailure(ctx, failure) {

@@ -6,3 +6,4 @@
 export { User } from './User';
 export { Generation } from './Generation';
 export { CreditLedgerEntry, type CreditKind } from './CreditLedgerEntry';
+export { ChatExchange } from './ChatExchange';
