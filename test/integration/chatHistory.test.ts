@@ -7,7 +7,6 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { saveChatExchange } from '../../src/chat/history';
 import { insertGenerationReservingCredits } from '../../src/db/statements';
-import type { GenerationInput } from '../../src/generation/input';
 import { findGeneration, type GenerationRow } from '../../src/generation/repository';
 import { JobProducer, jobsKey, waitingKey } from '../../src/jobs/queues';
 import { createLogger } from '../../src/logger';
@@ -17,10 +16,10 @@ import { WAIT_MS } from '../helpers/budgets';
 import { gql, type GqlResult } from '../helpers/graphql';
 import { startStack, type Stack } from '../helpers/stack';
 import { CharactersDoc, ChatHistoryDoc, GenerationsDoc } from './documents';
-import { events, generate, watch } from './helpers';
+import { events, generate, testInput, watch } from './helpers';
 
 const log = createLogger('silent');
-const INPUT: GenerationInput = { prompt: 'tea with a dragon', negativePrompt: '', characterName: null, width: 64, height: 64, steps: 3, cfgScale: 7, sampler: 'Euler a', seed: 5, batchSize: 1 };
+const INPUT = testInput('tea with a dragon');
 
 /** Jobs of `kind` this worker finished, however they ended. */
 function jobsRun(worker: Worker, kind: string): number {

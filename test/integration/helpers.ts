@@ -1,4 +1,5 @@
 import { expect } from 'vitest';
+import type { GenerationInput } from '../../src/generation/input';
 import type { ProgressSubscription } from '../gql/graphql';
 import { gql, subscribe, type GqlResult } from '../helpers/graphql';
 import type { Stack } from '../helpers/stack';
@@ -7,6 +8,21 @@ import { GenerateDoc, ProgressDoc } from './documents';
 export type ProgressEvent = ProgressSubscription['generationProgress'];
 
 export const TERMINAL = ['SUCCEEDED', 'FAILED', 'CANCELLED'];
+
+/** A small, valid generation input for tests that write generations directly. */
+export const testInput = (prompt: string, overrides: Partial<GenerationInput> = {}): GenerationInput => ({
+  prompt,
+  negativePrompt: '',
+  characterName: null,
+  width: 64,
+  height: 64,
+  steps: 3,
+  cfgScale: 7,
+  sampler: 'Euler a',
+  seed: 5,
+  batchSize: 1,
+  ...overrides,
+});
 
 /** The statuses a successful generation passes through, in order. */
 export const HAPPY_ORDER = ['QUEUED', 'STARTED', 'GENERATING', 'POST_PROCESSING', 'UPLOADING', 'SUCCEEDED'];

@@ -7,7 +7,6 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createUserWithToken } from '../../src/auth/tokens';
 import { completeGeneration, stageImagesForUpload } from '../../src/generation/images';
-import type { GenerationInput } from '../../src/generation/input';
 import {
   canTransition,
   GENERATION_STATUSES,
@@ -19,19 +18,9 @@ import {
 } from '../../src/generation/lifecycle';
 import { endGenerationWithRefund, findGeneration, transitionGeneration, type GenerationRow } from '../../src/generation/repository';
 import { createTestDatabase, type TestDatabase } from '../helpers/database';
+import { testInput } from './helpers';
 
-const INPUT: GenerationInput = {
-  prompt: 'a transition',
-  negativePrompt: '',
-  characterName: null,
-  width: 64,
-  height: 64,
-  steps: 2,
-  cfgScale: 7,
-  sampler: 'Euler a',
-  seed: 1,
-  batchSize: 1,
-};
+const INPUT = testInput('a transition', { steps: 2, seed: 1 });
 const FAILURE = { code: 'TEST', message: 'a test failure', retryable: false };
 const IMAGE = { index: 0, webp: Buffer.from('w'), thumbnail: Buffer.from('t'), width: 64, height: 64, blurhash: 'L00000fQfQfQfQfQfQfQfQfQfQfQ', seed: 1, sha256: 'x' };
 

@@ -4,7 +4,6 @@
  * else FAILED with the credits back. Young rows and rows with a job are left alone.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { GenerationInput } from '../../src/generation/input';
 import { sweepStrandedGenerations, type StrandedSweep } from '../../src/generation/orphans';
 import { failGeneration } from '../../src/generation/outcomes';
 import { insertGenerationReservingCredits } from '../../src/db/statements';
@@ -12,9 +11,9 @@ import { JobProducer, jobsKey } from '../../src/jobs/queues';
 import { createLogger } from '../../src/logger';
 import { ProgressPublisher } from '../../src/progress/publisher';
 import { startStack, type Stack } from '../helpers/stack';
-import { events, expectWellFormedStream, watch } from './helpers';
+import { events, expectWellFormedStream, testInput, watch } from './helpers';
 
-const INPUT: GenerationInput = { prompt: 'left behind', negativePrompt: '', characterName: null, width: 64, height: 64, steps: 3, cfgScale: 7, sampler: 'Euler a', seed: 5, batchSize: 1 };
+const INPUT = testInput('left behind');
 
 describe('stranded generations', () => {
   let stack: Stack;

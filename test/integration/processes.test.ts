@@ -12,16 +12,15 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { insertGenerationReservingCredits } from '../../src/db/statements';
-import type { GenerationInput } from '../../src/generation/input';
 import { JobProducer } from '../../src/jobs/queues';
 import { createLogger } from '../../src/logger';
 import { PROCESSES_TEST_MS, WAIT_MS } from '../helpers/budgets';
 import { spawnWatched, type Watched } from '../helpers/run';
 import { startStack, type Stack } from '../helpers/stack';
-import { events, expectWellFormedStream, generate, statusPath, watch } from './helpers';
+import { events, expectWellFormedStream, generate, statusPath, testInput, watch } from './helpers';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
-const CHAT_INPUT: GenerationInput = { prompt: 'a walk by the sea', negativePrompt: '', characterName: null, width: 64, height: 64, steps: 3, cfgScale: 7, sampler: 'Euler a', seed: 5, batchSize: 1 };
+const CHAT_INPUT = testInput('a walk by the sea');
 
 interface Compose {
   'x-app-env'?: Record<string, string>;

@@ -9,7 +9,6 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, NotFound, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
 import { stageImagesForUpload } from '../../src/generation/images';
-import type { GenerationInput } from '../../src/generation/input';
 import { findGeneration } from '../../src/generation/repository';
 import { JobProducer } from '../../src/jobs/queues';
 import type { JobContext } from '../../src/jobs/runner';
@@ -23,24 +22,13 @@ import { gql } from '../helpers/graphql';
 import { startTestS3, type TestS3 } from '../helpers/s3';
 import { startStack, type Stack } from '../helpers/stack';
 import { GenerationDoc } from './documents';
-import { events, expectWellFormedStream, generate, watch } from './helpers';
+import { events, expectWellFormedStream, generate, testInput, watch } from './helpers';
 
 const MiB = 1024 * 1024;
 /** S3's smallest part, and the smallest threshold the config allows. */
 const PART_BYTES = 5 * MiB;
 
-const INPUT: GenerationInput = {
-  prompt: 'staged by the test',
-  negativePrompt: '',
-  characterName: null,
-  width: 64,
-  height: 64,
-  steps: 2,
-  cfgScale: 7,
-  sampler: 'Euler a',
-  seed: 1,
-  batchSize: 1,
-};
+const INPUT = testInput('staged by the test', { steps: 2, seed: 1 });
 
 async function getObject(client: S3Client, bucket: string, key: string) {
   const o = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
