@@ -17,11 +17,12 @@ export async function up(knex: Knex): Promise<void> {
     t.uuid('user_id').notNullable().references('users.id').onDelete('CASCADE');
     t.text('kind').notNullable();
     t.integer('amount').notNullable();
-    t.uuid('generation_id').references('generations.id').onDelete('CASCADE');
+    // RESTRICT: deleting a generation must not silently take money rows (and the balance rule) with it.
+    t.uuid('generation_id').references('generations.id').onDelete('RESTRICT');
     t.text('reason');
     t.timestamp('created_at', { useTz: true }).notNullable().defaultTo(knex.fn.now());
-    // A user's history, newest first (me { creditHistory }).
-    t.index(['user_id', 'id']);
+    // A user's history, newest first (me { creditHistory }, paged by (created_at, id)).
+    t.index(['user_id', 'created_at', 'id']);
   });
   await knex.raw(`ALTER TABLE credit_ledger ADD CONSTRAINT credit_ledger_kind CHECK (kind IN ('charge', 'refund', 'grant'))`);
   // Charges and refunds belong to a generation; grants do not.

@@ -8,7 +8,7 @@ import type { Knex } from 'knex';
  *   whether the user wants an "images ready" mail.
  * - api_tokens: sessions live beside API tokens (one lookup for both), with an expiry.
  * - email_tokens: single-use tokens sent by mail (verify the address, reset the password), stored
- *   as sha256 like every other token.
+ *   as sha256 like every other token; a verification token holds the password of its sign-up.
  */
 export async function up(knex: Knex): Promise<void> {
   await knex.schema.alterTable('users', (t) => {
@@ -29,6 +29,8 @@ export async function up(knex: Knex): Promise<void> {
     t.uuid('user_id').notNullable().references('users.id').onDelete('CASCADE');
     t.text('purpose').notNullable();
     t.text('token_hash').notNullable().unique();
+    // A verification token's sign-up password (Argon2id), set when its link is followed.
+    t.text('password_hash');
     t.timestamp('expires_at', { useTz: true }).notNullable();
     t.timestamp('used_at', { useTz: true });
     t.timestamp('created_at', { useTz: true }).notNullable().defaultTo(knex.fn.now());

@@ -11,6 +11,7 @@ export type PublicErrorCode =
   | 'BAD_USER_INPUT'
   | 'INSUFFICIENT_CREDITS'
   | 'EMAIL_NOT_VERIFIED'
+  | 'SERVICE_UNAVAILABLE'
   | 'RATE_LIMITED'
   | 'CONFLICT';
 

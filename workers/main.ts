@@ -47,18 +47,20 @@ async function main() {
     throw err;
   }
   const storage = createObjectStorage(config);
-  const worker = createWorker({ config, db, log, sdUrl, storage });
+  let worker: ReturnType<typeof createWorker> | undefined;
   try {
+    worker = createWorker({ config, db, log, sdUrl, storage });
     await worker.start();
   } catch (err) {
     // Whatever it opened is closed before the process says why it could not start.
-    await worker.close();
+    await worker?.close();
     storage.close?.();
     await db.destroy();
     throw err;
   }
+  const running = worker;
   closeOnSignals(async () => {
-    await worker.close();
+    await running.close();
     storage.close?.();
     await db.destroy();
   }, log);

@@ -184,17 +184,18 @@ export function createWorker(opts: WorkerOptions): Worker {
 function generationParts(opts: WorkerOptions) {
   const { config, log, sdUrl } = opts;
   if (!sdUrl) throw new Error(`a worker that consumes ${JOB_QUEUES.generateImage} needs the Stable Diffusion server's URL`);
-  const pool = PostprocessPool.create({
-    threads: config.worker.postprocessThreads,
-    maxTasksPerThread: config.worker.maxTasksPerChild,
-    webpQuality: config.worker.webpQuality,
-    thumbnailSize: config.worker.thumbnailSize,
-  });
+  // The client first: it only holds settings, so if it throws, no pool threads are left running.
   const sd = new SdClient({
     baseUrl: sdUrl,
     auth: config.sd.auth,
     progressIntervalMs: config.sd.progressIntervalMs,
     logger: log.child({ component: 'sd' }),
+  });
+  const pool = PostprocessPool.create({
+    threads: config.worker.postprocessThreads,
+    maxTasksPerThread: config.worker.maxTasksPerChild,
+    webpQuality: config.worker.webpQuality,
+    thumbnailSize: config.worker.thumbnailSize,
   });
   return { pool, sd };
 }

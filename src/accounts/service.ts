@@ -4,22 +4,28 @@
  * whether the address has an account or not (same answer, a password hashed either way, a mail in
  * both cases that says only what the mailbox's owner may know).
  */
+import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Config } from '../config';
 import { grantCredits } from '../credits/ledger';
 import { User } from '../db/models';
 import { DomainError } from '../errors';
+import { parseUuid } from '../ids';
 import type { JobProducer } from '../jobs/queues';
 import type { Logger } from '../logger';
+import type { MailJob } from '../mail/templates';
 import type { UserProfile } from '../auth/users';
 import { hashToken, issueToken, type IssuedToken } from '../auth/tokens';
-import { createEmailToken, useEmailToken } from './emailTokens';
+import { createEmailToken, retireEmailTokens, useEmailToken } from './emailTokens';
 import { checkPassword, hashPassword, PASSWORD_MAX_LENGTH } from './passwords';
 
 export const EMAIL_MAX_LENGTH = 254;
 export const TOKEN_NAME_MAX_LENGTH = 100;
-/** An address: something@something.something, no spaces or control characters. */
-const EMAIL = /^[^\s@\p{Cc}]+@[^\s@\p{Cc}]+\.[^\s@\p{Cc}]+$/u;
+/**
+ * An address as people type them: a dot-atom local part (RFC 5322's atext, no quoting, comments or
+ * angle brackets, which a mailer would read as another recipient) and a domain of dotted labels.
+ */
+const EMAIL = /^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$/;
 
 export interface AccountServiceDeps {
   db: Knex;
@@ -76,44 +82,59 @@ export class AccountService {
   /**
    * Makes an account and mails a verification link; an address that has an account gets a mail
    * saying so instead (or a fresh link, if it never verified), and the answer is the same.
+   *
+   * Each verification link carries the password of the sign-up that sent it, and following the link
+   * sets that password: whoever signs up first with someone else's address (who cannot follow the
+   * link) never holds the account's password, and while verification is required nobody signs in
+   * before following one. The mail is queued after the transaction commits: a mail is never queued
+   * for a sign-up that was rolled back, and one that cannot be queued is SERVICE_UNAVAILABLE (signing
+   * up again sends a fresh link).
    */
   async signUp(rawEmail: string, password: string): Promise<SignUpAnswer> {
     const email = this.normalizeEmail(rawEmail);
     this.checkNewPassword(password);
     // Hashed whether or not the address is taken: the answer takes as long either way.
     const passwordHash = await hashPassword(password);
-    const { db, producer, settings } = this.deps;
-    await db.transaction(async (trx) => {
+    const { db, settings } = this.deps;
+    const mail = await db.transaction(async (trx): Promise<MailJob> => {
       const [created] = (await trx('users').insert({ email, password_hash: passwordHash }).onConflict('email').ignore().returning('id')) as Array<{ id: string }>;
-      if (created) {
-        if (settings.signupCredits > 0) await grantCredits(trx, created.id, settings.signupCredits, 'sign-up');
-        await this.queueVerification(trx, created.id, email);
-        return;
+      if (created && settings.signupCredits > 0) await grantCredits(trx, created.id, settings.signupCredits, 'sign-up');
+      const user = created ?? (await User.query(trx).findOne({ email }).select('id', 'email_verified_at'));
+      if (!user || ('email_verified_at' in user && user.email_verified_at)) {
+        return { to: email, template: 'alreadyRegistered', params: {} };
       }
-      const existing = await User.query(trx).findOne({ email }).select('id', 'email_verified_at');
-      if (existing && !existing.email_verified_at) {
-        // Someone who lost the first mail signs up again: a fresh link (the password stays as it was).
-        await this.queueVerification(trx, existing.id, email);
-      } else {
-        await producer.enqueue('sendEmail', `alreadyRegistered:${email}:${Date.now()}`, { to: email, template: 'alreadyRegistered', params: {} });
-      }
+      // New, or never verified (someone who lost the first mail, or someone else): a fresh link.
+      const { token } = await createEmailToken(trx, user.id, 'verify_email', settings.emailTokenTtlS, passwordHash);
+      return { to: email, template: 'verifyEmail', params: { token } };
     });
+    await this.queueMail(mail);
     return { email, message: `If ${email} can receive mail, a message is on its way there: follow its link to finish signing up.` };
   }
 
-  /** Queued inside the transaction that made the token: a mail that cannot be queued undoes the sign-up. */
-  private async queueVerification(trx: Knex.Transaction, userId: string, email: string): Promise<void> {
-    const { id, token } = await createEmailToken(trx, userId, 'verify_email', this.deps.settings.emailTokenTtlS);
-    await this.deps.producer.enqueue('sendEmail', `verifyEmail:${id}`, { to: email, template: 'verifyEmail', params: { token } });
+  /** Queues a mail; its job id names the mail without the address (job ids show on dashboards). */
+  private async queueMail(mail: MailJob): Promise<void> {
+    const key = `${mail.template}:${hashToken(`${mail.to}\n${'token' in mail.params ? mail.params.token : randomUUID()}`).slice(0, 32)}`;
+    try {
+      await this.deps.producer.enqueue('sendEmail', key, mail);
+    } catch (err) {
+      this.deps.log.warn({ err, mail: mail.template }, 'could not queue a mail');
+      throw new DomainError('SERVICE_UNAVAILABLE', 'Mail cannot be queued right now; try again in a moment.');
+    }
   }
 
+  /** Follows a verification link: the address is verified and the password of its sign-up is set; other links of the account stop working. */
   async verifyEmail(token: string): Promise<UserProfile> {
     const user = await this.deps.db.transaction(async (trx) => {
-      const userId = await useEmailToken(trx, token, 'verify_email');
-      if (!userId) return null;
+      const used = await useEmailToken(trx, token, 'verify_email');
+      if (!used) return null;
+      await retireEmailTokens(trx, used.userId, 'verify_email');
       const [row] = (await trx('users')
-        .where({ id: userId })
-        .update({ email_verified_at: trx.raw('coalesce(email_verified_at, now())'), updated_at: trx.fn.now() })
+        .where({ id: used.userId })
+        .update({
+          email_verified_at: trx.raw('coalesce(email_verified_at, now())'),
+          ...(used.passwordHash ? { password_hash: used.passwordHash } : {}),
+          updated_at: trx.fn.now(),
+        })
         .returning(['id', 'email'])) as Array<{ id: string; email: string }>;
       return row ?? null;
     });
@@ -121,14 +142,25 @@ export class AccountService {
     return { id: user.id, email: user.email };
   }
 
+  /**
+   * A session for the address and password. While EMAIL_VERIFICATION_REQUIRED, an address that is
+   * not verified yet cannot sign in, and hears the same as for a wrong password (a client cannot
+   * learn from it whether an address had an account before).
+   */
   async signIn(rawEmail: string, password: string): Promise<Session> {
     const email = rawEmail.trim().toLowerCase();
-    const user = email.length <= EMAIL_MAX_LENGTH && password.length <= PASSWORD_MAX_LENGTH ? await User.query(this.deps.db).findOne({ email }).select('id', 'email', 'password_hash') : undefined;
+    const user =
+      email.length <= EMAIL_MAX_LENGTH && password.length <= PASSWORD_MAX_LENGTH
+        ? await User.query(this.deps.db).findOne({ email }).select('id', 'email', 'password_hash', 'email_verified_at')
+        : undefined;
     // Checked against a decoy when there is no such user: "wrong" takes as long either way.
     const ok = await checkPassword(user?.password_hash ?? null, password.slice(0, PASSWORD_MAX_LENGTH));
-    if (!user || !ok) throw new DomainError('UNAUTHENTICATED', 'Wrong email or password.');
+    const verified = Boolean(user?.email_verified_at) || !this.deps.settings.emailVerificationRequired;
+    if (!user || !ok || !verified) {
+      throw new DomainError('UNAUTHENTICATED', 'Wrong email or password, or the address is not confirmed yet (follow the link in the mail sent at sign-up).');
+    }
     const session = await issueToken(this.deps.db, user.id, 'session', { kind: 'session', ttlS: this.deps.settings.sessionTtlS });
-    return { token: session.token, expiresAt: session.expiresAt!, user: { id: user.id, email: user.email } };
+    return { token: session.token, expiresAt: session.expiresAt!, user: { id: user.id, email: user.email, viewer: true } };
   }
 
   /** Revokes the token the request came with (a session or an API token). */
@@ -141,13 +173,14 @@ export class AccountService {
   /** Mails a reset link if the address has an account; the answer is the same either way. */
   async requestPasswordReset(rawEmail: string): Promise<void> {
     const email = this.normalizeEmail(rawEmail);
-    const { db, producer, settings } = this.deps;
-    await db.transaction(async (trx) => {
+    const { db, settings } = this.deps;
+    const mail = await db.transaction(async (trx): Promise<MailJob | null> => {
       const user = await User.query(trx).findOne({ email }).select('id');
-      if (!user) return;
-      const { id, token } = await createEmailToken(trx, user.id, 'reset_password', settings.emailTokenTtlS);
-      await producer.enqueue('sendEmail', `resetPassword:${id}`, { to: email, template: 'resetPassword', params: { token } });
+      if (!user) return null;
+      const { token } = await createEmailToken(trx, user.id, 'reset_password', settings.emailTokenTtlS);
+      return { to: email, template: 'resetPassword', params: { token } };
     });
+    if (mail) await this.queueMail(mail);
   }
 
   /** Sets a new password from a reset link; every session of the user ends (API tokens stay). */
@@ -155,8 +188,11 @@ export class AccountService {
     this.checkNewPassword(password);
     const passwordHash = await hashPassword(password);
     const revoked = await this.deps.db.transaction(async (trx) => {
-      const userId = await useEmailToken(trx, token, 'reset_password');
-      if (!userId) throw invalidLink('token');
+      const used = await useEmailToken(trx, token, 'reset_password');
+      if (!used) throw invalidLink('token');
+      const userId = used.userId;
+      // One reset ends the others: an older link still in a mailbox sets nothing any more.
+      await retireEmailTokens(trx, userId, 'reset_password');
       // The link came through the mailbox, which proves the address too.
       await trx('users')
         .where({ id: userId })
@@ -181,9 +217,10 @@ export class AccountService {
 
   /** True if the token was the user's and live; false if it was not found (or not theirs, or revoked already). */
   async revokeApiToken(userId: string, tokenId: string): Promise<boolean> {
-    if (!/^[0-9a-f-]{36}$/i.test(tokenId)) return false;
+    const id = parseUuid(tokenId);
+    if (!id) return false;
     const rows = (await this.deps.db('api_tokens')
-      .where({ id: tokenId, user_id: userId, kind: 'api' })
+      .where({ id, user_id: userId, kind: 'api' })
       .whereNull('revoked_at')
       .update({ revoked_at: this.deps.db.fn.now() })
       .returning('token_hash')) as Array<{ token_hash: string }>;

@@ -4,11 +4,14 @@ import { creditHistory, grantCredits, type CreditEntry } from '../credits/ledger
 import type { Page, PageRequest } from '../paging';
 import { User } from '../db/models';
 import { DomainError } from '../errors';
+import { parseUuid } from '../ids';
 import type { AuthUser } from './tokens';
 
 export interface UserProfile {
   id: string;
   email: string;
+  /** The requester proved to be this user in the same operation (signIn), without a token yet. */
+  viewer?: boolean;
 }
 
 export class UserService {
@@ -33,8 +36,9 @@ export class UserService {
   /** Admins only: adds (or, negative, takes) credits with a reason; returns the user's profile. */
   async grantCredits(actor: AuthUser, userId: string, amount: number, reason: string): Promise<UserProfile> {
     if (!actor.isAdmin) throw new DomainError('FORBIDDEN', 'Only an admin may grant photo credits.');
-    const profile = /^[0-9a-f-]{36}$/i.test(userId) ? await this.profile(userId) : null;
-    if (!profile || (await grantCredits(this.db, userId, amount, reason)) === null) {
+    const id = parseUuid(userId);
+    const profile = id ? await this.profile(id) : null;
+    if (!id || !profile || (await grantCredits(this.db, id, amount, reason)) === null) {
       throw new DomainError('NOT_FOUND', `User ${userId} was not found.`);
     }
     return profile;

@@ -12,6 +12,8 @@ import { DomainError } from '../errors';
 /** The most a single grant may add or take: a typo of a few zeros is refused, not booked. */
 export const MAX_GRANT = 1_000_000;
 export const MAX_REASON_LENGTH = 500;
+/** The balance column is a 32-bit integer. */
+export const MAX_BALANCE = 2 ** 31 - 1;
 
 export interface CreditEntry {
   id: string;
@@ -39,6 +41,9 @@ export async function grantCredits(db: Knex | Knex.Transaction, userId: string, 
     const user = await User.query(trx).findById(userId).forUpdate().select('photo_credits');
     if (!user) return null;
     const balance = user.photo_credits + amount;
+    if (balance > MAX_BALANCE) {
+      throw new DomainError('BAD_USER_INPUT', `A balance holds at most ${MAX_BALANCE} credits; the user has ${user.photo_credits}.`, { field: 'amount' });
+    }
     if (balance < 0) {
       throw new DomainError('BAD_USER_INPUT', `The user has ${user.photo_credits} credits; taking ${-amount} would go below zero.`, { field: 'amount' });
     }

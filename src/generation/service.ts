@@ -3,6 +3,7 @@
  * cancel. Resolvers call this; it knows nothing of GraphQL except the public error kinds.
  */
 import { randomUUID } from 'node:crypto';
+import { parseUuid } from '../ids';
 import type { Knex } from 'knex';
 import type { AuthUser } from '../auth/tokens';
 import { DomainError, notFound } from '../errors';
@@ -21,10 +22,9 @@ import { GenerationInserter } from './inserter';
 import { endGenerationWithRefund, findGeneration, pageGenerations } from './repository';
 import { isTerminal, type GenerationStatus } from './lifecycle';
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** The one place an incoming generation id is parsed; a malformed id is simply not found. */
-export const parseGenerationId = (raw: string): string | null => (UUID.test(raw) ? raw.toLowerCase() : null);
+export const parseGenerationId = parseUuid;
 
 export interface GenerationServiceDeps {
   db: Knex;

@@ -13,7 +13,7 @@ import { gql, type GqlResult } from '../helpers/graphql';
 import { linkIn, startSmtp, type TestSmtp } from '../helpers/smtp';
 import { startStack, type Stack } from '../helpers/stack';
 import { WAIT_MS } from '../helpers/budgets';
-import { createUserWithToken } from '../../src/auth/tokens';
+import { createUserWithToken, hashToken, issueToken } from '../../src/auth/tokens';
 import { JobProducer } from '../../src/jobs/queues';
 import { createLogger } from '../../src/logger';
 import { events, generate, watch } from './helpers';
@@ -118,10 +118,13 @@ describe('accounts, with a real SMTP server', () => {
     expect(link.pathname).toBe('/account/verify-email');
     const token = link.searchParams.get('token')!;
 
-    // Signed in but not verified: no generating yet.
+    // Not verified yet: no signing in, with the answer a wrong password gets.
     const early = await gql(stack.baseUrl, SignInDoc, { email, password: PASSWORD });
-    expect(early.errors).toBeUndefined();
-    const session = early.data!.signIn.token;
+    expect(codeOf(early)).toBe('UNAUTHENTICATED');
+    expect(early.errors![0]!.message).toBe((await gql(stack.baseUrl, SignInDoc, { email: newEmail(), password: PASSWORD })).errors![0]!.message);
+    // A token that exists before the address is verified (an operator's) cannot generate either.
+    const userId = (await stack.tdb.db('users').where({ email: email.toLowerCase() }).first<{ id: string }>('id'))!.id;
+    const session = (await issueToken(stack.tdb.db, userId, 'test', { kind: 'session', ttlS: 3600 })).token;
     expect((await gql(stack.baseUrl, MeDoc, {}, session)).data!.me).toMatchObject({ emailVerified: false, photoCredits: 3 });
     const refused = await gql(stack.baseUrl, graphql(`mutation Early($input: GenerateImageInput!) { generateImage(input: $input) { id } }`), { input: { prompt: 'too soon' } }, session);
     expect(codeOf(refused)).toBe('EMAIL_NOT_VERIFIED');
@@ -141,9 +144,30 @@ describe('accounts, with a real SMTP server', () => {
     expect(codeOf(again)).toBe('BAD_USER_INPUT');
     expect(codeOf(await gql(stack.baseUrl, VerifyDoc, { token: 'made-up' }))).toBe('BAD_USER_INPUT');
 
-    // Verified (the cached "not verified" is read again): it generates with the sign-up credits.
-    const { id } = await generate(stack, session, { steps: 3 });
+    // Verified (the cached "not verified" is read again): it signs in and generates with the sign-up credits.
+    const signedIn = await gql(stack.baseUrl, SignInDoc, { email, password: PASSWORD });
+    expect(signedIn.errors).toBeUndefined();
+    const { id } = await generate(stack, signedIn.data!.signIn.token, { steps: 3 });
     expect(events(await watch(stack.baseUrl, id, session).done).at(-1)).toMatchObject({ status: 'SUCCEEDED' });
+  });
+
+  it("gives a stranger who signed up first with someone's address nothing: the owner's link sets the owner's password", async () => {
+    const email = newEmail().toLowerCase();
+    // A stranger signs up with the address first, then its owner.
+    await gql(stack.baseUrl, SignUpDoc, { email, password: 'the stranger password' });
+    const strangers = await smtp.waitFor(email, (m) => m.parsed.subject === 'Confirm your email address');
+    expect(codeOf(await gql(stack.baseUrl, SignInDoc, { email, password: 'the stranger password' }))).toBe('UNAUTHENTICATED');
+    await gql(stack.baseUrl, SignUpDoc, { email, password: PASSWORD });
+    const owners = await smtp.waitFor(email, (m) => m.parsed.subject === 'Confirm your email address' && m !== strangers);
+    // The owner follows the link of their own sign-up.
+    expect((await gql(stack.baseUrl, VerifyDoc, { token: linkIn(owners).searchParams.get('token')! })).errors).toBeUndefined();
+    expect((await gql(stack.baseUrl, SignInDoc, { email, password: PASSWORD })).errors).toBeUndefined();
+    expect(codeOf(await gql(stack.baseUrl, SignInDoc, { email, password: 'the stranger password' }))).toBe('UNAUTHENTICATED');
+    // The other link of the address stopped working when one was followed.
+    expect(codeOf(await gql(stack.baseUrl, VerifyDoc, { token: linkIn(strangers).searchParams.get('token')! }))).toBe('BAD_USER_INPUT');
+    // signIn's user is the caller's own account, readable in the same answer.
+    const session = await gql(stack.baseUrl, graphql(`mutation SignInWhole($email: String!, $password: String!) { signIn(email: $email, password: $password) { user { emailVerified photoCredits } } }`), { email, password: PASSWORD });
+    expect(session.data!.signIn.user).toEqual({ emailVerified: true, photoCredits: 3 });
   });
 
   it('answers a sign-up for a taken address exactly like a new one; only the mailbox learns which', async () => {
@@ -177,8 +201,28 @@ describe('accounts, with a real SMTP server', () => {
     expect((await gql(stack.baseUrl, SignInDoc, { email: taken.email, password: PASSWORD })).errors).toBeUndefined();
   });
 
+  it('refuses a mail link past EMAIL_TOKEN_TTL_S and a session past SESSION_TTL_S', async () => {
+    const email = newEmail();
+    await gql(stack.baseUrl, SignUpDoc, { email, password: PASSWORD });
+    const token = linkIn(await smtp.waitFor(email)).searchParams.get('token')!;
+    // Time moves on: the link's expiry is now behind it.
+    await stack.tdb.db('email_tokens').where({ token_hash: hashToken(token) }).update({ expires_at: stack.tdb.db.raw("now() - interval '1 second'") });
+    expect(codeOf(await gql(stack.baseUrl, VerifyDoc, { token }))).toBe('BAD_USER_INPUT');
+
+    const verified = await account();
+    const session = (await gql(stack.baseUrl, SignInDoc, { email: verified.email, password: PASSWORD })).data!.signIn;
+    expect(new Date(session.expiresAt).getTime() - Date.now()).toBeGreaterThan(29 * 86_400_000);
+    await stack.tdb.db('api_tokens').where({ token_hash: hashToken(session.token) }).update({ expires_at: stack.tdb.db.raw("now() - interval '1 second'") });
+    expect(codeOf(await gql(stack.baseUrl, MeDoc, {}, session.token))).toBe('UNAUTHENTICATED');
+    // Tokens are stored as their hash only.
+    expect(await stack.tdb.db('api_tokens').where({ token_hash: session.token }).first()).toBeUndefined();
+    expect(await stack.tdb.db('email_tokens').where({ token_hash: token }).first()).toBeUndefined();
+  });
+
   it('refuses bad addresses, short passwords and wrong passwords with clear codes', async () => {
-    expect(codeOf(await gql(stack.baseUrl, SignUpDoc, { email: 'not an address', password: PASSWORD }))).toBe('BAD_USER_INPUT');
+    for (const email of ['not an address', 'x<someone@example.com>', 'a@b', 'a,b@example.com', '"quoted"@example.com']) {
+      expect(codeOf(await gql(stack.baseUrl, SignUpDoc, { email, password: PASSWORD })), email).toBe('BAD_USER_INPUT');
+    }
     expect(codeOf(await gql(stack.baseUrl, SignUpDoc, { email: newEmail(), password: 'short' }))).toBe('BAD_USER_INPUT');
     const { email } = await account();
     expect(codeOf(await gql(stack.baseUrl, SignInDoc, { email, password: 'wrong password' }))).toBe('UNAUTHENTICATED');

@@ -38,8 +38,9 @@ export function uploadToCloudProcessor(deps: UploadDeps): Processor<'uploadToClo
       if (isTerminal(row.status)) {
         // Ended meanwhile (cancelled, failed): its staged copies are of no use any more.
         await discardStagedImages(db, id);
-        await republishFinal(db, publisher, row);
+        // What a success owes is queued again first (the delivery before may have died before it did).
         if (row.status === 'SUCCEEDED') await queueChatHistory(producer, row);
+        await republishFinal(db, publisher, row);
         return;
       }
       const staged = await loadStagedImages(db, id);
