@@ -83,7 +83,7 @@ export function createWorker(opts: WorkerOptions): Worker {
     }),
     uploadToCloud: uploadToCloudProcessor({ db, publisher, producer, storage: opts.storage }),
     saveChatHistory: saveChatHistoryProcessor({ db }),
-    sendEmail: sendEmailProcessor({ mailer, publicUrl: config.http.publicUrl, tokenTtlS: config.accounts.emailTokenTtlS, log: log.child({ component: 'mail' }) }),
+    sendEmail: sendEmailProcessor({ db, mailer, publicUrl: config.http.publicUrl, tokenTtlS: config.accounts.emailTokenTtlS, log: log.child({ component: 'mail' }) }),
   };
   // Job snapshots and events for dashboards; written in batches, off the jobs' path.
   const tracker = new JobStateTracker({

@@ -113,7 +113,8 @@ export class AccountService {
 
   /** Queues a mail; its job id names the mail without the address (job ids show on dashboards). */
   private async queueMail(mail: MailJob): Promise<void> {
-    const key = `${mail.template}:${hashToken(`${mail.to}\n${'token' in mail.params ? mail.params.token : randomUUID()}`).slice(0, 32)}`;
+    const token = 'token' in mail.params ? mail.params.token : undefined;
+    const key = `${mail.template}:${hashToken(`${mail.to}\n${token ?? randomUUID()}`).slice(0, 32)}`;
     try {
       await this.deps.producer.enqueue('sendEmail', key, mail);
     } catch (err) {
@@ -170,17 +171,13 @@ export class AccountService {
     this.deps.forgetTokenHashes([hash]);
   }
 
-  /** Mails a reset link if the address has an account; the answer is the same either way. */
+  /**
+   * Mails a reset link if the address has an account. The API only queues the request, whatever the
+   * address: the worker looks the account up and makes the link (workers/processors/sendEmail.ts),
+   * so the answer and its timing are the same for any address, also while Redis is down.
+   */
   async requestPasswordReset(rawEmail: string): Promise<void> {
-    const email = this.normalizeEmail(rawEmail);
-    const { db, settings } = this.deps;
-    const mail = await db.transaction(async (trx): Promise<MailJob | null> => {
-      const user = await User.query(trx).findOne({ email }).select('id');
-      if (!user) return null;
-      const { token } = await createEmailToken(trx, user.id, 'reset_password', settings.emailTokenTtlS);
-      return { to: email, template: 'resetPassword', params: { token } };
-    });
-    if (mail) await this.queueMail(mail);
+    await this.queueMail({ to: this.normalizeEmail(rawEmail), template: 'resetPassword', params: {} });
   }
 
   /** Sets a new password from a reset link; every session of the user ends (API tokens stay). */

@@ -14,7 +14,12 @@ export interface MailTemplates {
   verifyEmail: { token: string };
   /** Sent when someone signs up with an address that has an account: says so, nothing more. */
   alreadyRegistered: Record<string, never>;
-  resetPassword: { token: string };
+  /**
+   * A reset link. Queued by the API without a token for any address asked about: the worker makes
+   * the token if the address has an account, and sends nothing if not (so the API's answer, and
+   * its timing, are the same either way).
+   */
+  resetPassword: { token?: string };
   /** A generation succeeded (users can switch these off with updateNotificationSettings). */
   imagesReady: { generationId: string; prompt: string; images: number };
 }
@@ -63,7 +68,9 @@ export function renderMail<T extends MailTemplate>(template: T, params: MailTemp
       return { subject: 'You already have an account', text: `${lines.join('\n\n')}\n`, html: page(lines) };
     }
     case 'resetPassword': {
-      const link = linkTo(ctx.publicUrl, ACCOUNT_PATHS.resetPassword, (params as MailTemplates['resetPassword']).token);
+      const token = (params as MailTemplates['resetPassword']).token;
+      if (!token) throw new Error('a reset mail needs its token');
+      const link = linkTo(ctx.publicUrl, ACCOUNT_PATHS.resetPassword, token);
       const lines = ['Someone asked to reset the password of this account.', `The link sets a new password; it works once, for ${hours} hour(s), and signs out every session.`];
       return {
         subject: 'Reset your password',

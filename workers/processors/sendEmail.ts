@@ -2,8 +2,12 @@
  * sendEmail: renders a mail from its template and sends it (SMTP, or the outbox folder without
  * SMTP_URL). A mail server that cannot be reached or answers 4xx is tried again through the error
  * table; a 5xx reply fails the job at once. Nothing else depends on a mail, so a final failure is
- * only logged.
+ * only logged. A reset asked for by address arrives without its link: the link is made here, for an
+ * address that has an account (see AccountService.requestPasswordReset).
  */
+import type { Knex } from 'knex';
+import { createEmailToken } from '../../src/accounts/emailTokens';
+import { User } from '../../src/db/models';
 import { JobError } from '../../src/jobs/errors';
 import type { Processor } from '../../src/jobs/runner';
 import type { Logger } from '../../src/logger';
@@ -11,9 +15,10 @@ import type { Mailer } from '../../src/mail/mailer';
 import { renderMail } from '../../src/mail/templates';
 
 export interface SendEmailDeps {
+  db: Knex;
   mailer: Mailer;
   publicUrl: string;
-  /** EMAIL_TOKEN_TTL_S, which the mails mention. */
+  /** EMAIL_TOKEN_TTL_S: how long the links it makes work, which the mails mention. */
   tokenTtlS: number;
   log: Logger;
 }
@@ -24,9 +29,16 @@ export function sendEmailProcessor(deps: SendEmailDeps): Processor<'sendEmail'> 
     async run(ctx) {
       const job = ctx.payload;
       if (typeof job?.to !== 'string' || !job.to.includes('@')) throw new JobError('MAIL_BAD_JOB', 'The mail job has no recipient.');
+      let params = job.params;
+      if (job.template === 'resetPassword' && !job.params.token) {
+        // A reset asked for by address: only an account gets a link, anyone else no mail at all.
+        const user = await User.query(deps.db).findOne({ email: job.to }).select('id');
+        if (!user) return;
+        params = { token: (await createEmailToken(deps.db, user.id, 'reset_password', deps.tokenTtlS)).token };
+      }
       let mail;
       try {
-        mail = renderMail(job.template, job.params, { publicUrl: deps.publicUrl, tokenTtlS: deps.tokenTtlS });
+        mail = renderMail(job.template, params, { publicUrl: deps.publicUrl, tokenTtlS: deps.tokenTtlS });
       } catch (err) {
         throw new JobError('MAIL_BAD_JOB', `The mail job cannot be rendered: ${err instanceof Error ? err.message : String(err)}`);
       }
