@@ -57,6 +57,14 @@ describe('npm run scripts on a fresh clone', { timeout: PROCESSES_TEST_MS }, () 
     expect(existsSync(path.join(clone, 'test/gql/index.ts'))).toBe(true);
   });
 
+  it('client:build builds the client library from a fresh clone, typed from schema.graphql', async () => {
+    expect(existsSync(path.join(clone, 'client/dist'))).toBe(false);
+    const build = await npmRun(clone, 'client:build', []);
+    expect(build.code, build.out).toBe(0);
+    expect(existsSync(path.join(clone, 'client/dist/index.js'))).toBe(true);
+    expect(existsSync(path.join(clone, 'client/dist/index.d.ts'))).toBe(true);
+  });
+
   it.each(HELP_RUNS)('npm run %s %j answers without any service', async (script, args, expected) => {
     const run = await npmRun(clone, script, args);
     expect(run.code, run.out).toBe(0);
