@@ -26,6 +26,7 @@ const HELP_RUNS: Array<[script: string, args: string[], expected: RegExp]> = [
   ['sd:simulator', ['--help'], /usage: npm run sd:simulator/],
   ['schema:check', [], /schema\.graphql is up to date/],
   ['test:busy', ['--help'], /usage: npm run test:busy/],
+  ['generate', ['--help'], /usage: sd-jobs "<prompt>"/],
 ];
 
 function npmRun(cwd: string, script: string, args: string[]) {
