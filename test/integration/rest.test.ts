@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { TaskStatus } from '../../src/api/celeryState';
+import { jobsKey } from '../../src/jobs/queues';
 import { WAIT_MS } from '../helpers/budgets';
 import { gql } from '../helpers/graphql';
 import { startStack, type Stack } from '../helpers/stack';
@@ -26,8 +27,8 @@ describe('the old REST endpoints, over real HTTP', () => {
     ...(token ? { authorization: `Bearer ${token}` } : {}),
     ...more,
   });
-  const post = (body: unknown, token?: string, path = '/api/v1/generate-image/') =>
-    fetch(`${stack.baseUrl}${path}`, { method: 'POST', headers: headers(token), body: typeof body === 'string' ? body : JSON.stringify(body) });
+  const post = (body: unknown, token?: string, path = '/api/v1/generate-image/', baseUrl = stack.baseUrl) =>
+    fetch(`${baseUrl}${path}`, { method: 'POST', headers: headers(token), body: typeof body === 'string' ? body : JSON.stringify(body) });
   const getStatus = (taskId: string, token?: string) => fetch(`${stack.baseUrl}/api/v1/generation-status/${taskId}`, { headers: headers(token) });
   const readStatus = async (taskId: string, token: string): Promise<TaskStatus> => {
     const res = await getStatus(taskId, token);
@@ -223,6 +224,19 @@ describe('the old REST endpoints, over real HTTP', () => {
     expect(refused.status).toBe(403);
     expect(((await refused.json()) as { detail: string }).detail).toMatch(/Confirm your email address/);
     expect(await generationCount(unconfirmed.userId)).toBe(0);
+  });
+
+  it('answers 503 with Retry-After when the job queue refuses the job, and gives the credits back', async () => {
+    // A second API with a key prefix of its own, whose queue's job hash is not a hash: Redis refuses
+    // every job added there (a real refusal, not a stand-in), while this file's queue works on.
+    const broken = await stack.startApi({ REDIS_PREFIX: `${stack.env.REDIS_PREFIX}:broken` });
+    await stack.redis.set(jobsKey(broken.config, 'high_priority'), 'not a hash');
+    const user = await stack.createUser(2);
+    const res = await post({ prompt: 'x' }, user.token, '/api/v1/generate-image/', broken.baseUrl);
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toMatch(/^\d+$/);
+    expect(((await res.json()) as { detail: string }).detail).toMatch(/credits were returned/);
+    expect(await stack.credits(user.userId)).toBe(2);
   });
 
   it('a generation the SD server rejects is FAILURE with the error, and its credits come back', async () => {
