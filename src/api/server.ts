@@ -1,9 +1,10 @@
 /**
  * Builds the HTTP server of the API: GraphQL and GraphiQL at /graphql (subscriptions over SSE),
  * the local image files at /files/ (signed, expiring URLs only), the pages account mails link to
- * (/account/), and /health. Building opens the API's Redis connections and reads the samplers list
- * (closing the connections again if that fails); `listen()` starts serving, and `close()` (safe to
- * call twice) stops intake, ends open streams and closes what it opened.
+ * (/account/), the old service's REST endpoints (/api/v1/), and /health. Building opens the API's
+ * Redis connections and reads the samplers list (closing the connections again if that fails);
+ * `listen()` starts serving, and `close()` (safe to call twice) stops intake, ends open streams and
+ * closes what it opened.
  */
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -19,6 +20,7 @@ import { UserService } from '../auth/users';
 import { ChatService } from '../chat/service';
 import type { Config } from '../config';
 import { QueueInfo } from '../generation/queueInfo';
+import { generationInputSchema } from '../generation/input';
 import { SamplerCatalog } from '../generation/samplers';
 import { GenerationService } from '../generation/service';
 import { JobProducer, waitingKey } from '../jobs/queues';
@@ -31,6 +33,7 @@ import { createImageUrls } from '../storage/fromConfig';
 import { FILES_PATH, LocalFileUrls } from '../storage/localFileUrls';
 import { resolveKey } from '../storage/localFolder';
 import { handleAccountPage } from './accountPages';
+import { createRestHandler } from './rest';
 import { privateCacheControl, type ImageUrls } from '../storage/storage';
 import { GRAPHIQL_ASSETS_PATH, readGraphiQLAsset, renderLocalGraphiQL } from './graphiql';
 import { domainErrorOf, toGraphQLError } from './graphqlErrors';
@@ -108,6 +111,14 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     emailVerification: config.accounts.emailVerificationRequired ? { isEmailVerified: (id) => accounts.emailVerified(id) } : undefined,
   });
 
+  const rest = createRestHandler({
+    auth,
+    generations,
+    imageUrls,
+    rules: generationInputSchema(config.limits, samplers),
+    limits: config.limits,
+    log,
+  });
   const users = new UserService(db);
   const chat = new ChatService(db);
   const yoga = createYoga<Record<string, unknown>, SchemaContext>({
@@ -176,6 +187,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
       return;
     }
     if (url.startsWith('/account/') && handleAccountPage(req, res, accounts, log)) return;
+    if (rest(req, res)) return;
     if (url === '/') {
       res.writeHead(302, { location: '/graphql' }).end();
       return;

@@ -73,7 +73,7 @@ export class GenerationService {
         message: 'The job queue is unavailable; your credits were returned. Try again shortly.',
         retryable: true,
       });
-      throw err;
+      throw new DomainError('SERVICE_UNAVAILABLE', 'The job queue is unavailable; your credits were returned. Try again shortly.');
     }
     return row;
   }

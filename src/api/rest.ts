@@ -1,0 +1,172 @@
+/**
+ * The old service's REST endpoints, for clients written against it (see README "REST: the old
+ * endpoints"): `POST /api/v1/generate-image/` and `GET /api/v1/generation-status/{task_id}`, plus
+ * their OpenAPI document. They call the same GenerationService as GraphQL and answer the way the
+ * FastAPI service did: its JSON shapes, its status codes, `{"detail": …}` errors. Domain errors
+ * become HTTP statuses in one table here.
+ */
+import type http from 'node:http';
+import type { TokenAuthenticator } from '../auth/cache';
+import { bearerToken, type AuthUser } from '../auth/tokens';
+import type { Config } from '../config';
+import { DomainError, notFound, unauthenticated, type PublicErrorCode } from '../errors';
+import type { generationInputSchema } from '../generation/input';
+import type { GenerationService } from '../generation/service';
+import type { Logger } from '../logger';
+import type { ImageUrls } from '../storage/storage';
+import { taskStatus } from './celeryState';
+import { GENERATE_PATH, OPENAPI_PATH, openApiDocument, REST_BASE } from './openapi';
+import { parseGenerateBody } from './restSchema';
+
+/** A generation request is a few hundred bytes; a body past this is refused unread (413). */
+export const REST_MAX_BODY_BYTES = 64 * 1024;
+
+/** How long a client should wait before asking again after a 503. */
+const RETRY_AFTER_S = 5;
+
+/** Each public error code's HTTP status; a code added to PublicErrorCode must be given one here. */
+export const HTTP_STATUS_OF = {
+  UNAUTHENTICATED: 401,
+  FORBIDDEN: 403,
+  NOT_FOUND: 404,
+  BAD_USER_INPUT: 422,
+  INSUFFICIENT_CREDITS: 402,
+  EMAIL_NOT_VERIFIED: 403,
+  SERVICE_UNAVAILABLE: 503,
+  RATE_LIMITED: 429,
+  CONFLICT: 409,
+} as const satisfies Record<PublicErrorCode, number>;
+
+export interface RestDeps {
+  auth: TokenAuthenticator;
+  generations: GenerationService;
+  imageUrls: ImageUrls;
+  /** GraphQL's input rules (generationInputSchema with the configured limits and the samplers catalog). */
+  rules: ReturnType<typeof generationInputSchema>;
+  limits: Config['limits'];
+  log: Logger;
+}
+
+/** A request ends with this thrown: its status and body are already decided. */
+class HttpAnswer {
+  constructor(
+    readonly status: number,
+    readonly body: unknown,
+    readonly headers: Record<string, string> = {},
+  ) {}
+}
+
+const STATUS_ROUTE = new RegExp(`^${REST_BASE}/generation-status/([^/]*)/?$`);
+const GENERATE_ROUTE = new RegExp(`^${GENERATE_PATH.replace(/\/$/, '')}/?$`);
+
+/** Builds the handler: it answers every request under /api/v1/ (true), and leaves others alone (false). */
+export function createRestHandler(deps: RestDeps): (req: http.IncomingMessage, res: http.ServerResponse) => boolean {
+  // The limits are fixed for the process: the document is built once.
+  const openApi = JSON.stringify(openApiDocument(deps.limits));
+  return (req, res) => {
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    if (path !== REST_BASE && !path.startsWith(`${REST_BASE}/`)) return false;
+    void route(deps, openApi, path, req).then(
+      (answer) => send(res, answer),
+      (err: unknown) => send(res, answerFor(err, deps.log)),
+    );
+    return true;
+  };
+}
+
+async function route(deps: RestDeps, openApi: string, path: string, req: http.IncomingMessage): Promise<HttpAnswer> {
+  const method = req.method ?? 'GET';
+  if (GENERATE_ROUTE.test(path)) {
+    if (method !== 'POST') return methodNotAllowed('POST');
+    return generate(deps, req);
+  }
+  const status = STATUS_ROUTE.exec(path);
+  if (status) {
+    if (method !== 'GET') return methodNotAllowed('GET');
+    return generationStatus(deps, req, decodePathSegment(status[1] ?? ''));
+  }
+  if (path === OPENAPI_PATH) {
+    if (method !== 'GET') return methodNotAllowed('GET');
+    return new HttpAnswer(200, openApi);
+  }
+  return new HttpAnswer(404, { detail: 'Not Found' });
+}
+
+async function generate(deps: RestDeps, req: http.IncomingMessage): Promise<HttpAnswer> {
+  const text = await readBody(req);
+  const user = await authenticate(deps, req);
+  const parsed = parseGenerateBody(text, deps.rules);
+  if (!parsed.ok) return new HttpAnswer(422, { detail: parsed.detail });
+  const row = await deps.generations.create(user, parsed.input);
+  return new HttpAnswer(200, { task_id: row.id });
+}
+
+async function generationStatus(deps: RestDeps, req: http.IncomingMessage, taskId: string): Promise<HttpAnswer> {
+  const user = await authenticate(deps, req);
+  const row = await deps.generations.findVisible(user, taskId);
+  // Not echoed: a malformed id may be anything.
+  if (!row) throw notFound('Task', 'with this id');
+  const current = await deps.generations.currentProgress(row.id);
+  if (!current) throw new Error(`generation ${row.id} has no state`);
+  return new HttpAnswer(200, await taskStatus(current, deps.imageUrls));
+}
+
+async function authenticate(deps: RestDeps, req: http.IncomingMessage): Promise<AuthUser> {
+  const token = bearerToken(req.headers.authorization);
+  const user = token ? await deps.auth.authenticate(token) : null;
+  if (!user) throw unauthenticated();
+  return user;
+}
+
+/** The body as text, at most REST_MAX_BODY_BYTES (413 past it, told by Content-Length before reading when it can be). */
+function readBody(req: http.IncomingMessage): Promise<string> {
+  const tooLarge = () => new HttpAnswer(413, { detail: `The request body is larger than ${REST_MAX_BODY_BYTES} bytes.` }, { connection: 'close' });
+  if (Number(req.headers['content-length'] ?? 0) > REST_MAX_BODY_BYTES) return Promise.reject(tooLarge());
+  return new Promise((resolve, reject) => {
+    let size = 0;
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > REST_MAX_BODY_BYTES) {
+        // Stop buffering; the connection closes after the answer, dropping the rest.
+        req.pause();
+        reject(tooLarge());
+      } else chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+    // After 'end' this changes nothing; before it, the client hung up (and hears no answer).
+    req.on('close', () => reject(new HttpAnswer(400, { detail: 'The request body was cut short.' })));
+  });
+}
+
+function decodePathSegment(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    // Malformed percent-encoding: no id it could name exists.
+    return raw;
+  }
+}
+
+const methodNotAllowed = (allow: string) => new HttpAnswer(405, { detail: 'Method Not Allowed' }, { allow });
+
+/** The one place errors become HTTP answers: domain errors by HTTP_STATUS_OF, anything else a logged 500. */
+function answerFor(err: unknown, log: Logger): HttpAnswer {
+  if (err instanceof HttpAnswer) return err;
+  if (err instanceof DomainError) {
+    const status = HTTP_STATUS_OF[err.code];
+    if (err.code === 'BAD_USER_INPUT') return new HttpAnswer(status, { detail: [{ loc: ['body'], msg: err.message, type: 'value_error' }] });
+    const headers: Record<string, string> =
+      err.code === 'UNAUTHENTICATED' ? { 'www-authenticate': 'Bearer' } : err.code === 'SERVICE_UNAVAILABLE' ? { 'retry-after': String(RETRY_AFTER_S) } : {};
+    return new HttpAnswer(status, { detail: err.message }, headers);
+  }
+  log.error({ err }, 'unexpected error in a REST request');
+  return new HttpAnswer(500, { detail: 'Internal Server Error' });
+}
+
+function send(res: http.ServerResponse, answer: HttpAnswer): void {
+  if (res.headersSent) return;
+  const body = typeof answer.body === 'string' ? answer.body : JSON.stringify(answer.body);
+  res.writeHead(answer.status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...answer.headers }).end(body);
+}
