@@ -1,10 +1,10 @@
 /**
  * Builds the HTTP server of the API: GraphQL and GraphiQL at /graphql (subscriptions over SSE),
- * the local image files at /files/ (signed, expiring URLs only), the pages account mails link to
- * (/account/), the old service's REST endpoints (/api/v1/), and /health. Building opens the API's
- * Redis connections and reads the samplers list (closing the connections again if that fails);
- * `listen()` starts serving, and `close()` (safe to call twice) stops intake, ends open streams and
- * closes what it opened.
+ * the web page at / (web/dist), the local image files at /files/ (signed, expiring URLs only), the
+ * pages account mails link to (/account/), the old service's REST endpoints (/api/v1/), and /health.
+ * Building opens the API's Redis connections and reads the samplers list (closing the connections
+ * again if that fails); `listen()` starts serving, and `close()` (safe to call twice) stops intake,
+ * ends open streams and closes what it opened.
  */
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -34,6 +34,7 @@ import { FILES_PATH, LocalFileUrls } from '../storage/localFileUrls';
 import { resolveKey } from '../storage/localFolder';
 import { handleAccountPage } from './accountPages';
 import { createRestHandler } from './rest';
+import { webPage } from './webPage';
 import { privateCacheControl, type ImageUrls } from '../storage/storage';
 import { GRAPHIQL_ASSETS_PATH, readGraphiQLAsset, renderLocalGraphiQL } from './graphiql';
 import { domainErrorOf, toGraphQLError } from './graphqlErrors';
@@ -50,6 +51,8 @@ export interface ApiOptions {
   imageUrls?: ImageUrls;
   /** GraphiQL's options: dev mode opens it with the example tabs and the demo user's token (graphiqlExamples). */
   graphiql?: GraphiQLOptions;
+  /** The web page at `/` (web/dist); dev writes the demo user's token into it. */
+  web?: { dir?: string; demoToken?: string };
 }
 
 export interface ApiServer {
@@ -121,6 +124,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   });
   const users = new UserService(db);
   const chat = new ChatService(db);
+  const web = webPage(opts.web);
   const yoga = createYoga<Record<string, unknown>, SchemaContext>({
     schema: buildSchema({ limits: config.limits, samplers }),
     graphqlEndpoint: '/graphql',
@@ -188,10 +192,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     }
     if (url.startsWith('/account/') && handleAccountPage(req, res, accounts, log)) return;
     if (rest(req, res)) return;
-    if (url === '/') {
-      res.writeHead(302, { location: '/graphql' }).end();
-      return;
-    }
+    if (web.handle(req, res)) return;
     void yoga(req, res);
   });
 

@@ -176,6 +176,7 @@ async function start(
     log: log.child({ part: 'api' }),
     imageUrls,
     graphiql: graphiqlExamples(token),
+    web: { demoToken: token },
   });
   await worker.start();
   await api.listen();
@@ -183,6 +184,7 @@ async function start(
   const line = '-'.repeat(72);
   process.stdout.write(
     `\n${line}\n` +
+      `  Web page:   ${config.http.publicUrl}/   (signed in as the demo user)\n` +
       `  GraphiQL:   ${config.http.publicUrl}/graphql   (the demo token is already in its headers)\n` +
       `  Demo user:  ${DEMO_EMAIL} with ${DEMO_CREDITS} photo credits\n` +
       `  Token:      ${token}\n` +

@@ -98,6 +98,16 @@ describe('npm run dev', { timeout: PROCESSES_TEST_MS }, () => {
     expect(output).toMatch(/GraphiQL:\s+http:\/\/localhost:\d+\/graphql/);
   });
 
+  it('serves the web page at /, signed in as the demo user', async () => {
+    expect(output).toMatch(/Web page:\s+http:\/\/localhost:\d+\//);
+    const res = await fetch(`${baseUrl}/`);
+    expect(res.status).toBe(200);
+    const html = await res.text();
+    expect(html).toContain(`window.__SDJOBS__ = {"token":"${token}"}`);
+    const script = /src="(\/assets\/[^"]+\.js)"/.exec(html)?.[1];
+    expect((await fetch(`${baseUrl}${script}`)).headers.get('content-type')).toMatch(/javascript/);
+  });
+
   it('serves GraphiQL from its own assets, with the demo token filled in', async () => {
     const res = await fetch(`${baseUrl}/graphql`, { headers: { accept: 'text/html' } });
     expect(res.status).toBe(200);

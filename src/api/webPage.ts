@@ -1,0 +1,78 @@
+/**
+ * Serves the web page (web/, built into web/dist by `npm run web:build`) at `/`: its index.html and
+ * its hashed assets. In `npm run dev` the demo user's token is written into the page, so a first
+ * look needs no sign-in. Without a build, `/` leads to GraphiQL instead.
+ */
+import { createReadStream, existsSync } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import type http from 'node:http';
+import path from 'node:path';
+import { pipeline } from 'node:stream';
+
+/** Where the build is, from this file (src/api/) in the repository or the image. */
+export const WEB_DIST_DIR = path.resolve(import.meta.dirname, '../../web/dist');
+
+const TYPES: Readonly<Record<string, string>> = {
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png',
+  '.woff2': 'font/woff2',
+};
+/** Vite's asset names: a name, a content hash, an extension; nothing else is served from assets/. */
+const ASSET = /^\/assets\/[A-Za-z0-9_-]+\.[A-Za-z0-9]+$/;
+
+/** JSON inside a <script>: `<` escaped, so no value can close the tag. */
+const scriptSafeJson = (value: unknown) => JSON.stringify(value).replace(/</g, '\\u003c');
+
+export interface WebPage {
+  /** Serves the request if it is the page's; false otherwise. */
+  handle(req: http.IncomingMessage, res: http.ServerResponse): boolean;
+}
+
+export function webPage(opts: { dir?: string; demoToken?: string } = {}): WebPage {
+  const dir = opts.dir ?? WEB_DIST_DIR;
+  const built = existsSync(path.join(dir, 'index.html'));
+  let index: Promise<string> | undefined;
+  const indexHtml = () =>
+    (index ??= readFile(path.join(dir, 'index.html'), 'utf8').then((html) =>
+      opts.demoToken ? html.replace('</head>', `<script>window.__SDJOBS__ = ${scriptSafeJson({ token: opts.demoToken })};</script></head>`) : html,
+    ));
+
+  return {
+    handle(req, res) {
+      if (req.method !== 'GET' && req.method !== 'HEAD') return false;
+      const pathname = (req.url ?? '/').split('?')[0]!;
+      if (pathname === '/' || pathname === '/index.html') {
+        if (!built) {
+          res.writeHead(302, { location: '/graphql' }).end();
+          return true;
+        }
+        void indexHtml().then(
+          (html) => {
+            res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-cache', 'referrer-policy': 'same-origin' });
+            res.end(req.method === 'HEAD' ? undefined : html);
+          },
+          () => res.writeHead(500).end(),
+        );
+        return true;
+      }
+      if (!built || !ASSET.test(pathname)) return false;
+      const file = path.join(dir, pathname);
+      void stat(file).then(
+        (info) => {
+          res.writeHead(200, {
+            'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream',
+            'content-length': info.size,
+            // Hashed names never change content.
+            'cache-control': 'public, max-age=31536000, immutable',
+          });
+          if (req.method === 'HEAD') return res.end();
+          pipeline(createReadStream(file), res, (err) => err && res.destroy());
+        },
+        () => res.writeHead(404, { 'content-type': 'text/plain' }).end('not found'),
+      );
+      return true;
+    },
+  };
+}
