@@ -151,7 +151,9 @@ describe('the client library', () => {
   });
 
   it('loads from its built package (client/dist) in Node', async () => {
-    const built = (await import('../../client/dist/index.js')) as typeof import('../../client/src/index');
+    // Named at run time: the build (npm test makes it after type-checking) is not there to type-check against.
+    const builtUrl = new URL('../../client/dist/index.js', import.meta.url).href;
+    const built = (await import(builtUrl)) as typeof import('../../client/src/index');
     const done = await built.createClient({ url: stack.baseUrl, token }).generate({ prompt: 'from the package', steps: 2, width: 64, height: 64 });
     expect(done.status).toBe('SUCCEEDED');
   });
