@@ -2,7 +2,8 @@ import { DomainError } from '../errors';
 import { WEBHOOK_EVENTS, type WebhookEventChoice } from '../webhooks/events';
 import { webhookUrlSchema } from '../webhooks/receiver';
 import type { WebhookDelivery, WebhookSettings } from '../webhooks/service';
-import type { Builder, SchemaContext } from './builder';
+import { ownAccount } from './account';
+import type { Builder } from './builder';
 import { requireUser } from './builder';
 import type { addUserType } from './user';
 
@@ -47,14 +48,8 @@ export function addWebhookTypes(builder: Builder, UserRef: ReturnType<typeof add
     }),
   });
 
-  const own = (u: { id: string; viewer?: boolean }, ctx: SchemaContext) => {
-    const user = requireUser(ctx);
-    if (user.id !== u.id) throw new DomainError('FORBIDDEN', "Only the user may read their own account's details.");
-    return user.id;
-  };
-
   builder.objectFields(UserRef, (t) => ({
-    webhookSettings: t.field({ type: Settings, resolve: (u, _a, ctx) => ctx.webhooks.settings(own(u, ctx)) }),
+    webhookSettings: t.field({ type: Settings, resolve: (u, _a, ctx) => ctx.webhooks.settings(ownAccount(u, ctx)) }),
   }));
 
   builder.queryField('webhookDeliveries', (t) =>

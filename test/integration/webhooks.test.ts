@@ -13,11 +13,16 @@ import { gql } from '../helpers/graphql';
 import { startStack, type Stack } from '../helpers/stack';
 import { startReceiver, type TestReceiver, type ReceivedHook } from '../helpers/webhookReceiver';
 import { WAIT_MS } from '../helpers/budgets';
-import { jobsKey } from '../../src/jobs/queues';
+import { insertGenerationReservingCredits } from '../../src/db/statements';
+import { sweepStrandedGenerations } from '../../src/generation/orphans';
+import { failGeneration } from '../../src/generation/outcomes';
+import { JobProducer, jobsKey } from '../../src/jobs/queues';
+import { createLogger } from '../../src/logger';
+import { ProgressPublisher } from '../../src/progress/publisher';
 import { jobId } from '../../src/jobs/registry';
 import { postWebhook } from '../../src/webhooks/post';
 import { GenerateDoc } from './documents';
-import { events, generate, watch } from './helpers';
+import { events, generate, testInput, watch } from './helpers';
 
 const RotateDoc = graphql(`
   mutation RotateWebhookSecret { rotateWebhookSecret }
@@ -201,6 +206,45 @@ describe('webhooks, with a real receiver', () => {
     stack.sim.resume();
     const hook = await receiver.waitFor('/cancelled', forGeneration(id));
     expect((JSON.parse(hook.body) as Body).data).toMatchObject({ status: 'CANCELLED', error: { code: 'CANCELLED' } });
+  });
+
+  it('sends FAILED with the error when a job fails for good', async () => {
+    stack.sim.failNext('bad-request');
+    const { id, final } = await generateHooked('/failed');
+    expect(final.status).toBe('FAILED');
+    const hook = await receiver.waitFor('/failed', forGeneration(id));
+    const body = new Webhook(secret).verify(hook.body, hook.headers) as Body;
+    expect(body).toMatchObject({ type: 'generation.failed', data: { status: 'FAILED', images: [] } });
+    expect(body.data.error!.code).toBe(final.error!.code);
+  });
+
+  it('sends FAILED when the sweep gives up a generation whose job was lost (TOO_MANY_ATTEMPTS)', async () => {
+    const { db } = stack.tdb;
+    const log = createLogger('silent');
+    const producer = new JobProducer(stack.config, log);
+    try {
+      const user = await stack.createUser(2);
+      await gql(stack.baseUrl, RotateDoc, {}, user.token);
+      const row = await insertGenerationReservingCredits(db, { id: crypto.randomUUID(), userId: user.userId, input: testInput('lost') });
+      const id = row!.id;
+      await db('generation_webhooks').insert({ generation_id: id, url: `${receiver.origin}/swept`, events: ['COMPLETED'] });
+      // What a lost job leaves: a live row untouched for two minutes, its attempts used up.
+      await db('generations').where({ id }).update({ status: 'GENERATING', attempts: 3, updated_at: db.raw("now() - interval '2 minutes'") });
+      const publisher = new ProgressPublisher(stack.redis, stack.config.redis.prefix, stack.config.progress.expiresS);
+      const result = await sweepStrandedGenerations({
+        db,
+        redis: stack.redis,
+        jobsKeys: { generateImage: jobsKey(stack.config, 'high_priority'), uploadToCloud: jobsKey(stack.config, 'normal_priority') },
+        producer,
+        maxAttempts: 3,
+        fail: (gid, failure) => failGeneration(db, publisher, gid, failure, { db, producer, log }),
+      });
+      expect(result.failed).toEqual([id]);
+      const hook = await receiver.waitFor('/swept', forGeneration(id));
+      expect((JSON.parse(hook.body) as Body).data).toMatchObject({ status: 'FAILED', error: { code: 'TOO_MANY_ATTEMPTS' } });
+    } finally {
+      await producer.close();
+    }
   });
 
   it('needs a signing secret before it takes a webhookUrl', async () => {
