@@ -10,6 +10,7 @@ import * as m004 from './004_credit_ledger';
 import * as m005 from './005_accounts';
 import * as m006 from './006_chat_history';
 import * as m007 from './007_image_urls_made_per_answer';
+import * as m008 from './008_webhooks';
 
 export interface Migration {
   up(knex: Knex): Promise<void>;
@@ -24,4 +25,5 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migrat
   ['005_accounts', m005],
   ['006_chat_history', m006],
   ['007_image_urls_made_per_answer', m007],
+  ['008_webhooks', m008],
 ];

@@ -10,7 +10,7 @@ import os from 'node:os';
 import { z } from 'zod';
 import { DEFAULT_STEP_MS } from './sd/simulator/defaults';
 
-export const QUEUE_NAMES = ['high_priority', 'normal_priority', 'low_priority'] as const;
+export const QUEUE_NAMES = ['high_priority', 'normal_priority', 'low_priority', 'webhooks'] as const;
 export type QueueName = (typeof QUEUE_NAMES)[number];
 
 /** HMAC keys shorter than this are refused: a guessable key forges every file URL. */
@@ -97,6 +97,8 @@ const envSchema = z.object({
    */
   NORMAL_PRIORITY_CONCURRENCY: int(4, 1, 256),
   LOW_PRIORITY_CONCURRENCY: int(4, 1, 256),
+  /** Webhook deliveries at once: a delivery mostly waits on its receiver, so more slots than the others. */
+  WEBHOOKS_CONCURRENCY: int(8, 1, 256),
   WORKER_QUEUES: z.string().default(QUEUE_NAMES.join(',')),
   TASK_TIME_LIMIT_S: int(600, 1, 86_400),
   TASK_SOFT_TIME_LIMIT_S: int(540, 1, 86_400),
@@ -182,6 +184,18 @@ const envSchema = z.object({
   SMTP_TIMEOUT_MS: int(30_000, 100, 600_000),
   MAIL_FROM: z.string().trim().min(3).default('Stable Diffusion jobs <no-reply@localhost>'),
   MAIL_OUTBOX_DIR: z.string().trim().min(1).default('.data/outbox'),
+
+  /**
+   * Tries of one webhook delivery. With WEBHOOK_RETRY_DELAY_MS they span about a day: the waits
+   * double from 40 s, so the 12th try comes about 23 hours after the first.
+   */
+  WEBHOOK_MAX_ATTEMPTS: int(12, 1, 100),
+  /** The wait before a webhook's second try; each later wait is twice the one before. */
+  WEBHOOK_RETRY_DELAY_MS: int(40_000, 1, 86_400_000),
+  /** One try gives up after this long without the whole answer (connection included). */
+  WEBHOOK_TIMEOUT_MS: int(10_000, 10, 600_000),
+  /** Lets webhooks go to loopback, private and link-local addresses: tests and local development only. */
+  WEBHOOK_ALLOW_PRIVATE: bool(false),
 });
 
 export type Env = Record<string, string | undefined>;
@@ -261,6 +275,7 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
         high_priority: concurrency,
         normal_priority: e.NORMAL_PRIORITY_CONCURRENCY,
         low_priority: e.LOW_PRIORITY_CONCURRENCY,
+        webhooks: e.WEBHOOKS_CONCURRENCY,
       } satisfies Record<QueueName, number>,
       queues: queues as QueueName[],
       timeLimitMs: e.TASK_TIME_LIMIT_S * 1000,
@@ -301,6 +316,12 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
       emailTokenTtlS: e.EMAIL_TOKEN_TTL_S,
       sessionTtlS: e.SESSION_TTL_S,
       passwordMinLength: e.PASSWORD_MIN_LENGTH,
+    },
+    webhooks: {
+      maxAttempts: e.WEBHOOK_MAX_ATTEMPTS,
+      retryDelayMs: e.WEBHOOK_RETRY_DELAY_MS,
+      timeoutMs: e.WEBHOOK_TIMEOUT_MS,
+      allowPrivate: e.WEBHOOK_ALLOW_PRIVATE,
     },
     mail: { smtpUrl: e.SMTP_URL, timeoutMs: e.SMTP_TIMEOUT_MS, from: e.MAIL_FROM, outboxDir: e.MAIL_OUTBOX_DIR },
     auth: {

@@ -13,11 +13,12 @@ import { closeOnSignals, exitOnStartupError } from '../src/main/lifecycle';
 import { createObjectStorage } from '../src/storage/fromConfig';
 import { createWorker } from './worker';
 
-const USAGE = `usage: npm run worker -- [--queues=high_priority,normal_priority,low_priority] [--concurrency=2]
+const USAGE = `usage: npm run worker -- [--queues=high_priority,normal_priority,low_priority,webhooks] [--concurrency=2]
 
-Consumes the named queues (default WORKER_QUEUES, all three) with this many generation slots
-(default WORKER_CONCURRENCY, alias CELERY_WORKER_CONCURRENCY, 2); normal_priority and low_priority
-have slots of their own (NORMAL_PRIORITY_CONCURRENCY, LOW_PRIORITY_CONCURRENCY, 4 each). Needs
+Consumes the named queues (default WORKER_QUEUES, all four) with this many generation slots
+(default WORKER_CONCURRENCY, alias CELERY_WORKER_CONCURRENCY, 2); normal_priority, low_priority and
+webhooks have slots of their own (NORMAL_PRIORITY_CONCURRENCY, LOW_PRIORITY_CONCURRENCY, 4 each;
+WEBHOOKS_CONCURRENCY, 8). Needs
 DATABASE_URL (or APP_DATABASE_URL), REDIS_URL, APP_SD_API_URL when it consumes high_priority, and in
 production SMTP_URL when it consumes low_priority (mail); writes images to S3 when S3_* is set, else
 to STORAGE_DIR; SIGTERM or Ctrl-C lets running jobs finish (up to WORKER_SHUTDOWN_TIMEOUT_MS) and exits.`;

@@ -1,7 +1,7 @@
 /**
  * Builds a worker: a job consumer (src/jobs/consumer.ts, on Bee-Queue's keys) for each chosen queue,
  * each with its own slots (that is how priority works: WORKER_CONCURRENCY generation slots,
- * NORMAL_PRIORITY_CONCURRENCY and LOW_PRIORITY_CONCURRENCY for the others), and, only when it
+ * NORMAL_PRIORITY_CONCURRENCY, LOW_PRIORITY_CONCURRENCY and WEBHOOKS_CONCURRENCY for the others), and, only when it
  * consumes high_priority, the Piscina pool and the SD client: an upload or mail-and-history worker
  * needs no Stable Diffusion server. Building opens the worker's Redis connection and starts the
  * pool's threads, nothing more; `close()` releases them even if `start()` was never called or
@@ -32,6 +32,7 @@ import { generateImageProcessor } from './processors/generateImage';
 import { sendEmailProcessor } from './processors/sendEmail';
 import { saveChatHistoryProcessor } from './processors/saveChatHistory';
 import { uploadToCloudProcessor } from './processors/uploadToCloud';
+import { deliverWebhookProcessor } from './processors/deliverWebhook';
 
 export interface WorkerOptions {
   config: Config;
@@ -83,6 +84,7 @@ export function createWorker(opts: WorkerOptions): Worker {
     }),
     uploadToCloud: uploadToCloudProcessor({ db, publisher, producer, storage: opts.storage }),
     saveChatHistory: saveChatHistoryProcessor({ db }),
+    deliverWebhook: deliverWebhookProcessor({ db, settings: config.webhooks }),
     sendEmail: sendEmailProcessor({ db, mailer, publicUrl: config.http.publicUrl, tokenTtlS: config.accounts.emailTokenTtlS, log: log.child({ component: 'mail' }) }),
   };
   // Job snapshots and events for dashboards; written in batches, off the jobs' path.
@@ -141,7 +143,7 @@ export function createWorker(opts: WorkerOptions): Worker {
             jobsKeys: { generateImage: jobsKey(config, JOB_QUEUES.generateImage), uploadToCloud: jobsKey(config, JOB_QUEUES.uploadToCloud) },
             producer,
             maxAttempts,
-            fail: (id, failure) => failGeneration(db, publisher, id, failure),
+            fail: (id, failure) => failGeneration(db, publisher, id, failure, { db, producer, log }),
           }).then(
             ({ requeued, failed, discardedStaged }) => {
               if (discardedStaged > 0) log.info({ generations: discardedStaged }, 'staged images of generations that ended without them were dropped');

@@ -14,6 +14,7 @@ import type { AddressInfo } from 'node:net';
 import { createYoga, maskError, type GraphiQLOptions, type Plugin } from 'graphql-yoga';
 import type { Knex } from 'knex';
 import { AccountService } from '../accounts/service';
+import { WebhookService } from '../webhooks/service';
 import { TokenAuthenticator } from '../auth/cache';
 import { bearerToken } from '../auth/tokens';
 import { UserService } from '../auth/users';
@@ -103,8 +104,10 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     log,
     forgetTokenHashes: (hashes) => auth.forgetHashes(hashes),
   });
+  const webhooks = new WebhookService({ db, allowPrivate: config.webhooks.allowPrivate });
   const generations = new GenerationService({
     db,
+    webhooks,
     producer,
     publisher,
     hub,
@@ -159,6 +162,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
         token: user ? token : null,
         generations,
         accounts,
+        webhooks,
         users,
         imageUrls,
         chat,

@@ -21,6 +21,8 @@ import type { GenerationRow } from './repository';
 import { GenerationInserter } from './inserter';
 import { endGenerationWithRefund, findGeneration, pageGenerations } from './repository';
 import { isTerminal, type GenerationStatus } from './lifecycle';
+import { queueWebhook } from '../webhooks/events';
+import type { WebhookService, WebhookTarget } from '../webhooks/service';
 
 
 /** The one place an incoming generation id is parsed; a malformed id is simply not found. */
@@ -34,6 +36,8 @@ export interface GenerationServiceDeps {
   queueInfo: QueueInfo;
   resyncMs: number;
   log: Logger;
+  /** Checks and stores a generation's own webhook receiver. */
+  webhooks: WebhookService;
   /**
    * EMAIL_VERIFICATION_REQUIRED: generating needs a verified address. Given, `isEmailVerified`
    * reads it fresh when the cached caller says "not verified" (it may have been verified since).
@@ -48,11 +52,13 @@ export class GenerationService {
     this.inserter = new GenerationInserter(deps.db);
   }
 
-  async create(user: AuthUser, input: GenerationInput): Promise<GenerationRow> {
-    const { db, producer, log, emailVerification } = this.deps;
+  async create(user: AuthUser, input: GenerationInput, webhook: WebhookTarget | null = null): Promise<GenerationRow> {
+    const { db, producer, log, emailVerification, webhooks } = this.deps;
     if (emailVerification && !user.emailVerified && !(await emailVerification.isEmailVerified(user.id))) {
       throw new DomainError('EMAIL_NOT_VERIFIED', 'Confirm your email address first: follow the link in the mail sent at sign-up (signUp again sends a new one).');
     }
+    // Before anything is reserved: a receiver that could never be delivered to is refused now.
+    if (webhook) await webhooks.checkTarget(user.id, webhook);
     const id = randomUUID();
     const row = await this.inserter.insert({ id, userId: user.id, input });
     if (!row) {
@@ -63,16 +69,20 @@ export class GenerationService {
       );
     }
     try {
+      // Stored before the job is queued, so the job's events find it.
+      if (webhook) await webhooks.saveTarget(id, webhook);
       await producer.enqueue('generateImage', id, { generationId: id });
     } catch (err) {
       // The job could not be queued: end the generation now and give the credits back, so a
       // Redis outage never keeps a user's credits.
       log.error({ err, generationId: id }, 'enqueue failed; refunding');
-      await endGenerationWithRefund(db, id, 'fail', {
+      const ended = await endGenerationWithRefund(db, id, 'fail', {
         code: 'ENQUEUE_FAILED',
         message: 'The job queue is unavailable; your credits were returned. Try again shortly.',
         retryable: true,
       });
+      // Not awaited: with Redis unreachable it would only add ENQUEUE_TIMEOUT_MS to this answer.
+      if (ended) void queueWebhook({ db, producer, log }, id, 'FAILED');
       throw new DomainError('SERVICE_UNAVAILABLE', 'The job queue is unavailable; your credits were returned. Try again shortly.');
     }
     return row;
@@ -164,6 +174,7 @@ export class GenerationService {
           message: 'The generation was cancelled.',
           retryable: false,
         });
+    if (ended) await queueWebhook(this.deps, row.id, 'CANCELLED');
     const final = ended ?? (await findGeneration(this.deps.db, row.id)) ?? row;
     // Publish the final state even when it was already recorded: if an earlier publish was lost
     // (a cancel whose publish failed, a worker that died between its two writes), this heals the

@@ -44,6 +44,14 @@ export const RETRYABLE_CODES: ReadonlySet<string> = new Set([
   // A mail server that could not be reached, or answered 4xx ("try again later"). A 5xx is final.
   'MAIL_UNAVAILABLE',
   'MAIL_DEFERRED',
+  // A webhook receiver that could not be reached, did not answer in time, or answered anything but
+  // 2xx (a 3xx too: redirects are not followed), and a host whose name did not resolve. A 410 Gone
+  // (WEBHOOK_GONE) and a refused address (WEBHOOK_ADDRESS_REFUSED) are final.
+  'WEBHOOK_UNREACHABLE',
+  'WEBHOOK_TIMEOUT',
+  'WEBHOOK_REJECTED',
+  'WEBHOOK_REDIRECTED',
+  'WEBHOOK_UNRESOLVABLE',
 ]);
 
 /** Network-level errors of Node itself (a service restarting, a dropped connection). */
@@ -55,8 +63,8 @@ export function toJobFailure(err: unknown): JobFailure {
     if (TRANSIENT_SYSTEM_CODES.has(err.code)) {
       return { code: 'UNAVAILABLE', message: `A service the worker needs is unavailable (${err.code}).`, retryable: true };
     }
-    // Our own kinds: JobError, and the error classes of the SD client, storage, imaging and mail.
-    if (err instanceof JobError || /^(SD|STORAGE|IMAGE|IMAGING|MAIL)_[A-Z0-9_]+$/.test(err.code)) {
+    // Our own kinds: JobError, and the error classes of the SD client, storage, imaging, mail and webhooks.
+    if (err instanceof JobError || /^(SD|STORAGE|IMAGE|IMAGING|MAIL|WEBHOOK)_[A-Z0-9_]+$/.test(err.code)) {
       return { code: err.code, message: err.message, retryable: RETRYABLE_CODES.has(err.code) };
     }
   }

@@ -60,15 +60,19 @@ export class JobProducer {
    * exists (a re-delivered step enqueuing its follow-up again), which is not an error.
    */
   async enqueue<K extends JobKind>(kind: K, key: string, payload: JobPayloads[K]): Promise<boolean> {
-    const { worker } = this.config;
+    const { worker, webhooks } = this.config;
     const job = this.queue(JOB_QUEUES[kind])
       .createJob({ kind, payload } as JobEnvelope)
       .setId(jobId(kind, key))
-      .retries(worker.maxRetries)
-      // Bee-Queue refuses a fixed backoff of 0 ms; TASK_RETRY_DELAY_S=0 means retry at once.
-      .backoff(worker.retryDelayMs > 0 ? 'fixed' : 'immediate', worker.retryDelayMs)
       // A safety net above the processor's own hard limit, which really stops the work.
       .timeout(worker.timeLimitMs + 30_000);
+    if (kind === 'deliverWebhook') {
+      // A receiver may be down for hours: tries spread over about a day, each wait twice the last.
+      job.retries(webhooks.maxAttempts - 1).backoff('exponential', webhooks.retryDelayMs);
+    } else {
+      // Bee-Queue refuses a fixed backoff of 0 ms; TASK_RETRY_DELAY_S=0 means retry at once.
+      job.retries(worker.maxRetries).backoff(worker.retryDelayMs > 0 ? 'fixed' : 'immediate', worker.retryDelayMs);
+    }
     // Bee-Queue's Redis client queues commands while disconnected (for up to an hour): bound the
     // wait. A save that lands after the timeout finds its generation already ended and does nothing.
     let timer: NodeJS.Timeout | undefined;

@@ -6,6 +6,7 @@
  */
 import type { QueueName } from '../config';
 import type { MailJob } from '../mail/templates';
+import type { WebhookEvent } from '../webhooks/events';
 
 export interface JobPayloads {
   generateImage: { generationId: string };
@@ -13,6 +14,8 @@ export interface JobPayloads {
   sendEmail: MailJob;
   /** Saves a succeeded generation's prompt and images as one exchange of its character's chat. */
   saveChatHistory: { generationId: string };
+  /** POSTs one event of a generation, signed, to the receiver chosen when it was queued. */
+  deliverWebhook: { generationId: string; event: WebhookEvent; url: string };
 }
 export type JobKind = keyof JobPayloads;
 
@@ -21,6 +24,8 @@ export const JOB_QUEUES = {
   uploadToCloud: 'normal_priority',
   sendEmail: 'low_priority',
   saveChatHistory: 'low_priority',
+  // Its own queue and slots: a slow or dead receiver delays nothing else.
+  deliverWebhook: 'webhooks',
 } as const satisfies Record<JobKind, QueueName>;
 
 /** What Bee-Queue stores as a job's data: the kind travels with the payload. */

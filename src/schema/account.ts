@@ -9,7 +9,7 @@ import type { ConnectionTypes } from './connection';
 import type { addUserType } from './user';
 
 /** Only the caller's own account details are readable, whichever way the User was reached. */
-function ownAccount(u: UserProfile, ctx: SchemaContext): string {
+export function ownAccount(u: UserProfile, ctx: SchemaContext): string {
   if (u.viewer) return u.id;
   const user = requireUser(ctx);
   if (user.id !== u.id) throw new DomainError('FORBIDDEN', "Only the user may read their own account's details.");

@@ -9,6 +9,7 @@ import type { GenerationService } from '../generation/service';
 import type { Logger } from '../logger';
 import type { ProgressEvent } from '../progress/event';
 import type { ImageUrls } from '../storage/storage';
+import type { WebhookService } from '../webhooks/service';
 
 /** What every resolver gets: the caller (null when anonymous) and the services. */
 export interface SchemaContext {
@@ -19,6 +20,7 @@ export interface SchemaContext {
   token: string | null;
   generations: GenerationService;
   accounts: AccountService;
+  webhooks: WebhookService;
   users: UserService;
   /** Makes the image URLs of this answer from their storage keys. */
   imageUrls: ImageUrls;

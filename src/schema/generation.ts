@@ -1,4 +1,6 @@
+import { z } from 'zod';
 import type { Config } from '../config';
+import { WEBHOOK_EVENTS } from '../webhooks/events';
 import type { GenerationInput, SamplerCheck } from '../generation/input';
 import { generationInputSchema } from '../generation/input';
 import type { GenerationRow } from '../generation/repository';
@@ -9,6 +11,7 @@ import { requireUser } from './builder';
 import type { ConnectionTypes } from './connection';
 import type { ProgressTypes } from './progress';
 import type { addUserType } from './user';
+import { parseWebhookUrl, type WebhookEventEnum } from './webhook';
 
 export interface GenerationSchemaOptions {
   limits: Config['limits'];
@@ -39,6 +42,7 @@ export function addGenerationTypes(
   types: ProgressTypes,
   UserRef: ReturnType<typeof addUserType>,
   connections: ConnectionTypes,
+  WebhookEvent: WebhookEventEnum,
   opts: GenerationSchemaOptions,
 ) {
   const { limits } = opts;
@@ -74,9 +78,14 @@ export function addGenerationTypes(
         batchSize: t.int({ defaultValue: 1, description: 'Images in one generation; each costs one photo credit.' }),
         idempotencyKey: t.string({ description: 'Reserved for the reliability work: not yet honoured.' }),
         startDeadlineSeconds: t.int({ description: 'Reserved for the reliability work: not yet honoured.' }),
+        webhookUrl: t.string({
+          description: 'Where to POST signed webhooks of this generation (http or https, a public address); else the default of updateWebhookSettings.',
+        }),
+        webhookEvents: t.field({ type: [WebhookEvent], description: 'With webhookUrl: STARTED too; the final state is always sent.' }),
       }),
     })
-    .validate(generationInputSchema(limits, opts.samplers));
+    // The webhook fields are not the generation's settings: kept beside them, checked by the service.
+    .validate(generationInputSchema(limits, opts.samplers).safeExtend({ webhookUrl: z.string().nullish(), webhookEvents: z.array(z.enum(WEBHOOK_EVENTS)).nullish() }));
 
   const Generation = builder.objectRef<GenerationRow>('Generation').implement({
     fields: (t) => ({
@@ -152,7 +161,9 @@ export function addGenerationTypes(
       description: 'Reserves batchSize photo credits and queues the generation; watch it with generationProgress.',
       args: { input: t.arg({ type: GenerateImageInput, required: true }) },
       resolve: async (_r, args, ctx) => {
-        const row = await ctx.generations.create(requireUser(ctx), args.input);
+        const { webhookUrl, webhookEvents, ...input } = args.input;
+        const url = parseWebhookUrl(webhookUrl);
+        const row = await ctx.generations.create(requireUser(ctx), input, url ? { url, events: webhookEvents ?? [] } : null);
         // Its state is known (QUEUED, seq 0): `status` and the other fields need not read Redis and
         // Postgres for it (three round trips); only `current` adds the queue position.
         ctx.progressMemo.set(row.id, { state: ctx.generations.createdProgress(row), created: true });

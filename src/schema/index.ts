@@ -8,6 +8,7 @@ import { addGenerationTypes } from './generation';
 import { addProgressTypes } from './progress';
 import { addScalars } from './scalars';
 import { addUserType } from './user';
+import { addWebhookEventEnum, addWebhookTypes } from './webhook';
 
 export type { SchemaContext } from './builder';
 
@@ -21,9 +22,11 @@ export function buildSchema(opts: GenerationSchemaOptions): GraphQLSchema {
   const progress = addProgressTypes(builder);
   const user = addUserType(builder);
   const connections = addConnectionTypes(builder, opts.limits.pageSizeMax);
-  const { Generation } = addGenerationTypes(builder, progress, user, connections, opts);
+  const webhookEvent = addWebhookEventEnum(builder);
+  const { Generation } = addGenerationTypes(builder, progress, user, connections, webhookEvent, opts);
   addChatTypes(builder, progress, connections, Generation, opts.limits);
   addAccountTypes(builder, user, connections);
+  addWebhookTypes(builder, user, webhookEvent);
   return builder.toSchema();
 }
 

@@ -5,6 +5,7 @@
  * lands, and the GPU is not called a second time.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WAIT_MS } from '../helpers/budgets';
 import { startStack, type Stack } from '../helpers/stack';
 import { events, expectWellFormedStream, generate, watch } from './helpers';
 
@@ -76,6 +77,10 @@ describe('a job re-delivered after its worker died while recording its final fai
     expect(list.at(-1)).toMatchObject({ status: 'FAILED', attempt: 1, error: { code: 'SD_BAD_REQUEST' } });
     expect(stack.sim.stats.txt2imgCalls).toBe(0);
     expect(await stack.credits(user.userId)).toBe(1);
+    // The job's record goes when the consumer finishes it, just after the handler published FAILED:
+    // wait for that state rather than race it (with a worker consuming more queues it can lag).
+    const deadline = Date.now() + WAIT_MS;
+    while ((await stack.redis.hlen(key)) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     expect(await stack.redis.hlen(key)).toBe(0);
   });
 });

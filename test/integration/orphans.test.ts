@@ -29,7 +29,7 @@ describe('stranded generations', () => {
       jobsKeys: { generateImage: jobsKey(stack.config, 'high_priority'), uploadToCloud: jobsKey(stack.config, 'normal_priority') },
       producer,
       maxAttempts: 3,
-      fail: (id, failure) => failGeneration(stack.tdb.db, publisher, id, failure),
+      fail: (id, failure) => failGeneration(stack.tdb.db, publisher, id, failure, { db: stack.tdb.db, producer, log: createLogger('silent') }),
     };
     sweep = () => sweepStrandedGenerations(deps);
   });

@@ -39,14 +39,16 @@ describe('loadConfig', () => {
     expect(c.redis.url).toBe('redis://localhost:6379/0');
     expect(c.worker).toMatchObject({
       concurrency: 2,
-      queues: ['high_priority', 'normal_priority', 'low_priority'],
+      queues: ['high_priority', 'normal_priority', 'low_priority', 'webhooks'],
       timeLimitMs: 600_000,
       softTimeLimitMs: 540_000,
       maxRetries: 3,
       retryDelayMs: 60_000,
       maxTasksPerChild: 50,
     });
-    expect(c.worker.slots).toEqual({ high_priority: 2, normal_priority: 4, low_priority: 4 });
+    expect(c.worker.slots).toEqual({ high_priority: 2, normal_priority: 4, low_priority: 4, webhooks: 8 });
+    // Twelve tries whose waits double from 40 s: the last about 23 hours after the first.
+    expect(c.webhooks).toEqual({ maxAttempts: 12, retryDelayMs: 40_000, timeoutMs: 10_000, allowPrivate: false });
     expect(c.limits.pageSizeMax).toBe(100);
     expect(c.progress.expiresS).toBe(3600);
     expect(c.database.url).toBeUndefined();
@@ -66,8 +68,8 @@ describe('loadConfig', () => {
   });
 
   it('gives each queue its own slots: --concurrency sizes the generation slots only', () => {
-    const c = loadConfig({ WORKER_CONCURRENCY: '3', NORMAL_PRIORITY_CONCURRENCY: '6', LOW_PRIORITY_CONCURRENCY: '1' });
-    expect(c.worker.slots).toEqual({ high_priority: 3, normal_priority: 6, low_priority: 1 });
+    const c = loadConfig({ WORKER_CONCURRENCY: '3', NORMAL_PRIORITY_CONCURRENCY: '6', LOW_PRIORITY_CONCURRENCY: '1', WEBHOOKS_CONCURRENCY: '20' });
+    expect(c.worker.slots).toEqual({ high_priority: 3, normal_priority: 6, low_priority: 1, webhooks: 20 });
     expect(() => loadConfig({ LOW_PRIORITY_CONCURRENCY: '0' })).toThrow(/LOW_PRIORITY_CONCURRENCY="0"/);
   });
 

@@ -17,6 +17,7 @@ import { findGeneration, transitionGeneration } from '../../src/generation/repos
 import { progressFromRow } from '../../src/generation/progressOf';
 import { isTerminal, PHASE_PROGRESS } from '../../src/generation/lifecycle';
 import type { ProgressPublisher } from '../../src/progress/publisher';
+import { queueWebhook } from '../../src/webhooks/events';
 import type { SdClient, SdProgress } from '../../src/sd/client';
 import { GenerationReporter } from './generationReporter';
 
@@ -87,6 +88,8 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
         ctx.abort({ code: 'CANCELLED', message: 'The generation was cancelled.', retryable: false }),
       );
       reporter.report({ status: 'STARTED', progress: 0 });
+      // Once per generation, on its first start; not awaited: queuing it never holds up the GPU work.
+      if (row.attempts === 1) void queueWebhook({ db, producer, log: ctx.log }, id, 'STARTED');
       try {
         let generating = false;
         let lastPreviewAt = 0;
@@ -196,7 +199,7 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
     },
 
     async onFinalFailure(ctx, failure) {
-      await failGeneration(db, publisher, ctx.payload.generationId, failure);
+      await failGeneration(db, publisher, ctx.payload.generationId, failure, { db, producer, log: ctx.log });
     },
   };
 }

@@ -17,12 +17,13 @@ import type { JobProducer } from '../../src/jobs/queues';
 import type { Processor } from '../../src/jobs/runner';
 import { queueChatHistory, queueImagesReadyMail } from '../../src/generation/followUps';
 import type { ProgressPublisher } from '../../src/progress/publisher';
+import { queueWebhook } from '../../src/webhooks/events';
 import { imageKeys, type ObjectStorage } from '../../src/storage/storage';
 
 export interface UploadDeps {
   db: Knex;
   publisher: ProgressPublisher;
-  /** Queues what follows a success (chat history, the images-ready mail). */
+  /** Queues what follows a success (chat history, the images-ready mail, the webhook). */
   producer: JobProducer;
   storage: ObjectStorage;
 }
@@ -76,10 +77,11 @@ export function uploadToCloudProcessor(deps: UploadDeps): Processor<'uploadToClo
       // Queued before SUCCEEDED is told: whoever sees it can count on what follows being queued.
       await queueImagesReadyMail(db, producer, done, ctx.log);
       await queueChatHistory(producer, done);
+      await queueWebhook({ db, producer, log: ctx.log }, id, 'SUCCEEDED');
       await publisher.publish(await progressFromRow(db, done));
     },
     async onFinalFailure(ctx, failure) {
-      await failGeneration(db, publisher, ctx.payload.generationId, failure);
+      await failGeneration(db, publisher, ctx.payload.generationId, failure, { db, producer, log: ctx.log });
     },
   };
 }
