@@ -9,6 +9,9 @@ export interface GqlResult<T> {
   errors?: Array<{ message: string; extensions?: { code?: string; [k: string]: unknown } }>;
 }
 
+/** The `extensions.code` of an answer's first error, if any. */
+export const codeOf = (r: { errors?: Array<{ extensions?: { code?: string } }> }) => r.errors?.[0]?.extensions?.code;
+
 type Vars<V> = V extends Record<string, never> ? Record<string, never> | undefined : V;
 
 export async function gql<T, V>(

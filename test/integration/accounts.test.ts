@@ -9,14 +9,14 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { graphql } from '../gql';
 import type { HistoryQuery } from '../gql/graphql';
-import { gql, type GqlResult } from '../helpers/graphql';
+import { gql, type GqlResult, codeOf } from '../helpers/graphql';
 import { linkIn, startSmtp, type TestSmtp } from '../helpers/smtp';
 import { startStack, type Stack } from '../helpers/stack';
-import { WAIT_MS } from '../helpers/budgets';
 import { createUserWithToken, hashToken, issueToken } from '../../src/auth/tokens';
 import { JobProducer } from '../../src/jobs/queues';
 import { createLogger } from '../../src/logger';
 import { events, generate, watch } from './helpers';
+import { until } from '../helpers/wait';
 
 const SignUpDoc = graphql(`
   mutation SignUp($email: String!, $password: String!) {
@@ -69,15 +69,7 @@ const NotifyDoc = graphql(`
 
 const PASSWORD = 'correct horse battery';
 const newEmail = () => `Person.${randomBytes(4).toString('hex')}@Example.com`;
-const codeOf = (r: { errors?: Array<{ extensions?: { code?: string } }> }) => r.errors?.[0]?.extensions?.code;
 
-async function until(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + WAIT_MS;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('accounts, with a real SMTP server', () => {
   let smtp: TestSmtp;

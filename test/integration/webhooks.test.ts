@@ -9,10 +9,9 @@
 import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { graphql } from '../gql';
-import { gql } from '../helpers/graphql';
+import { gql, codeOf } from '../helpers/graphql';
 import { startStack, type Stack } from '../helpers/stack';
 import { startReceiver, type TestReceiver, type ReceivedHook } from '../helpers/webhookReceiver';
-import { WAIT_MS } from '../helpers/budgets';
 import { insertGenerationReservingCredits } from '../../src/db/statements';
 import { sweepStrandedGenerations } from '../../src/generation/orphans';
 import { failGeneration } from '../../src/generation/outcomes';
@@ -23,6 +22,7 @@ import { jobId } from '../../src/jobs/registry';
 import { postWebhook } from '../../src/webhooks/post';
 import { GenerateDoc } from './documents';
 import { events, generate, testInput, watch } from './helpers';
+import { until } from '../helpers/wait';
 
 const RotateDoc = graphql(`
   mutation RotateWebhookSecret { rotateWebhookSecret }
@@ -46,15 +46,7 @@ const CancelDoc = graphql(`
 `);
 
 const MAX_ATTEMPTS = 4;
-const codeOf = (r: { errors?: Array<{ extensions?: { code?: string } }> }) => r.errors?.[0]?.extensions?.code;
 
-async function until(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + WAIT_MS;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 interface Body {
   type: string;

@@ -12,18 +12,12 @@ import { JobProducer } from '../../src/jobs/queues';
 import { createLogger } from '../../src/logger';
 import { WAIT_MS } from '../helpers/budgets';
 import { REDIS_URL } from '../helpers/stack';
+import { until } from '../helpers/wait';
 
 const log = createLogger('silent');
 const QUEUE = 'high_priority';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = WAIT_MS): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
 
 describe('job consumer on Bee-Queue keys, against real Redis', () => {
   let redis: Redis;

@@ -12,20 +12,13 @@ import { loadConfig, type Config } from '../../src/config';
 import { JobConsumer, type QueuedJob } from '../../src/jobs/consumer';
 import { createQueue, JobProducer, type Queue } from '../../src/jobs/queues';
 import { createLogger } from '../../src/logger';
-import { WAIT_MS } from '../helpers/budgets';
 import { REDIS_URL } from '../helpers/stack';
+import { until } from '../helpers/wait';
 
 const log = createLogger('silent');
 const QUEUE = 'high_priority';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function until(check: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + WAIT_MS;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
 
 interface Run {
   by: 'bee' | 'ours';
