@@ -170,7 +170,7 @@ async function main(): Promise<number> {
     await mkdir(options.out, { recursive: true });
     const files: string[] = [];
     for (const [index, image] of done.images.entries()) {
-      const response = await fetch(image.url);
+      const response = await fetch(image.url, { signal: abort.signal });
       if (!response.ok) throw new SdJobsError('DOWNLOAD_FAILED', `Image ${index} answered HTTP ${response.status}.`);
       const file = path.join(options.out, `${done.generationId}-${index}.webp`);
       await writeFile(file, Buffer.from(await response.arrayBuffer()));

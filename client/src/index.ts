@@ -1,6 +1,6 @@
 /**
  * A typed client for the Stable Diffusion jobs service, for Node 20+ and browsers (fetch and web
- * streams only, no dependencies):
+ * streams only; its one dependency holds types):
  *
  *   const client = createClient({ url: 'http://localhost:4000', token });
  *   const done = await client.generate({ prompt: 'a lighthouse at dusk' }, { onProgress: (p) => console.log(p.status, p.step) });
@@ -8,7 +8,7 @@
  *   await client.cancel(id);
  *
  * Live progress comes over GraphQL over SSE. A stream that drops (a proxy timing out, a restarted
- * API process) is opened again: the service's first event on every stream is the current state, and
+ * API process, a proxy's 5xx meanwhile) is opened again: the service's first event on every stream is the current state, and
  * events already seen (by `seq`) are skipped, so a watcher sees every state change it can, in order,
  * never twice, and always the final state.
  */
@@ -204,6 +204,8 @@ export function createClient(options: ClientOptions): SdJobsClient {
           // Refused before the stream started (no token, not found, bad id): a plain GraphQL answer.
           const body = (await response.json().catch(() => null)) as GraphQLResponse<unknown> | null;
           if (body?.errors?.length) throw answerError(body.errors);
+          // A proxy's 502/503/504 while the service restarts: the stream is opened again, below.
+          if (response.status >= 500) throw new TypeError(`HTTP ${response.status}`);
           throw new SdJobsError('HTTP_ERROR', `The service answered HTTP ${response.status} instead of a progress stream.`);
         }
         const results = sseResults<ClientWatchSubscription>(response);
@@ -239,8 +241,11 @@ export function createClient(options: ClientOptions): SdJobsClient {
   async function generate(input: GenerateImageInput, generateOptions: GenerateOptions = {}): Promise<FinishedGeneration> {
     const { signal, onProgress } = generateOptions;
     signal?.throwIfAborted();
-    const { id } = (await request(GenerateDocument, { input }, signal)).generateImage;
+    // Not aborted mid-request: the service may have made the generation already, and only its id
+    // lets it be cancelled. An abort meanwhile is seen right after.
+    const { id } = (await request(GenerateDocument, { input })).generateImage;
     try {
+      signal?.throwIfAborted();
       let last: Progress | undefined;
       for await (const progress of watch(id, generateOptions)) {
         last = progress;

@@ -35,8 +35,13 @@ export function webPage(opts: { dir?: string; demoToken?: string } = {}): WebPag
   const built = existsSync(path.join(dir, 'index.html'));
   let index: Promise<string> | undefined;
   const indexHtml = () =>
-    (index ??= readFile(path.join(dir, 'index.html'), 'utf8').then((html) =>
-      opts.demoToken ? html.replace('</head>', `<script>window.__SDJOBS__ = ${scriptSafeJson({ token: opts.demoToken })};</script></head>`) : html,
+    (index ??= readFile(path.join(dir, 'index.html'), 'utf8').then(
+      (html) => (opts.demoToken ? html.replace('</head>', `<script>window.__SDJOBS__ = ${scriptSafeJson({ token: opts.demoToken })};</script></head>`) : html),
+      (err: unknown) => {
+        // Read again next time (a build replaced it meanwhile), rather than answering 500 for good.
+        index = undefined;
+        throw err;
+      },
     ));
 
   return {

@@ -91,22 +91,63 @@ export class WebhookAddressError extends Error {
   }
 }
 
-/** Every address `host` resolves to (or the literal itself), each checked; throws WebhookAddressError. */
+/**
+ * Host lookups run on libuv's small thread pool (shared with file I/O, password hashing and image
+ * work) and have no timeout of their own: a receiver whose DNS never answers must not be able to
+ * take that pool. So at most this many webhook lookups run at once in a process, and each is given
+ * up after LOOKUP_TIMEOUT_MS (its thread finishes by itself; the slot is kept until it does).
+ */
+const LOOKUP_CONCURRENCY = 2;
+const LOOKUP_TIMEOUT_MS = 5000;
+let lookupsRunning = 0;
+const lookupQueue: Array<() => void> = [];
+
+function lookupAll(host: string): Promise<LookupAddress[]> {
+  return new Promise<LookupAddress[]>((resolve, reject) => {
+    // Counted from the call: a lookup waiting for a slot times out too.
+    let settled = false;
+    const timer = setTimeout(() => {
+      settled = true;
+      reject(Object.assign(new Error('lookup timed out'), { code: 'ETIMEOUT' }));
+    }, LOOKUP_TIMEOUT_MS);
+    const run = () => {
+      if (settled) {
+        lookupQueue.shift()?.();
+        return;
+      }
+      lookupsRunning++;
+      dnsLookup(host, { all: true, verbatim: true }, (err, found) => {
+        lookupsRunning--;
+        lookupQueue.shift()?.();
+        clearTimeout(timer);
+        if (settled) return;
+        settled = true;
+        if (err) reject(err);
+        else resolve(found);
+      });
+    };
+    if (lookupsRunning < LOOKUP_CONCURRENCY) run();
+    else lookupQueue.push(run);
+  });
+}
+
+/**
+ * Every address `host` resolves to (or the literal itself), each checked; throws WebhookAddressError.
+ * Its messages name the rule, never the address a name resolved to (that would map internal DNS).
+ */
 export async function resolveReceiver(host: string, allowPrivate: boolean): Promise<LookupAddress[]> {
   const bare = host.replace(/^\[|\]$/g, '');
   const family = isIP(bare);
   const addresses: LookupAddress[] = family
     ? [{ address: bare, family }]
-    : await new Promise<LookupAddress[]>((resolve, reject) =>
-        dnsLookup(bare, { all: true, verbatim: true }, (err, found) =>
-          err ? reject(new WebhookAddressError('WEBHOOK_UNRESOLVABLE', `The webhook host ${host} does not resolve (${err.code ?? err.message}).`)) : resolve(found),
-        ),
-      );
+    : await lookupAll(bare).catch((err: NodeJS.ErrnoException) => {
+        throw new WebhookAddressError('WEBHOOK_UNRESOLVABLE', `The webhook host ${host} does not resolve (${err.code ?? 'no answer'}).`);
+      });
   if (addresses.length === 0) throw new WebhookAddressError('WEBHOOK_UNRESOLVABLE', `The webhook host ${host} has no address.`);
   if (!allowPrivate) {
     for (const { address } of addresses) {
       const kind = refusedAddress(address);
-      if (kind) throw new WebhookAddressError('WEBHOOK_ADDRESS_REFUSED', `Webhooks are not sent to ${kind} addresses (${host} is ${address}).`);
+      if (kind) throw new WebhookAddressError('WEBHOOK_ADDRESS_REFUSED', `Webhooks are not sent to ${kind} addresses (${host}).`);
     }
   }
   return addresses;

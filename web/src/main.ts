@@ -170,9 +170,12 @@ function header(me: Me | null, onSignOut?: () => void): HTMLElement {
 
 async function renderSignedIn(me: Me): Promise<void> {
   const sdk = client();
-  let current: { id: string; abort: AbortController } | null = null;
+  /** The generation under way: its abort from the moment it is sent, its id from its first event. */
+  let current: { id: string | null; abort: AbortController } | null = null;
 
   const signOut = async () => {
+    // A generation under way keeps running (signing out does not cancel it); its stream only
+    // updates elements that are no longer shown.
     // The demo token dev wrote into the page is GraphiQL's too: forgotten here, not revoked.
     if (localStorage.getItem(TOKEN_KEY) !== window.__SDJOBS__?.token) await sdk.request(SIGN_OUT).catch(() => undefined);
     localStorage.removeItem(TOKEN_KEY);
@@ -181,7 +184,8 @@ async function renderSignedIn(me: Me): Promise<void> {
   };
   const refreshCredits = async () => {
     const fresh = await sdk.request<{ me: Me | null }, Record<string, never>>(ME).catch(() => null);
-    if (fresh?.me) app.querySelector('[data-testid="credits"]')!.textContent = `${fresh.me.photoCredits} credits`;
+    const credits = app.querySelector('[data-testid="credits"]');
+    if (fresh?.me && credits) credits.textContent = `${fresh.me.photoCredits} credits`;
   };
 
   // The form.
@@ -217,12 +221,14 @@ async function renderSignedIn(me: Me): Promise<void> {
   const list = h('ul', { class: 'recent', 'data-testid': 'recent' });
   const more = h('button', { type: 'button', class: 'secondary', hidden: true }, 'More');
   let after: string | null = null;
+  /** Bumped by each reload: a page that arrives after a newer reload started is dropped. */
+  let loads = 0;
   const loadRecent = async (reset: boolean) => {
-    if (reset) {
-      after = null;
-      list.replaceChildren();
-    }
+    const load = reset ? ++loads : loads;
+    if (reset) after = null;
     const page = await sdk.request<{ generations: { edges: Array<{ node: Recent }>; pageInfo: { hasNextPage: boolean; endCursor: string | null } } }, { first: number; after: string | null }>(RECENT, { first: PAGE_SIZE, after });
+    if (load !== loads) return;
+    if (reset) list.replaceChildren();
     for (const { node } of page.generations.edges) {
       const thumb = node.images[0];
       list.append(
@@ -268,6 +274,7 @@ async function renderSignedIn(me: Me): Promise<void> {
     formError.textContent = '';
     const [width, height] = size.value.split('x').map(Number) as [number, number];
     const abort = new AbortController();
+    current = { id: null, abort };
     go.disabled = true;
     cancel.hidden = false;
     results.replaceChildren();
@@ -282,8 +289,8 @@ async function renderSignedIn(me: Me): Promise<void> {
           signal: abort.signal,
           preview: true,
           onProgress: (p) => {
-            if (!current) {
-              current = { id: p.generationId, abort };
+            if (current && current.id === null) {
+              current.id = p.generationId;
               void refreshCredits();
               void loadRecent(true);
             }
@@ -293,7 +300,8 @@ async function renderSignedIn(me: Me): Promise<void> {
       )
       .catch((err: unknown) => {
         if (err instanceof SdJobsError && err.generation) show(err.generation);
-        else if (!abort.signal.aborted) formError.textContent = messageOf(err);
+        else if (abort.signal.aborted) statusLine.textContent = 'Cancelled';
+        else formError.textContent = messageOf(err);
       })
       .finally(() => {
         current = null;
@@ -305,9 +313,10 @@ async function renderSignedIn(me: Me): Promise<void> {
   });
   cancel.addEventListener('click', () => {
     if (!current) return;
-    const { id } = current;
-    // The stream reports CANCELLED; the abort only stops waiting if the answer is slow.
-    void sdk.cancel(id).catch((err: unknown) => (formError.textContent = messageOf(err)));
+    // Before its first event its id is not known yet: the abort cancels it as soon as it is.
+    if (current.id === null) return current.abort.abort();
+    // Otherwise the stream reports CANCELLED, with the credits back.
+    void sdk.cancel(current.id).catch((err: unknown) => (formError.textContent = messageOf(err)));
   });
 
   app.replaceChildren(
