@@ -169,6 +169,11 @@ const envSchema = z.object({
   /** Tokens cached per API process; the least recently used is dropped first. */
   AUTH_CACHE_MAX_ENTRIES: int(10_000, 1, 10_000_000),
 
+  /** How long each readiness check (/readyz) may take before its dependency counts as down. */
+  HEALTH_TIMEOUT_MS: int(2000, 50, 60_000),
+  /** A worker's HTTP port for /healthz and /readyz; 0: none (several workers on one host need their own). */
+  WORKER_METRICS_PORT: int(0, 0, 65535),
+
   /** Photo credits a new account starts with (a ledger grant). */
   SIGNUP_PHOTO_CREDITS: int(10, 0, 1_000_000),
   /** Generating needs a verified address; `npm run dev` turns this off. */
@@ -310,6 +315,7 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
       urlTtlS: e.IMAGE_URL_TTL_S,
       s3: s3Settings(e, env),
     },
+    health: { timeoutMs: e.HEALTH_TIMEOUT_MS, workerPort: e.WORKER_METRICS_PORT },
     accounts: {
       signupCredits: e.SIGNUP_PHOTO_CREDITS,
       emailVerificationRequired: e.EMAIL_VERIFICATION_REQUIRED,

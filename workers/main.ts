@@ -7,6 +7,7 @@ import { loadConfig, requireSetting } from '../src/config';
 import { assertSchemaCurrent } from '../src/db/migrate';
 import { createDb } from '../src/db/knex';
 import { JOB_QUEUES } from '../src/jobs/registry';
+import { startHealthServer } from '../src/health';
 import { createLogger } from '../src/logger';
 import { parseFlags } from '../src/main/cli';
 import { closeOnSignals, exitOnStartupError } from '../src/main/lifecycle';
@@ -60,7 +61,19 @@ async function main() {
     throw err;
   }
   const running = worker;
+  // /healthz and /readyz for an orchestrator, when a port is set (several workers on one host need their own).
+  const health =
+    config.health.workerPort > 0
+      ? await startHealthServer(running.healthChecks, config.health.timeoutMs, config.health.workerPort, config.http.host).catch(async (err: unknown) => {
+          await running.close();
+          storage.close?.();
+          await db.destroy();
+          throw err;
+        })
+      : null;
+  if (health) log.info({ url: health.url }, 'worker health at /healthz and /readyz');
   closeOnSignals(async () => {
+    await health?.close();
     await running.close();
     storage.close?.();
     await db.destroy();

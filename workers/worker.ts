@@ -22,6 +22,7 @@ import { JOB_QUEUES } from '../src/jobs/registry';
 import type { JobMetrics } from '../src/jobs/metrics';
 import { createJobHandler, type Processors } from '../src/jobs/runner';
 import { JobStateTracker } from '../src/jobs/stateTracker';
+import { coreChecks, type HealthCheck } from '../src/health';
 import type { Logger } from '../src/logger';
 import { ProgressPublisher } from '../src/progress/publisher';
 import { closeRedis, openRedis } from '../src/redis';
@@ -48,6 +49,8 @@ export interface WorkerOptions {
 
 export interface Worker {
   start(): Promise<void>;
+  /** What /readyz asks: Redis, Postgres with the schema current, and the SD server when it generates. */
+  readonly healthChecks: HealthCheck[];
   close(): Promise<void>;
   readonly counters: ReturnType<typeof createJobHandler>['counters'];
   /** Outcomes and durations per job kind, in this process. */
@@ -108,6 +111,7 @@ export function createWorker(opts: WorkerOptions): Worker {
   let closing: Promise<void> | undefined;
 
   return {
+    healthChecks: [...coreChecks(redis, db), ...(generation ? [{ name: 'sd', run: (signal: AbortSignal) => generation.sd.samplers(signal) }] : [])],
     counters: handler.counters,
     metrics: handler.metrics,
 

@@ -1,7 +1,7 @@
 /**
  * Builds the HTTP server of the API: GraphQL and GraphiQL at /graphql (subscriptions over SSE),
  * the web page at / (web/dist), the local image files at /files/ (signed, expiring URLs only), the
- * pages account mails link to (/account/), the old service's REST endpoints (/api/v1/), and /health.
+ * pages account mails link to (/account/), the old service's REST endpoints (/api/v1/), and /healthz, /readyz (/health).
  * Building opens the API's Redis connections and reads the samplers list (closing the connections
  * again if that fails); `listen()` starts serving, and `close()` (safe to call twice) stops intake,
  * ends open streams and closes what it opened.
@@ -33,6 +33,7 @@ import { buildSchema, type SchemaContext } from '../schema/index';
 import { createImageUrls } from '../storage/fromConfig';
 import { FILES_PATH, LocalFileUrls } from '../storage/localFileUrls';
 import { resolveKey } from '../storage/localFolder';
+import { coreChecks, handleHealth } from '../health';
 import { handleAccountPage } from './accountPages';
 import { createRestHandler } from './rest';
 import { webPage } from './webPage';
@@ -172,16 +173,11 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     },
   });
 
+  const healthChecks = coreChecks(redis, db);
   const localFiles = imageUrls instanceof LocalFileUrls ? imageUrls : null;
   const server = http.createServer((req, res) => {
     const url = req.url ?? '/';
-    if (req.method === 'GET' && url === '/health') {
-      void health(redis, db).then(
-        (body) => sendJson(res, body.ok ? 200 : 503, body),
-        () => sendJson(res, 503, { ok: false }),
-      );
-      return;
-    }
+    if (handleHealth(req, res, healthChecks, config.health.timeoutMs)) return;
     if (req.method === 'GET' && url.startsWith(FILES_PATH) && localFiles) {
       void serveFile(localFiles, url.slice(FILES_PATH.length), res);
       return;
@@ -228,10 +224,6 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   };
 }
 
-async function health(redis: import('ioredis').Redis, db: Knex) {
-  const [r, d] = await Promise.allSettled([redis.ping(), db.raw('select 1')]);
-  return { ok: r.status === 'fulfilled' && d.status === 'fulfilled', redis: r.status === 'fulfilled', database: d.status === 'fulfilled' };
-}
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown) {
   res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));

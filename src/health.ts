@@ -1,0 +1,98 @@
+/**
+ * Health of a process, for load balancers and orchestrators:
+ * - `/healthz`: the process is alive and serving (no dependency is asked);
+ * - `/readyz`: every dependency it needs answers (Redis, Postgres with the schema current; a
+ *   worker that generates also its SD server), each check bounded by HEALTH_TIMEOUT_MS, so a
+ *   dependency that hangs is reported as down within that time instead of holding the answer.
+ * The API serves both on its own port (and `/health`, the older name of `/readyz`); a worker serves
+ * them on WORKER_METRICS_PORT when that is set.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Redis } from 'ioredis';
+import type { Knex } from 'knex';
+import { assertSchemaCurrent } from './db/migrate';
+
+export interface HealthCheck {
+  name: string;
+  run(signal: AbortSignal): Promise<unknown>;
+}
+
+export interface Readiness {
+  ok: boolean;
+  checks: Record<string, { ok: boolean; ms: number; error?: string }>;
+}
+
+/** Runs the checks at once, each within `timeoutMs`; a check that throws or takes longer is down. */
+export async function readiness(checks: readonly HealthCheck[], timeoutMs: number): Promise<Readiness> {
+  const results = await Promise.all(
+    checks.map(async (check) => {
+      const started = performance.now();
+      const abort = new AbortController();
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          abort.abort();
+          reject(new Error(`no answer within ${timeoutMs} ms`));
+        }, timeoutMs);
+      });
+      try {
+        await Promise.race([check.run(abort.signal), timedOut]);
+        return [check.name, { ok: true, ms: Math.round(performance.now() - started) }] as const;
+      } catch (err) {
+        return [check.name, { ok: false, ms: Math.round(performance.now() - started), error: err instanceof Error ? err.message : String(err) }] as const;
+      } finally {
+        clearTimeout(timer);
+      }
+    }),
+  );
+  return { ok: results.every(([, r]) => r.ok), checks: Object.fromEntries(results) };
+}
+
+/** The checks both process kinds make: Redis answers, Postgres answers with the schema current. */
+export function coreChecks(redis: Redis, db: Knex): HealthCheck[] {
+  return [
+    { name: 'redis', run: () => redis.ping() },
+    { name: 'database', run: () => db.raw('select 1') },
+    { name: 'migrations', run: () => assertSchemaCurrent(db) },
+  ];
+}
+
+const sendJson = (res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) =>
+  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers }).end(JSON.stringify(body));
+
+/** Answers `/healthz`, `/readyz` (and `/health`) if the request is one of them; false otherwise. */
+export function handleHealth(req: http.IncomingMessage, res: http.ServerResponse, checks: readonly HealthCheck[], timeoutMs: number): boolean {
+  if (req.method !== 'GET' && req.method !== 'HEAD') return false;
+  const pathname = (req.url ?? '/').split('?')[0];
+  if (pathname === '/healthz') {
+    sendJson(res, 200, { ok: true });
+    return true;
+  }
+  if (pathname !== '/readyz' && pathname !== '/health') return false;
+  void readiness(checks, timeoutMs).then(
+    (ready) => sendJson(res, ready.ok ? 200 : 503, ready, ready.ok ? {} : { 'retry-after': '5' }),
+    () => sendJson(res, 503, { ok: false }, { 'retry-after': '5' }),
+  );
+  return true;
+}
+
+/** A worker's small HTTP server for its health (and, later, its metrics). */
+export async function startHealthServer(checks: readonly HealthCheck[], timeoutMs: number, port: number, host: string) {
+  const server = http.createServer((req, res) => {
+    if (!handleHealth(req, res, checks, timeoutMs)) sendJson(res, 404, { error: 'not found' });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  const addr = server.address() as AddressInfo;
+  return {
+    url: `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
