@@ -5,7 +5,7 @@
  *   worker that generates also its SD server), each check bounded by HEALTH_TIMEOUT_MS, so a
  *   dependency that hangs is reported as down within that time instead of holding the answer.
  * The API serves both on its own port (and `/health`, the older name of `/readyz`); a worker serves
- * them on WORKER_METRICS_PORT when that is set.
+ * them, with its /metrics, on WORKER_METRICS_PORT when that is set.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -77,10 +77,23 @@ export function handleHealth(req: http.IncomingMessage, res: http.ServerResponse
   return true;
 }
 
-/** A worker's small HTTP server for its health (and, later, its metrics). */
-export async function startHealthServer(checks: readonly HealthCheck[], timeoutMs: number, port: number, host: string) {
+export interface MetricsEndpoint {
+  contentType: string;
+  render(): Promise<string>;
+}
+
+/** A worker's small HTTP server: its health, and its Prometheus metrics at /metrics when given. */
+export async function startHealthServer(checks: readonly HealthCheck[], timeoutMs: number, port: number, host: string, metrics?: MetricsEndpoint) {
   const server = http.createServer((req, res) => {
-    if (!handleHealth(req, res, checks, timeoutMs)) sendJson(res, 404, { error: 'not found' });
+    if (handleHealth(req, res, checks, timeoutMs)) return;
+    if (metrics && req.method === 'GET' && (req.url ?? '').split('?')[0] === '/metrics') {
+      void metrics.render().then(
+        (text) => res.writeHead(200, { 'content-type': metrics.contentType, 'cache-control': 'no-store' }).end(text),
+        () => sendJson(res, 500, { error: 'metrics failed' }),
+      );
+      return;
+    }
+    sendJson(res, 404, { error: 'not found' });
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -61,17 +61,17 @@ async function main() {
     throw err;
   }
   const running = worker;
-  // /healthz and /readyz for an orchestrator, when a port is set (several workers on one host need their own).
+  // /healthz, /readyz and /metrics for an orchestrator and Prometheus, when a port is set (several workers on one host need their own).
   const health =
     config.health.workerPort > 0
-      ? await startHealthServer(running.healthChecks, config.health.timeoutMs, config.health.workerPort, config.http.host).catch(async (err: unknown) => {
+      ? await startHealthServer(running.healthChecks, config.health.timeoutMs, config.health.workerPort, config.http.host, running.prometheus).catch(async (err: unknown) => {
           await running.close();
           storage.close?.();
           await db.destroy();
           throw err;
         })
       : null;
-  if (health) log.info({ url: health.url }, 'worker health at /healthz and /readyz');
+  if (health) log.info({ url: health.url }, 'worker health at /healthz and /readyz, metrics at /metrics');
   closeOnSignals(async () => {
     await health?.close();
     await running.close();

@@ -22,7 +22,8 @@ import { JOB_QUEUES } from '../src/jobs/registry';
 import type { JobMetrics } from '../src/jobs/metrics';
 import { createJobHandler, type Processors } from '../src/jobs/runner';
 import { JobStateTracker } from '../src/jobs/stateTracker';
-import { coreChecks, type HealthCheck } from '../src/health';
+import { coreChecks, type HealthCheck, type MetricsEndpoint } from '../src/health';
+import { workerMetrics } from '../src/jobs/prometheus';
 import type { Logger } from '../src/logger';
 import { ProgressPublisher } from '../src/progress/publisher';
 import { closeRedis, openRedis } from '../src/redis';
@@ -51,6 +52,8 @@ export interface Worker {
   start(): Promise<void>;
   /** What /readyz asks: Redis, Postgres with the schema current, and the SD server when it generates. */
   readonly healthChecks: HealthCheck[];
+  /** Its Prometheus metrics (jobs, durations, queue depths, the process). */
+  readonly prometheus: MetricsEndpoint;
   close(): Promise<void>;
   readonly counters: ReturnType<typeof createJobHandler>['counters'];
   /** Outcomes and durations per job kind, in this process. */
@@ -111,6 +114,7 @@ export function createWorker(opts: WorkerOptions): Worker {
   let closing: Promise<void> | undefined;
 
   return {
+    prometheus: workerMetrics({ metrics: handler.metrics, redis, prefix: config.redis.prefix, queues: queueNames }),
     healthChecks: [...coreChecks(redis, db), ...(generation ? [{ name: 'sd', run: (signal: AbortSignal) => generation.sd.samplers(signal) }] : [])],
     counters: handler.counters,
     metrics: handler.metrics,
