@@ -1,7 +1,8 @@
 /**
  * Builds the HTTP server of the API: GraphQL and GraphiQL at /graphql (subscriptions over SSE),
  * the web page at / (web/dist), the local image files at /files/ (signed, expiring URLs only), the
- * pages account mails link to (/account/), the old service's REST endpoints (/api/v1/), and /healthz, /readyz (/health).
+ * pages account mails link to (/account/), the old service's REST endpoints (/api/v1/), /healthz, /readyz (/health) and
+ * /metrics (Prometheus).
  * Building opens the API's Redis connections and reads the samplers list (closing the connections
  * again if that fails); `listen()` starts serving, and `close()` (safe to call twice) stops intake,
  * ends open streams and closes what it opened.
@@ -35,6 +36,7 @@ import { FILES_PATH, LocalFileUrls } from '../storage/localFileUrls';
 import { resolveKey } from '../storage/localFolder';
 import { coreChecks, handleHealth } from '../health';
 import { handleAccountPage } from './accountPages';
+import { apiMetrics } from './metrics';
 import { createRestHandler } from './rest';
 import { webPage } from './webPage';
 import { privateCacheControl, type ImageUrls } from '../storage/storage';
@@ -129,13 +131,14 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   const users = new UserService(db);
   const chat = new ChatService(db);
   const web = webPage(opts.web);
+  const metrics = apiMetrics(() => hub.listenerCount);
   const yoga = createYoga<Record<string, unknown>, SchemaContext>({
     schema: buildSchema({ limits: config.limits, samplers }),
     graphqlEndpoint: '/graphql',
     landingPage: false,
     graphiql: { title: 'Stable Diffusion jobs', subscriptionsProtocol: 'SSE', ...opts.graphiql },
     renderGraphiQL: renderLocalGraphiQL,
-    plugins: [sseHeaders],
+    plugins: [sseHeaders, metrics.plugin],
     logging: {
       debug: (...a: unknown[]) => log.debug({ yoga: a }, 'yoga'),
       info: (...a: unknown[]) => log.info({ yoga: a }, 'yoga'),
@@ -178,6 +181,13 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   const server = http.createServer((req, res) => {
     const url = req.url ?? '/';
     if (handleHealth(req, res, healthChecks, config.health.timeoutMs)) return;
+    if (req.method === 'GET' && url.split('?')[0] === '/metrics') {
+      void metrics.endpoint.render().then(
+        (text) => res.writeHead(200, { 'content-type': metrics.endpoint.contentType, 'cache-control': 'no-store' }).end(text),
+        () => sendJson(res, 500, { error: 'metrics failed' }),
+      );
+      return;
+    }
     if (req.method === 'GET' && url.startsWith(FILES_PATH) && localFiles) {
       void serveFile(localFiles, url.slice(FILES_PATH.length), res);
       return;

@@ -40,6 +40,13 @@ export class ProgressHub {
     return this.channels.size;
   }
 
+  /** Open streams (listeners) on all channels: counted when asked (a metrics scrape), not kept. */
+  get listenerCount(): number {
+    let n = 0;
+    for (const channel of this.channels.values()) n += channel.listeners.size;
+    return n;
+  }
+
   /**
    * Adds a listener to its generation's channel at once and resolves once the channel is
    * subscribed; rejects if the SUBSCRIBE failed (the listener is then removed again).

@@ -1,7 +1,8 @@
 /**
  * A worker's /metrics (on WORKER_METRICS_PORT, beside its health): a finished and a failed
  * generation are counted with their kind and outcome, the duration histogram's buckets are
- * cumulative and end at the count, and the queue depths carry bull_exporter's names too.
+ * cumulative and end at the count, and the queue depths carry bull_exporter's names too. The API's
+ * /metrics: operation latency by name and type (odd names folded into `other`) and open streams.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHealthServer } from '../../src/health';
@@ -20,7 +21,7 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
   return undefined;
 }
 
-describe('worker metrics', () => {
+describe('metrics', () => {
   let stack: Stack;
   let server: Awaited<ReturnType<typeof startHealthServer>>;
   beforeAll(async () => {
@@ -57,6 +58,46 @@ describe('worker metrics', () => {
     expect(sample(text, 'bull_queue_waiting', { queue: 'high_priority' })).toBe(0);
     expect(sample(text, 'sdjobs_queue_jobs', { queue: 'high_priority', state: 'delayed' })).toBe(0);
     expect(sample(text, 'sdjobs_jobs_active')).toBe(0);
+    expect(text).toMatch(/^process_cpu_seconds_total /m);
+  });
+
+  it("the API's /metrics: operation latency by name and type, open streams, the process", async () => {
+    const { token } = await stack.createUser(2);
+    // The generations of the test before went through this API too: counted from here on.
+    const before = await (await fetch(`${stack.baseUrl}/metrics`)).text();
+    const count = (text: string, operation_name: string, operation_type: string) =>
+      (sample(text, 'sdjobs_graphql_operation_duration_seconds_count', { operation_name, operation_type }) ?? 0) -
+      (sample(before, 'sdjobs_graphql_operation_duration_seconds_count', { operation_name, operation_type }) ?? 0);
+    const me = (name: string) =>
+      fetch(`${stack.baseUrl}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        body: JSON.stringify({ query: `query ${name} { me { email } }` }),
+      }).then((r) => r.json());
+    await me('MetricsProbe');
+    await me('MetricsProbe');
+    await me(`A${'x'.repeat(70)}`);
+    stack.sim.pause();
+    try {
+      const { id } = await generate(stack, token, { steps: 3, width: 64, height: 64 });
+      const stream = watch(stack.baseUrl, id, token);
+      await stream.waitFor(() => true);
+      const open = await (await fetch(`${stack.baseUrl}/metrics`)).text();
+      expect(sample(open, 'sdjobs_open_subscriptions')).toBe(1);
+      stack.sim.resume();
+      await stream.done;
+    } finally {
+      stack.sim.resume();
+    }
+    const res = await fetch(`${stack.baseUrl}/metrics`);
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+    const text = await res.text();
+    expect(count(text, 'MetricsProbe', 'query')).toBe(2);
+    expect(count(text, 'other', 'query')).toBe(1);
+    expect(count(text, 'Generate', 'mutation')).toBe(1);
+    expect(count(text, 'Progress', 'subscription')).toBe(1);
+    expect(sample(text, 'sdjobs_graphql_operation_duration_seconds_bucket', { operation_name: 'MetricsProbe', operation_type: 'query', le: '+Inf' })).toBe(2);
+    await expect.poll(async () => sample(await (await fetch(`${stack.baseUrl}/metrics`)).text(), 'sdjobs_open_subscriptions')).toBe(0);
     expect(text).toMatch(/^process_cpu_seconds_total /m);
   });
 });
