@@ -7,6 +7,7 @@
  * again if that fails); `listen()` starts serving, and `close()` (safe to call twice) stops intake,
  * ends open streams and closes what it opened.
  */
+import { randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import http from 'node:http';
@@ -26,7 +27,7 @@ import { generationInputSchema } from '../generation/input';
 import { SamplerCatalog } from '../generation/samplers';
 import { GenerationService } from '../generation/service';
 import { JobProducer, waitingKey } from '../jobs/queues';
-import type { Logger } from '../logger';
+import { withRequestId, type Logger } from '../logger';
 import { ProgressHub } from '../progress/hub';
 import { ProgressPublisher } from '../progress/publisher';
 import { closeRedis, openRedis } from '../redis';
@@ -179,6 +180,12 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   const healthChecks = coreChecks(redis, db);
   const localFiles = imageUrls instanceof LocalFileUrls ? imageUrls : null;
   const server = http.createServer((req, res) => {
+    // Every log line written for this request (the services' too) carries its id; so does the answer.
+    const requestId = requestIdOf(req);
+    res.setHeader('x-request-id', requestId);
+    withRequestId(requestId, () => route(req, res));
+  });
+  const route = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const url = req.url ?? '/';
     if (handleHealth(req, res, healthChecks, config.health.timeoutMs)) return;
     if (req.method === 'GET' && url.split('?')[0] === '/metrics') {
@@ -204,7 +211,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     if (rest(req, res)) return;
     if (web.handle(req, res)) return;
     void yoga(req, res);
-  });
+  };
 
   let closing: Promise<void> | undefined;
   return {
@@ -234,6 +241,13 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   };
 }
 
+
+/** A request id a proxy sent (x-request-id, if it is a plain token), else a new one. */
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+function requestIdOf(req: http.IncomingMessage): string {
+  const given = req.headers['x-request-id'];
+  return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+}
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown) {
   res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));

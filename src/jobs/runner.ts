@@ -14,7 +14,7 @@ import type { JobFailure } from './errors';
 import { JobError, JobOvertaken, toJobFailure } from './errors';
 import type { JobOutcome, JobSnapshot } from './jobState';
 import { JobMetrics } from './metrics';
-import type { JobKind, JobPayloads } from './registry';
+import { JOB_QUEUES, type JobKind, type JobPayloads } from './registry';
 import type { JobStateSink } from './stateTracker';
 
 export interface JobContext<K extends JobKind> {
@@ -105,6 +105,7 @@ class JobRun<K extends JobKind> implements JobContext<K> {
     readonly jobId: string,
     readonly retriesLeft: number,
     private readonly parentLog: Logger,
+    private readonly attempt: number,
   ) {}
 
   get signal(): AbortSignal {
@@ -117,7 +118,15 @@ class JobRun<K extends JobKind> implements JobContext<K> {
 
   /** Made on first use: most jobs never log. */
   get log(): Logger {
-    return (this.logger ??= this.parentLog.child({ job: this.jobId, kind: this.kind }));
+    // Every line about a job names it, its queue, its attempt and (for a generation's jobs) the generation.
+    const generationId = (this.payload as { generationId?: unknown }).generationId;
+    return (this.logger ??= this.parentLog.child({
+      job: this.jobId,
+      kind: this.kind,
+      queue: JOB_QUEUES[this.kind],
+      attempt: this.attempt,
+      ...(typeof generationId === 'string' ? { generation: generationId } : {}),
+    }));
   }
 
   abort(failure: JobFailure): void {
@@ -240,7 +249,7 @@ export function createJobHandler(processors: Processors, limits: RunnerLimits, l
       record({ jobId: job.id, kind, state: 'failed', attempt, startedAt: now, finishedAt: now, durationMs: null, errorCode: 'NO_PROCESSOR', worker: workerId });
       return { end: 'failed', error: new JobError('NO_PROCESSOR', `No processor for jobs of kind ${kind}.`) };
     }
-    const run = new JobRun(kind, payload, job.id, Number(options.retries ?? 0), log);
+    const run = new JobRun(kind, payload, job.id, Number(options.retries ?? 0), log, attempt);
     // One timer at a time: the soft limit's, which then arms the hard limit's.
     run.timer = setTimeout(onSoftLimit, limits.softTimeLimitMs, run, limits);
     counters.active++;

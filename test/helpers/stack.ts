@@ -31,6 +31,8 @@ export interface StackOptions {
   simulator?: SimulatorOptions;
   /** Start no worker (tests of queued states). */
   worker?: boolean;
+  /** Collects every log line of the stack's API and worker (with LOG_LEVEL from `env`). */
+  logLines?: string[];
 }
 
 export interface Stack {
@@ -125,7 +127,8 @@ async function start(
     ...opts.env,
   };
   const config = loadConfig(env);
-  const log = createLogger(config.logLevel, 'test');
+  const lines = opts.logLines;
+  const log = createLogger(config.logLevel, 'test', lines ? { write: (line: string) => void lines.push(line) } : undefined);
   const storage = createObjectStorage(config);
   cleanups.push(() => storage.close?.());
   const imageUrls = createImageUrls(config);
