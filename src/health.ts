@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import type { Redis } from 'ioredis';
 import type { Knex } from 'knex';
 import { assertSchemaCurrent } from './db/migrate';
+import { sendJson } from './http';
 
 export interface HealthCheck {
   name: string;
@@ -58,21 +59,21 @@ export function coreChecks(redis: Redis, db: Knex): HealthCheck[] {
   ];
 }
 
-const sendJson = (res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) =>
-  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers }).end(JSON.stringify(body));
+/** Health and metrics answers are about now: never cached. */
+const NO_STORE = { 'cache-control': 'no-store' };
 
 /** Answers `/healthz`, `/readyz` (and `/health`) if the request is one of them; false otherwise. */
 export function handleHealth(req: http.IncomingMessage, res: http.ServerResponse, checks: readonly HealthCheck[], timeoutMs: number): boolean {
   if (req.method !== 'GET' && req.method !== 'HEAD') return false;
   const pathname = (req.url ?? '/').split('?')[0];
   if (pathname === '/healthz') {
-    sendJson(res, 200, { ok: true });
+    sendJson(res, 200, { ok: true }, NO_STORE);
     return true;
   }
   if (pathname !== '/readyz' && pathname !== '/health') return false;
   void readiness(checks, timeoutMs).then(
-    (ready) => sendJson(res, ready.ok ? 200 : 503, ready, ready.ok ? {} : { 'retry-after': '5' }),
-    () => sendJson(res, 503, { ok: false }, { 'retry-after': '5' }),
+    (ready) => sendJson(res, ready.ok ? 200 : 503, ready, ready.ok ? NO_STORE : { ...NO_STORE, 'retry-after': '5' }),
+    () => sendJson(res, 503, { ok: false }, { ...NO_STORE, 'retry-after': '5' }),
   );
   return true;
 }
@@ -82,18 +83,22 @@ export interface MetricsEndpoint {
   render(): Promise<string>;
 }
 
+/** Answers `/metrics` from `endpoint` if the request is for it; false otherwise. */
+export function handleMetrics(req: http.IncomingMessage, res: http.ServerResponse, endpoint: MetricsEndpoint): boolean {
+  if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') return false;
+  void endpoint.render().then(
+    (text) => res.writeHead(200, { 'content-type': endpoint.contentType, ...NO_STORE }).end(text),
+    () => sendJson(res, 500, { error: 'metrics failed' }, NO_STORE),
+  );
+  return true;
+}
+
 /** A worker's small HTTP server: its health, and its Prometheus metrics at /metrics when given. */
 export async function startHealthServer(checks: readonly HealthCheck[], timeoutMs: number, port: number, host: string, metrics?: MetricsEndpoint) {
   const server = http.createServer((req, res) => {
     if (handleHealth(req, res, checks, timeoutMs)) return;
-    if (metrics && req.method === 'GET' && (req.url ?? '').split('?')[0] === '/metrics') {
-      void metrics.render().then(
-        (text) => res.writeHead(200, { 'content-type': metrics.contentType, 'cache-control': 'no-store' }).end(text),
-        () => sendJson(res, 500, { error: 'metrics failed' }),
-      );
-      return;
-    }
-    sendJson(res, 404, { error: 'not found' });
+    if (metrics && handleMetrics(req, res, metrics)) return;
+    sendJson(res, 404, { error: 'not found' }, NO_STORE);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -6,14 +6,12 @@
 import type http from 'node:http';
 import type { AccountService } from '../accounts/service';
 import { DomainError } from '../errors';
+import { escapeHtml } from '../html';
 import type { Logger } from '../logger';
 import { ACCOUNT_PATHS } from '../mail/templates';
 
 /** A form post carries a token and a password: anything bigger is not ours. */
 const MAX_FORM_BYTES = 8 * 1024;
-
-const escapeHtml = (s: string) =>
-  s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 
 function page(res: http.ServerResponse, status: number, title: string, body: string): void {
   res.writeHead(status, {

@@ -35,7 +35,8 @@ import { buildSchema, type SchemaContext } from '../schema/index';
 import { createImageUrls } from '../storage/fromConfig';
 import { FILES_PATH, LocalFileUrls } from '../storage/localFileUrls';
 import { resolveKey } from '../storage/localFolder';
-import { coreChecks, handleHealth } from '../health';
+import { coreChecks, handleHealth, handleMetrics } from '../health';
+import { sendJson } from '../http';
 import { handleAccountPage } from './accountPages';
 import { apiMetrics } from './metrics';
 import { createRestHandler } from './rest';
@@ -188,13 +189,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   const route = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const url = req.url ?? '/';
     if (handleHealth(req, res, healthChecks, config.health.timeoutMs)) return;
-    if (req.method === 'GET' && url.split('?')[0] === '/metrics') {
-      void metrics.endpoint.render().then(
-        (text) => res.writeHead(200, { 'content-type': metrics.endpoint.contentType, 'cache-control': 'no-store' }).end(text),
-        () => sendJson(res, 500, { error: 'metrics failed' }),
-      );
-      return;
-    }
+    if (handleMetrics(req, res, metrics.endpoint)) return;
     if (req.method === 'GET' && url.startsWith(FILES_PATH) && localFiles) {
       void serveFile(localFiles, url.slice(FILES_PATH.length), res);
       return;
@@ -249,9 +244,6 @@ function requestIdOf(req: http.IncomingMessage): string {
   return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
 }
 
-function sendJson(res: http.ServerResponse, status: number, body: unknown) {
-  res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
-}
 
 async function serveFile(files: LocalFileUrls, pathAndQuery: string, res: http.ServerResponse) {
   const queryAt = pathAndQuery.indexOf('?');

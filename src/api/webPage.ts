@@ -8,6 +8,7 @@ import { readFile, stat } from 'node:fs/promises';
 import type http from 'node:http';
 import path from 'node:path';
 import { pipeline } from 'node:stream';
+import { scriptSafeJson } from './graphiql';
 
 /** Where the build is, from this file (src/api/) in the repository or the image. */
 export const WEB_DIST_DIR = path.resolve(import.meta.dirname, '../../web/dist');
@@ -21,9 +22,6 @@ const TYPES: Readonly<Record<string, string>> = {
 };
 /** Vite's asset names: a name, a content hash, an extension; nothing else is served from assets/. */
 const ASSET = /^\/assets\/[A-Za-z0-9_-]+\.[A-Za-z0-9]+$/;
-
-/** JSON inside a <script>: `<` escaped, so no value can close the tag. */
-const scriptSafeJson = (value: unknown) => JSON.stringify(value).replace(/</g, '\\u003c');
 
 export interface WebPage {
   /** Serves the request if it is the page's; false otherwise. */

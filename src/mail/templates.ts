@@ -2,6 +2,7 @@
  * The mails the service sends, each as a subject, a text body and an HTML body. A template gets
  * only what its job carries plus the public URL; every value put into HTML is escaped.
  */
+import { escapeHtml } from '../html';
 
 /** Where the links in mails point (the API serves these pages: src/api/accountPages.ts). */
 export const ACCOUNT_PATHS = {
@@ -32,9 +33,6 @@ export interface RenderedMail {
   /** The link a person acts on, if any (npm run dev logs it). */
   link?: string;
 }
-
-const escapeHtml = (s: string) =>
-  s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 
 function page(paragraphs: string[], link?: { href: string; label: string }): string {
   const body = paragraphs.map((p) => `<p>${escapeHtml(p)}</p>`);
