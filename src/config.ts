@@ -118,8 +118,12 @@ const envSchema = z.object({
   POSTPROCESS_THREADS: int(Math.max(1, Math.min(4, os.availableParallelism())), 1, 64),
   WEBP_QUALITY: int(90, 1, 100),
   THUMBNAIL_SIZE: int(256, 16, 2048),
-  /** Job state snapshots and events are written to Redis in batches, at most this long after the change. */
+  /** Job outcomes are counted in Redis (the operators' figures) in batches, at most this long after a job ends. */
   JOB_STATE_FLUSH_MS: int(20, 1, 60_000),
+  /** How often a worker renews its announcement in Redis (and asks its SD server). */
+  WORKER_HEARTBEAT_INTERVAL_MS: int(5000, 100, 600_000),
+  /** A worker's announcement expires this long after its last beat (it died); more than the interval. */
+  WORKER_HEARTBEAT_TTL_MS: int(15_000, 200, 3_600_000),
 
   /** How often an open progress stream re-reads the snapshot, so a lost pub/sub message never strands it. */
   PROGRESS_RESYNC_MS: int(5000, 100, 600_000),
@@ -250,6 +254,9 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
   if (e.TASK_SOFT_TIME_LIMIT_S > e.TASK_TIME_LIMIT_S) {
     throw new ConfigError('TASK_SOFT_TIME_LIMIT_S must not exceed TASK_TIME_LIMIT_S');
   }
+  if (e.WORKER_HEARTBEAT_TTL_MS <= e.WORKER_HEARTBEAT_INTERVAL_MS) {
+    throw new ConfigError('WORKER_HEARTBEAT_TTL_MS must be longer than WORKER_HEARTBEAT_INTERVAL_MS, or a live worker would drop out between two beats');
+  }
   if (e.IMAGE_MIN_SIZE > e.IMAGE_MAX_SIZE) {
     throw new ConfigError('IMAGE_MIN_SIZE must not exceed IMAGE_MAX_SIZE');
   }
@@ -295,6 +302,7 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
       webpQuality: e.WEBP_QUALITY,
       thumbnailSize: e.THUMBNAIL_SIZE,
       jobStateFlushMs: e.JOB_STATE_FLUSH_MS,
+      heartbeat: { intervalMs: e.WORKER_HEARTBEAT_INTERVAL_MS, ttlMs: e.WORKER_HEARTBEAT_TTL_MS },
     },
     progress: { expiresS: e.RESULT_EXPIRES_S, resyncMs: e.PROGRESS_RESYNC_MS },
     limits: {

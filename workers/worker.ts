@@ -21,9 +21,10 @@ import { JobProducer, jobsKey } from '../src/jobs/queues';
 import { JOB_QUEUES } from '../src/jobs/registry';
 import type { JobMetrics } from '../src/jobs/metrics';
 import { createJobHandler, type Processors } from '../src/jobs/runner';
-import { JobStateTracker } from '../src/jobs/stateTracker';
+import { JobOutcomeTracker } from '../src/jobs/outcomeTracker';
+import { newWorkerId, WorkerHeartbeat } from '../src/jobs/presence';
 import { coreChecks, type HealthCheck, type MetricsEndpoint } from '../src/health';
-import { workerMetrics } from '../src/jobs/prometheus';
+import { workerMetrics, type WorkerMetrics } from '../src/jobs/prometheus';
 import type { Logger } from '../src/logger';
 import { ProgressPublisher } from '../src/progress/publisher';
 import { closeRedis, openRedis } from '../src/redis';
@@ -52,8 +53,10 @@ export interface Worker {
   start(): Promise<void>;
   /** What /readyz asks: Redis, Postgres with the schema current, and the SD server when it generates. */
   readonly healthChecks: HealthCheck[];
-  /** Its Prometheus metrics (jobs, durations, queue depths, the process). */
+  /** Its Prometheus metrics (jobs, durations, SD calls, post-processing, credits, queues, the process). */
   readonly prometheus: MetricsEndpoint;
+  /** How it announces itself in Redis (`<prefix>:worker:<id>`, see src/jobs/presence.ts). */
+  readonly id: string;
   close(): Promise<void>;
   readonly counters: ReturnType<typeof createJobHandler>['counters'];
   /** Outcomes and durations per job kind, in this process. */
@@ -64,8 +67,10 @@ export function createWorker(opts: WorkerOptions): Worker {
   const { config, db, log } = opts;
   const queueNames = opts.queues ?? config.worker.queues;
   const slots: Record<QueueName, number> = { ...config.worker.slots, high_priority: opts.concurrency ?? config.worker.concurrency };
+  // Built first (no I/O): the SD client and the pool report into it.
+  const prometheus: WorkerMetrics = workerMetrics({ prefix: config.redis.prefix, queues: queueNames });
   // First: it is the one part that can refuse to be built, before anything is opened.
-  const generation = queueNames.includes(JOB_QUEUES.generateImage) ? generationParts(opts) : null;
+  const generation = queueNames.includes(JOB_QUEUES.generateImage) ? generationParts(opts, prometheus) : null;
   const redis = openRedis(config.redis.url, 'worker', log);
   const publisher = new ProgressPublisher(redis, config.redis.prefix, config.progress.expiresS);
   const producer = new JobProducer(config, log);
@@ -86,20 +91,20 @@ export function createWorker(opts: WorkerOptions): Worker {
         previewSize: config.sd.previewSize,
         maxAttempts,
         log,
+        credits: prometheus.credits,
       }),
     }),
-    uploadToCloud: uploadToCloudProcessor({ db, publisher, producer, storage: opts.storage }),
+    uploadToCloud: uploadToCloudProcessor({ db, publisher, producer, storage: opts.storage, credits: prometheus.credits }),
     saveChatHistory: saveChatHistoryProcessor({ db }),
     deliverWebhook: deliverWebhookProcessor({ db, settings: config.webhooks }),
     sendEmail: sendEmailProcessor({ db, mailer, publicUrl: config.http.publicUrl, tokenTtlS: config.accounts.emailTokenTtlS, log: log.child({ component: 'mail' }) }),
   };
-  // Job snapshots and events for dashboards; written in batches, off the jobs' path.
-  const tracker = new JobStateTracker({
+  // Job outcomes counted per queue in Redis (the operators' figures); written in batches, off the jobs' path.
+  const tracker = new JobOutcomeTracker({
     redis,
     prefix: config.redis.prefix,
-    expiresS: config.progress.expiresS,
     flushIntervalMs: config.worker.jobStateFlushMs,
-    log: log.child({ component: 'job-state' }),
+    log: log.child({ component: 'job-outcomes' }),
   });
   const handler = createJobHandler(
     processors,
@@ -108,13 +113,28 @@ export function createWorker(opts: WorkerOptions): Worker {
     { sink: tracker },
   );
   const consumers: JobConsumer[] = [];
+  const id = newWorkerId();
+  const heartbeat = new WorkerHeartbeat({
+    redis,
+    prefix: config.redis.prefix,
+    id,
+    queues: queueNames,
+    slots: queueNames.reduce((n, q) => n + slots[q], 0),
+    busy: () => handler.counters.active,
+    intervalMs: config.worker.heartbeat.intervalMs,
+    ttlMs: config.worker.heartbeat.ttlMs,
+    sd: generation && opts.sdUrl ? { url: opts.sdUrl, check: (signal) => generation.sd.samplers(signal) } : undefined,
+    checkTimeoutMs: config.health.timeoutMs,
+    log: log.child({ component: 'heartbeat' }),
+  });
   let orphanTimer: NodeJS.Timeout | undefined;
   /** The sweep under way, if any: close() lets it finish before the producer and Redis close. */
   let sweeping: Promise<unknown> = Promise.resolve();
   let closing: Promise<void> | undefined;
 
   return {
-    prometheus: workerMetrics({ metrics: handler.metrics, redis, prefix: config.redis.prefix, queues: queueNames }),
+    id,
+    prometheus: prometheus.endpoint({ metrics: handler.metrics, redis, consumers: () => consumers }),
     healthChecks: [...coreChecks(redis, db), ...(generation ? [{ name: 'sd', run: (signal: AbortSignal) => generation.sd.samplers(signal) }] : [])],
     counters: handler.counters,
     metrics: handler.metrics,
@@ -151,7 +171,7 @@ export function createWorker(opts: WorkerOptions): Worker {
             jobsKeys: { generateImage: jobsKey(config, JOB_QUEUES.generateImage), uploadToCloud: jobsKey(config, JOB_QUEUES.uploadToCloud) },
             producer,
             maxAttempts,
-            fail: (id, failure) => failGeneration(db, publisher, id, failure, { db, producer, log }),
+            fail: (gid, failure) => failGeneration(db, publisher, gid, failure, { db, producer, log }, prometheus.credits),
           }).then(
             ({ requeued, failed, discardedStaged }) => {
               if (discardedStaged > 0) log.info({ generations: discardedStaged }, 'staged images of generations that ended without them were dropped');
@@ -163,7 +183,9 @@ export function createWorker(opts: WorkerOptions): Worker {
         orphanTimer = setInterval(sweep, ORPHAN_SWEEP_INTERVAL_MS);
         orphanTimer.unref();
       }
-      log.info({ queues: queueNames, slots: Object.fromEntries(queueNames.map((q) => [q, slots[q]])), sd: opts.sdUrl, mail: mailer.describe }, 'worker started');
+      // Announced once it consumes: from now on operators see it (and its SD server's state).
+      await heartbeat.start();
+      log.info({ worker: id, queues: queueNames, slots: Object.fromEntries(queueNames.map((q) => [q, slots[q]])), sd: opts.sdUrl, mail: mailer.describe }, 'worker started');
     },
 
     close() {
@@ -172,8 +194,10 @@ export function createWorker(opts: WorkerOptions): Worker {
         const steps: Array<[string, () => Promise<unknown>]> = [
           ['sweep', () => sweeping],
           ['consumers', () => Promise.all(consumers.map((c) => c.close(config.worker.shutdownTimeoutMs)))],
-          // After the queues (the jobs that finished while draining are recorded), before Redis closes.
-          ['job state tracker', () => tracker.close()],
+          // Gone from the operators' list once it takes and runs nothing more.
+          ['heartbeat', () => heartbeat.close()],
+          // After the queues (the jobs that finished while draining are counted), before Redis closes.
+          ['job outcome tracker', () => tracker.close()],
           ['pool', async () => generation?.pool.close()],
           ['sd client', async () => generation?.sd.close()],
           ['mailer', async () => mailer.close()],
@@ -191,7 +215,7 @@ export function createWorker(opts: WorkerOptions): Worker {
 }
 
 /** What only generations need: the post-processing threads and the SD client. */
-function generationParts(opts: WorkerOptions) {
+function generationParts(opts: WorkerOptions, metrics: WorkerMetrics) {
   const { config, log, sdUrl } = opts;
   if (!sdUrl) throw new Error(`a worker that consumes ${JOB_QUEUES.generateImage} needs the Stable Diffusion server's URL`);
   // The client first: it only holds settings, so if it throws, no pool threads are left running.
@@ -200,12 +224,14 @@ function generationParts(opts: WorkerOptions) {
     auth: config.sd.auth,
     progressIntervalMs: config.sd.progressIntervalMs,
     logger: log.child({ component: 'sd' }),
+    observer: metrics.sd,
   });
   const pool = PostprocessPool.create({
     threads: config.worker.postprocessThreads,
     maxTasksPerThread: config.worker.maxTasksPerChild,
     webpQuality: config.worker.webpQuality,
     thumbnailSize: config.worker.thumbnailSize,
+    onTaskDone: metrics.postprocessDone,
   });
   return { pool, sd };
 }

@@ -2,7 +2,9 @@
  * The API's Prometheus metrics at /metrics: GraphQL operation latency by operation name and type
  * (`sdjobs_graphql_operation_duration_seconds`, a histogram; subscriptions are counted by how long
  * their setup took, not how long they stay open), the progress streams open now
- * (`sdjobs_open_subscriptions`), and the process's own (`process_*`, `nodejs_*`).
+ * (`sdjobs_open_subscriptions`), the credits this process charges and refunds
+ * (`sdjobs_credits_charged_total`, `sdjobs_credits_refunded_total{reason}`, src/credits/meter.ts),
+ * and the process's own (`process_*`, `nodejs_*`).
  *
  * Operation names come from clients: a name that is not a plain identifier, or one past the first
  * MAX_OPERATION_NAMES seen, is counted as `other`, so no client can grow the label set without end.
@@ -10,6 +12,7 @@
 import { getOperationAST, type DocumentNode } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import { collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { creditMeter, type CreditMeter } from '../credits/meter';
 import type { MetricsEndpoint } from '../health';
 
 export const MAX_OPERATION_NAMES = 200;
@@ -17,7 +20,7 @@ const PLAIN_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 /** Seconds: a cached `me` takes a millisecond, a mutation a few, a slow resolver seconds. */
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
-export function apiMetrics(openStreams: () => number): { plugin: Plugin; endpoint: MetricsEndpoint } {
+export function apiMetrics(openStreams: () => number): { plugin: Plugin; endpoint: MetricsEndpoint; credits: CreditMeter } {
   const registry = new Registry();
   const latency = new Histogram({
     name: 'sdjobs_graphql_operation_duration_seconds',
@@ -34,6 +37,7 @@ export function apiMetrics(openStreams: () => number): { plugin: Plugin; endpoin
       this.set(openStreams());
     },
   });
+  const credits = creditMeter(registry);
   const names = new Set<string>();
   const labelOf = (name: string | undefined): string => {
     if (!name) return 'anonymous';
@@ -63,6 +67,7 @@ export function apiMetrics(openStreams: () => number): { plugin: Plugin; endpoin
   };
   return {
     plugin,
+    credits,
     endpoint: {
       contentType: registry.contentType,
       async render() {

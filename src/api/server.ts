@@ -110,6 +110,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     forgetTokenHashes: (hashes) => auth.forgetHashes(hashes),
   });
   const webhooks = new WebhookService({ db, allowPrivate: config.webhooks.allowPrivate });
+  const metrics = apiMetrics(() => hub.listenerCount);
   const generations = new GenerationService({
     db,
     webhooks,
@@ -120,6 +121,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     resyncMs: config.progress.resyncMs,
     log,
     emailVerification: config.accounts.emailVerificationRequired ? { isEmailVerified: (id) => accounts.emailVerified(id) } : undefined,
+    credits: metrics.credits,
   });
 
   const rest = createRestHandler({
@@ -133,7 +135,6 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   const users = new UserService(db);
   const chat = new ChatService(db);
   const web = webPage(opts.web);
-  const metrics = apiMetrics(() => hub.listenerCount);
   const yoga = createYoga<Record<string, unknown>, SchemaContext>({
     schema: buildSchema({ limits: config.limits, samplers }),
     graphqlEndpoint: '/graphql',

@@ -3,6 +3,7 @@
  * published to its watchers. Shared by the processors and the stranded-generation sweep.
  */
 import type { Knex } from 'knex';
+import type { CreditMeter } from '../credits/meter';
 import type { ProgressPublisher } from '../progress/publisher';
 import { queueWebhook, type WebhookQueueDeps } from '../webhooks/events';
 import { progressFromRow } from './progressOf';
@@ -30,8 +31,9 @@ export async function failGeneration(
   id: string,
   failure: GenerationFailure,
   webhooks: WebhookQueueDeps,
+  credits?: CreditMeter,
 ): Promise<void> {
-  const ended = await endGenerationWithRefund(db, id, failure.code === 'CANCELLED' ? 'cancel' : 'fail', failure);
+  const ended = await endGenerationWithRefund(db, id, failure.code === 'CANCELLED' ? 'cancel' : 'fail', failure, credits);
   if (ended) await queueWebhook(webhooks, id, ended.status === 'CANCELLED' ? 'CANCELLED' : 'FAILED');
   const final = ended ?? (await findGeneration(db, id));
   if (final && isTerminal(final.status)) await publisher.publish(await progressFromRow(db, final));

@@ -6,6 +6,7 @@
  * CANCELLED: exactly once.
  */
 import type { Knex } from 'knex';
+import type { CreditMeter } from '../credits/meter';
 import type { ModelObject } from 'objection';
 import { Generation } from '../db/models';
 import { pageQuery, toPage, type Page, type PageRequest } from '../paging';
@@ -76,12 +77,14 @@ export interface GenerationFailure {
 /**
  * Ends a live generation as FAILED or CANCELLED and gives its reserved credits back with a refund
  * row in the credit ledger, in one statement. Returns null when the generation was already final (nothing changes, nothing refunded).
+ * The refund is counted on `credits` (this process's metrics) once the statement has run.
  */
 export async function endGenerationWithRefund(
   db: Knex,
   id: string,
   transition: 'fail' | 'cancel',
   error: GenerationFailure,
+  credits?: CreditMeter,
 ): Promise<GenerationRow | null> {
   const result = await db.raw<{ rows: GenerationRow[] }>(
     `WITH ended AS (
@@ -108,5 +111,8 @@ export async function endGenerationWithRefund(
      SELECT ended.* FROM ended`,
     { id, status: TRANSITIONS[transition].to, code: error.code, message: error.message, retryable: error.retryable },
   );
-  return result.rows[0] ?? null;
+  const ended = result.rows[0] ?? null;
+  // An ended row is always refunded: its refunded_at was NULL, and the ledger row goes with it.
+  if (ended && ended.credits_reserved > 0) credits?.refunded(ended.credits_reserved, transition === 'cancel' ? 'cancelled' : 'failed');
+  return ended;
 }

@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { parseUuid } from '../ids';
 import type { Knex } from 'knex';
 import type { AuthUser } from '../auth/tokens';
+import type { CreditMeter } from '../credits/meter';
 import { DomainError, notFound } from '../errors';
 import type { JobProducer } from '../jobs/queues';
 import type { Logger } from '../logger';
@@ -43,6 +44,8 @@ export interface GenerationServiceDeps {
    * reads it fresh when the cached caller says "not verified" (it may have been verified since).
    */
   emailVerification?: { isEmailVerified(userId: string): Promise<boolean> };
+  /** Counts the credits this process charges and refunds (its /metrics). */
+  credits?: CreditMeter;
 }
 
 export class GenerationService {
@@ -53,7 +56,7 @@ export class GenerationService {
   }
 
   async create(user: AuthUser, input: GenerationInput, webhook: WebhookTarget | null = null): Promise<GenerationRow> {
-    const { db, producer, log, emailVerification, webhooks } = this.deps;
+    const { db, producer, log, emailVerification, webhooks, credits } = this.deps;
     if (emailVerification && !user.emailVerified && !(await emailVerification.isEmailVerified(user.id))) {
       throw new DomainError('EMAIL_NOT_VERIFIED', 'Confirm your email address first: follow the link in the mail sent at sign-up (signUp again sends a new one).');
     }
@@ -68,6 +71,7 @@ export class GenerationService {
         { required: input.batchSize },
       );
     }
+    credits?.charged(row.credits_reserved);
     try {
       // Stored before the job is queued, so the job's events find it.
       if (webhook) await webhooks.saveTarget(id, webhook);
@@ -80,7 +84,7 @@ export class GenerationService {
         code: 'ENQUEUE_FAILED',
         message: 'The job queue is unavailable; your credits were returned. Try again shortly.',
         retryable: true,
-      });
+      }, credits);
       // Not awaited: with Redis unreachable it would only add ENQUEUE_TIMEOUT_MS to this answer.
       if (ended) void queueWebhook({ db, producer, log }, id, 'FAILED');
       throw new DomainError('SERVICE_UNAVAILABLE', 'The job queue is unavailable; your credits were returned. Try again shortly.');
@@ -173,7 +177,7 @@ export class GenerationService {
           code: 'CANCELLED',
           message: 'The generation was cancelled.',
           retryable: false,
-        });
+        }, this.deps.credits);
     if (ended) await queueWebhook(this.deps, row.id, 'CANCELLED');
     const final = ended ?? (await findGeneration(this.deps.db, row.id)) ?? row;
     // Publish the final state even when it was already recorded: if an earlier publish was lost

@@ -42,6 +42,11 @@ export interface PostprocessOptions {
    * Default: `process.emitWarning`.
    */
   onError?: (error: Error) => void;
+  /**
+   * Told when a task ends in its thread: its kind, the seconds it ran there (its wait for a free
+   * thread not included), whether it succeeded. For metrics: must be quick and must not throw.
+   */
+  onTaskDone?: (kind: ImagingTask['kind'], seconds: number, ok: boolean) => void;
 }
 
 export interface ProcessedImage {
@@ -96,6 +101,8 @@ interface QueuedTask {
   settled: boolean;
   /** Removes the abort listener. */
   detach: () => void;
+  /** performance.now() when a thread took it. */
+  startedAt: number;
 }
 
 export class PostprocessPool {
@@ -210,6 +217,7 @@ export class PostprocessPool {
         reject,
         settled: false,
         detach: () => {},
+        startedAt: 0,
       };
       if (signal !== undefined) {
         const onAbort = () => this.#abort(queued, signal.reason);
@@ -243,6 +251,7 @@ export class PostprocessPool {
     generation.started += 1;
     generation.running += 1;
     this.#running += 1;
+    queued.startedAt = performance.now();
     let run: Promise<unknown>;
     try {
       run = generation.piscina.run(queued.task, { transferList: queued.transferList });
@@ -262,6 +271,7 @@ export class PostprocessPool {
     generation.running -= 1;
     this.#running -= 1;
     this.#completed += 1;
+    this.#options.onTaskDone?.(queued.task.kind, (performance.now() - queued.startedAt) / 1000, outcome.ok);
     this.#settle(queued, outcome);
     this.#closeIfDrained(generation);
     if (this.#running === 0) for (const resolve of this.#onIdle.splice(0)) resolve();

@@ -22,9 +22,9 @@
  * Because all of that mirrors Bee-Queue's internals, package.json pins bee-queue to exactly 2.0.0:
  * a new release must be read against this file before it is let in.
  */
-import { readFileSync } from 'node:fs';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../logger';
+import { luaScript as script } from './luaScripts';
 import type { JobEnvelope } from './registry';
 
 /** A job's options as Bee-Queue stores them in its record. */
@@ -106,17 +106,6 @@ export interface JobConsumerStats {
   requeued: number;
 }
 
-
-/** The consumer's Redis scripts, one file each in ./scripts (their comments say what they do). */
-const scripts = new Map<string, string>();
-function script(name: 'take' | 'guard' | 'raise' | 'save'): string {
-  let lua = scripts.get(name);
-  if (lua === undefined) {
-    lua = readFileSync(new URL(`./scripts/${name}.lua`, import.meta.url), 'utf8');
-    scripts.set(name, lua);
-  }
-  return lua;
-}
 
 const RAISE_BATCH = 1000;
 /**
@@ -288,6 +277,11 @@ export class JobConsumer {
       earlierDelayed: `${base}earlierDelayed`,
       stallBlock: `${base}stallBlock`,
     };
+  }
+
+  /** The queue it consumes. */
+  get queue(): string {
+    return this.opts.queue;
   }
 
   /** Jobs running now. */

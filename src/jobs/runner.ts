@@ -4,7 +4,7 @@
  * `.timeout()` only races a promise; here the hard limit aborts an AbortSignal that the processors
  * pass down to the HTTP call, the SD server (interrupt) and the thread pool.
  *
- * State tracking (./jobState, ./stateTracker) is handed to a sink that only queues the change: the
+ * State tracking (./jobState, ./outcomeTracker) is handed to a sink that only counts the change in memory: the
  * job never waits for Redis because of it, and a tracking failure never fails a job.
  */
 import os from 'node:os';
@@ -15,7 +15,7 @@ import { JobError, JobOvertaken, toJobFailure } from './errors';
 import type { JobOutcome, JobSnapshot } from './jobState';
 import { JobMetrics } from './metrics';
 import { JOB_QUEUES, type JobKind, type JobPayloads } from './registry';
-import type { JobStateSink } from './stateTracker';
+import type { JobStateSink } from './outcomeTracker';
 
 export interface JobContext<K extends JobKind> {
   kind: K;
@@ -207,7 +207,7 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
 }
 
 export interface JobTracking {
-  /** Receives each job's state when it starts and ends (a JobStateTracker in the worker). None: metrics only. */
+  /** Receives each job's state when it starts and ends (a JobOutcomeTracker in the worker). None: metrics only. */
   sink?: JobStateSink;
   /** Names this process in the snapshots. Default host:pid. */
   workerId?: string;

@@ -25,6 +25,16 @@ export interface SdClientOptions {
   fetchTimeoutMs?: number;
   /** Where failed progress polls and best-effort interrupts are reported. Default: nowhere. */
   logger?: Logger;
+  /** Told of every request and of the sampling pace, for metrics. Must not throw. Default: nobody. */
+  observer?: SdClientObserver;
+}
+
+/** What the client reports for metrics: in-memory updates only, called on the calls' own path. */
+export interface SdClientObserver {
+  /** A request ended: which call (`txt2img`, `progress_poll`, `samplers`, …), how long it took, whether it was answered with success. */
+  request(call: string, seconds: number, ok: boolean): void;
+  /** The progress polls saw sampling move on by `steps` steps in `seconds`. */
+  steps(steps: number, seconds: number): void;
 }
 
 export interface Txt2ImgRequest {
@@ -77,6 +87,7 @@ export class SdClient {
   private readonly progressIntervalMs: number;
   private readonly fetchTimeoutMs: number;
   private readonly logger: Logger | undefined;
+  private readonly observer: SdClientObserver | undefined;
   /**
    * Its own connection pool without undici's default 300 s header/body timeouts: A1111 sends
    * nothing until the image is done, and a generation may take longer. Every call is bounded by
@@ -106,6 +117,7 @@ export class SdClient {
     this.progressIntervalMs = opts.progressIntervalMs;
     this.fetchTimeoutMs = opts.fetchTimeoutMs ?? DEFAULT_FETCH_TIMEOUT_MS;
     this.logger = opts.logger;
+    this.observer = opts.observer;
   }
 
   async txt2img(req: Txt2ImgRequest, opts: Txt2ImgCallOptions): Promise<Txt2ImgResult> {
@@ -130,7 +142,7 @@ export class SdClient {
     };
 
     this.inFlight.add(taskId);
-    const progress = onProgress ? new ProgressReporter(onProgress, this.logger, taskId) : undefined;
+    const progress = onProgress ? new ProgressReporter(onProgress, this.logger, taskId, this.observer) : undefined;
     const stopPolling = new AbortController();
     const poller = progress ? this.pollProgress(taskId, req.steps, progress, stopPolling.signal) : undefined;
     try {
@@ -280,6 +292,8 @@ export class SdClient {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (opts.body !== undefined) headers['content-type'] = 'application/json';
     if (this.authHeader) headers.authorization = this.authHeader;
+    const started = performance.now();
+    let ok = false;
     try {
       if (opts.signal?.aborted) throw opts.signal.reason;
       const res = await fetch(`${this.baseUrl}${path}`, {
@@ -292,16 +306,20 @@ export class SdClient {
       // Reading the body is inside the try too: an abort or reset can happen mid-body.
       const text = await res.text();
       if (!res.ok) throw new SdHttpStatusError(res.status, text);
+      let parsed: unknown;
       try {
-        return JSON.parse(text) as unknown;
+        parsed = JSON.parse(text) as unknown;
       } catch (err) {
         throw new SdInvalidJsonError(text, err);
       }
+      ok = true;
+      return parsed;
     } catch (err) {
       throw toSdError(err, this.context(opts.what, opts.signal, timeout));
     } finally {
       clearTimeout(timer);
       opts.signal?.removeEventListener('abort', onAbort);
+      this.observer?.request(opts.what.replace(/ /g, '_'), (performance.now() - started) / 1000, ok);
     }
   }
 
@@ -319,11 +337,14 @@ class ProgressReporter {
   private last: SdProgress | undefined;
   private stopped = false;
   private seenTask = false;
+  /** The last step sampling was seen at, and when: the pace of the steps since then is reported. */
+  private stepSeen: { step: number; at: number } | undefined;
 
   constructor(
     private readonly onProgress: (p: SdProgress) => void,
     private readonly logger: Logger | undefined,
     private readonly taskId: string,
+    private readonly observer: SdClientObserver | undefined,
   ) {}
 
   report(p: SdProgress): void {
@@ -341,11 +362,19 @@ class ProgressReporter {
             step: p.step !== null && last.step !== null ? Math.max(p.step, last.step) : p.step,
           };
     this.last = next;
+    if (this.observer && next.phase === 'active' && next.step !== null) this.timeSteps(next.step);
     try {
       this.onProgress(next);
     } catch (err) {
       this.logger?.warn({ taskId: this.taskId, err }, 'sd: onProgress callback threw');
     }
+  }
+
+  private timeSteps(step: number): void {
+    const now = performance.now();
+    const seen = this.stepSeen;
+    if (seen && step > seen.step) this.observer!.steps(step - seen.step, (now - seen.at) / 1000);
+    if (!seen || step > seen.step) this.stepSeen = { step, at: now };
   }
 
   /** "completed" is trusted only after we saw the task ourselves: a reused id can be stale. */

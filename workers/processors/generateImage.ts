@@ -4,6 +4,7 @@
  * staged only has its upload queued again, and the upload job's id is derived from the generation.
  */
 import type { Knex } from 'knex';
+import type { CreditMeter } from '../../src/credits/meter';
 import type { Redis } from 'ioredis';
 import type { PostprocessPool } from '../../src/imaging/pool';
 import type { JobProducer } from '../../src/jobs/queues';
@@ -37,6 +38,8 @@ export interface GenerateImageDeps {
   /** Starts allowed before the generation is given up: retries + 1 + stalls (TASK_MAX_STALLS). */
   maxAttempts: number;
   log: Logger;
+  /** Counts the refunds of the generations it fails. */
+  credits?: CreditMeter;
 }
 
 export function generateImageProcessor(deps: GenerateImageDeps): Processor<'generateImage'> {
@@ -199,7 +202,7 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
     },
 
     async onFinalFailure(ctx, failure) {
-      await failGeneration(db, publisher, ctx.payload.generationId, failure, { db, producer, log: ctx.log });
+      await failGeneration(db, publisher, ctx.payload.generationId, failure, { db, producer, log: ctx.log }, deps.credits);
     },
   };
 }

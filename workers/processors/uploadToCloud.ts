@@ -7,6 +7,7 @@
  * from the generation, and what they write is unique per generation).
  */
 import type { Knex } from 'knex';
+import type { CreditMeter } from '../../src/credits/meter';
 import { completeGeneration, discardStagedImages, loadStagedImages, type StoredImage } from '../../src/generation/images';
 import { failGeneration, republishFinal } from '../../src/generation/outcomes';
 import { progressFromRow } from '../../src/generation/progressOf';
@@ -26,6 +27,8 @@ export interface UploadDeps {
   /** Queues what follows a success (chat history, the images-ready mail, the webhook). */
   producer: JobProducer;
   storage: ObjectStorage;
+  /** Counts the refunds of the generations it fails. */
+  credits?: CreditMeter;
 }
 
 export function uploadToCloudProcessor(deps: UploadDeps): Processor<'uploadToCloud'> {
@@ -81,7 +84,7 @@ export function uploadToCloudProcessor(deps: UploadDeps): Processor<'uploadToClo
       await publisher.publish(await progressFromRow(db, done));
     },
     async onFinalFailure(ctx, failure) {
-      await failGeneration(db, publisher, ctx.payload.generationId, failure, { db, producer, log: ctx.log });
+      await failGeneration(db, publisher, ctx.payload.generationId, failure, { db, producer, log: ctx.log }, deps.credits);
     },
   };
 }

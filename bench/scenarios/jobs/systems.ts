@@ -40,10 +40,10 @@ export type FromWorker =
       seconds: number;
       /** The worker process's CPU time (user + system) over the same span, per job. */
       cpuUsPerJob: number;
-      /** Own layer only: tracker figures, and the job snapshots found in Redis afterwards. */
+      /** Own layer only: tracker figures, and the succeeded jobs counted in Redis afterwards. */
       flushes?: number;
       lost?: number;
-      snapshots?: number;
+      counted?: number;
       /** Own layer only: the consumer's finish-and-take calls. */
       calls?: number;
     }

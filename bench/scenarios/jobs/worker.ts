@@ -6,11 +6,12 @@
  * `released`). `close` ends the process.
  *
  * - own: the project's job consumer (src/jobs/consumer.ts) and job wrapper (createJobHandler) with
- *   the state tracker, built as workers/worker.ts builds them, and a no-op processor registered as
- *   generateImage. Per job: the time-limit timer, metrics, a start and an end snapshot queued for
- *   the tracker, which writes them in batches; the consumer finishes ended jobs and takes new ones
- *   in one Lua call per batch. The end time is taken after the tracker has written every state, so
- *   the figure includes the tracking; then the snapshots in Redis are counted.
+ *   the job-outcome tracker, built as workers/worker.ts builds them, and a no-op processor registered
+ *   as generateImage. Per job: the time-limit timer, metrics, a start and an end state handed to the
+ *   tracker, which counts the ends in memory and adds them to Redis once per flush interval; the
+ *   consumer finishes ended jobs and takes new ones in one Lua call per batch. The end time is taken
+ *   after the tracker has written every count, so the figure includes the tracking; then the
+ *   succeeded count in Redis is read.
  * - own-bee: the same wrapper and tracker on Bee-Queue's own `queue.process()` loop: what the worker
  *   ran before the consumer, kept to show what the consumer buys.
  * - bee: the project's queue settings (createQueue), a no-op handler straight on `queue.process`.
@@ -23,7 +24,6 @@ import type { Redis } from 'ioredis';
 import type { QueuedJob } from '../../../src/jobs/consumer';
 import type { Processor } from '../../../src/jobs/runner';
 import { report } from '../../lib/processes';
-import { countKeys } from '../../lib/redisKeys';
 import { benchConfig, isMessage, isSystemId, QUEUE, type FromWorker, type SystemId, type ToWorker } from './systems';
 
 type Done = Extract<FromWorker, { type: 'done' }>;
@@ -50,8 +50,8 @@ const loadBeeQueueLibs = () =>
   Promise.all([
     import('../../../src/jobs/queues'),
     import('../../../src/jobs/runner'),
-    import('../../../src/jobs/stateTracker'),
-    import('../../../src/jobs/jobState'),
+    import('../../../src/jobs/outcomeTracker'),
+    import('../../../src/jobs/queueStats'),
     import('../../../src/jobs/consumer'),
     import('../../../src/logger'),
     import('../../../src/redis'),
@@ -62,7 +62,7 @@ const loadBullmqLibs = () => Promise.all([import('bullmq'), import('ioredis')]);
 const libs = system === 'bullmq' ? { bullmq: await loadBullmqLibs() } : { beeQueue: await loadBeeQueueLibs() };
 
 async function setupBeeQueue(p: Prepare): Promise<Running> {
-  const [{ createQueue }, { createJobHandler }, { JobStateTracker }, jobState, { JobConsumer }, { createLogger }, { closeRedis, openRedis }] =
+  const [{ createQueue }, { createJobHandler }, { JobOutcomeTracker }, queueStats, { JobConsumer }, { createLogger }, { closeRedis, openRedis }] =
     libs.beeQueue ?? (await loadBeeQueueLibs());
   const config = benchConfig(redisUrl, p.prefix);
   const log = createLogger('silent');
@@ -70,15 +70,16 @@ async function setupBeeQueue(p: Prepare): Promise<Running> {
   const noop: Processor<'generateImage'> = { run: async () => {}, onFinalFailure: async () => {} };
   // Raw Bee-Queue: no wrapper, no tracker, no connection of ours.
   const redis = system === 'bee' ? undefined : openRedis(redisUrl, 'bench-worker', log);
-  const tracker = redis && new JobStateTracker({ redis, prefix: p.prefix, expiresS: config.progress.expiresS, flushIntervalMs: config.worker.jobStateFlushMs, log });
+  const tracker = redis && new JobOutcomeTracker({ redis, prefix: p.prefix, flushIntervalMs: config.worker.jobStateFlushMs, log });
   const handler: (job: QueuedJob) => Promise<unknown> = tracker ? createJobHandler({ generateImage: noop }, limits, log, { sink: tracker }).handle : async () => {};
   const settle = async (): Promise<Partial<Done>> => {
     if (!tracker) return {};
     await tracker.flush();
     return { flushes: tracker.stats.flushes, lost: tracker.stats.lost };
   };
-  // Every job must have left its snapshot.
-  const check = async (): Promise<Partial<Done>> => (redis ? { snapshots: await countKeys(redis, jobState.jobStateKey(p.prefix, '*')) } : {});
+  // Every job must have been counted (the no-op processor runs as generateImage, on high_priority's counts).
+  const check = async (): Promise<Partial<Done>> =>
+    redis ? { counted: Number((await redis.hget(queueStats.outcomeTotalsKey(p.prefix, 'high_priority'), 'succeeded')) ?? 0) } : {};
 
   if (system === 'own' && redis) {
     let consumer: InstanceType<typeof JobConsumer> | undefined;

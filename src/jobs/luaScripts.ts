@@ -1,0 +1,15 @@
+/** The job layer's Redis scripts, one file each in ./scripts (their comments say what they do), read once. */
+import { readFileSync } from 'node:fs';
+
+export type ScriptName = 'take' | 'guard' | 'raise' | 'save' | 'count' | 'stats';
+
+const scripts = new Map<ScriptName, string>();
+
+export function luaScript(name: ScriptName): string {
+  let lua = scripts.get(name);
+  if (lua === undefined) {
+    lua = readFileSync(new URL(`./scripts/${name}.lua`, import.meta.url), 'utf8');
+    scripts.set(name, lua);
+  }
+  return lua;
+}
