@@ -21,7 +21,7 @@ import { TokenAuthenticator } from '../auth/cache';
 import { bearerToken } from '../auth/tokens';
 import { UserService } from '../auth/users';
 import { ChatService } from '../chat/service';
-import type { Config } from '../config';
+import { QUEUE_NAMES, type Config } from '../config';
 import { QueueInfo } from '../generation/queueInfo';
 import { generationInputSchema } from '../generation/input';
 import { SamplerCatalog } from '../generation/samplers';
@@ -33,6 +33,7 @@ import { ProgressPublisher } from '../progress/publisher';
 import { closeRedis, openRedis } from '../redis';
 import { buildSchema, type SchemaContext } from '../schema/index';
 import { createImageUrls } from '../storage/fromConfig';
+import { OperatorService } from '../operators/service';
 import { FILES_PATH, LocalFileUrls } from '../storage/localFileUrls';
 import { resolveKey } from '../storage/localFolder';
 import { coreChecks, handleHealth, handleMetrics } from '../health';
@@ -134,6 +135,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   });
   const users = new UserService(db);
   const chat = new ChatService(db);
+  const operators = new OperatorService({ redis, prefix: config.redis.prefix, queues: QUEUE_NAMES });
   const web = webPage(opts.web);
   const yoga = createYoga<Record<string, unknown>, SchemaContext>({
     schema: buildSchema({ limits: config.limits, samplers }),
@@ -173,6 +175,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
         users,
         imageUrls,
         chat,
+        operators,
         log,
         progressMemo: new Map(),
       };

@@ -7,6 +7,7 @@ import type { ChatService } from '../chat/service';
 import { DomainError, unauthenticated } from '../errors';
 import type { GenerationService } from '../generation/service';
 import type { Logger } from '../logger';
+import type { OperatorService } from '../operators/service';
 import type { ProgressEvent } from '../progress/event';
 import type { ImageUrls } from '../storage/storage';
 import type { WebhookService } from '../webhooks/service';
@@ -25,6 +26,8 @@ export interface SchemaContext {
   /** Makes the image URLs of this answer from their storage keys. */
   imageUrls: ImageUrls;
   chat: ChatService;
+  /** Admins' view of the queues and workers. */
+  operators: OperatorService;
   log: Logger;
   /**
    * Per-request memo of generations' current state, so several fields read it once. `created`

@@ -5,6 +5,7 @@ import { addChatTypes } from './chat';
 import { addConnectionTypes } from './connection';
 import type { GenerationSchemaOptions } from './generation';
 import { addGenerationTypes } from './generation';
+import { addOperatorTypes } from './operators';
 import { addProgressTypes } from './progress';
 import { addScalars } from './scalars';
 import { addUserType } from './user';
@@ -27,6 +28,7 @@ export function buildSchema(opts: GenerationSchemaOptions): GraphQLSchema {
   addChatTypes(builder, progress, connections, Generation, opts.limits);
   addAccountTypes(builder, user, connections);
   addWebhookTypes(builder, user, webhookEvent);
+  addOperatorTypes(builder);
   return builder.toSchema();
 }
 
