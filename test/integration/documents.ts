@@ -74,3 +74,10 @@ export const GenerationsDoc = graphql(`
     }
   }
 `);
+
+export const OperatorsDoc = graphql(`
+  query Operators {
+    queues { name waiting active delayed succeeded failed succeededLastHour failedLastHour oldestWaitingSeconds }
+    workers { id host queues slots busy startedAt lastSeenAt sdServer { url state lastCheckedAt error } }
+  }
+`);
