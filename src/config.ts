@@ -8,6 +8,7 @@
  */
 import os from 'node:os';
 import { z } from 'zod';
+import { LOG_FORMATS } from './logger';
 import { DEFAULT_STEP_MS } from './sd/simulator/defaults';
 
 export const QUEUE_NAMES = ['high_priority', 'normal_priority', 'low_priority', 'webhooks'] as const;
@@ -61,6 +62,8 @@ const url = (protocols: string[]) =>
 const envSchema = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** `json`: one JSON object a line, for log collectors; `pretty`: coloured lines for a person (`npm run dev` sets it unless given). */
+  LOG_FORMAT: z.preprocess(blankToUndefined, z.enum(LOG_FORMATS).default('json')),
 
   HOST: z.string().trim().min(1).default('0.0.0.0'),
   PORT: int(4000, 0, 65535),
@@ -257,6 +260,7 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
   return {
     env: e.NODE_ENV,
     logLevel: e.LOG_LEVEL,
+    logFormat: e.LOG_FORMAT,
     http: {
       host: e.HOST,
       port: e.PORT,

@@ -31,7 +31,7 @@ async function main() {
     ...(values.queues !== undefined ? { WORKER_QUEUES: values.queues } : {}),
     ...(values.concurrency !== undefined ? { WORKER_CONCURRENCY: values.concurrency } : {}),
   });
-  const log = createLogger(config.logLevel, 'worker');
+  const log = createLogger(config.logLevel, 'worker', undefined, config.logFormat);
   const dbUrl = requireSetting(config.database.url, 'DATABASE_URL', 'the worker needs Postgres (or APP_DATABASE_URL)');
   // Only generations talk to Stable Diffusion: an upload or mail-and-history worker runs without it.
   const sdUrl = config.worker.queues.includes(JOB_QUEUES.generateImage)

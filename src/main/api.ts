@@ -18,7 +18,7 @@ Every setting is an environment variable (see the README's Configuration).`;
 async function main() {
   parseFlags(USAGE, {});
   const config = loadConfig();
-  const log = createLogger(config.logLevel, 'api');
+  const log = createLogger(config.logLevel, 'api', undefined, config.logFormat);
   const url = requireSetting(config.database.url, 'DATABASE_URL', 'the API needs Postgres (or APP_DATABASE_URL); `npm run dev` runs without one');
   const imageUrls = createImageUrls(config);
   const target = { kind: 'postgres' as const, url, poolMax: config.database.poolMax };
