@@ -410,8 +410,11 @@ export function neededSettings(entry: ProductionEntry, config: Config): NeededSe
   // `npm run migrate` outside production migrates dev's embedded PGlite without one; in production
   // that would report success on a database nobody reads.
   if (entry !== 'migrate' || config.env === 'production') {
-    const who = entry === 'migrate' ? 'a production migration' : `the ${entry === 'api' ? 'API' : 'worker'}`;
-    needs.push({ variable: 'DATABASE_URL', or: 'APP_DATABASE_URL', why: `${who} needs Postgres (or APP_DATABASE_URL); \`npm run dev\` runs without one`, missing: config.database.url === undefined });
+    const why =
+      entry === 'migrate'
+        ? "a production migration needs Postgres (or APP_DATABASE_URL); without NODE_ENV=production it migrates `npm run dev`'s embedded PGlite"
+        : `the ${entry === 'api' ? 'API' : 'worker'} needs Postgres (or APP_DATABASE_URL); \`npm run dev\` runs without one`;
+    needs.push({ variable: 'DATABASE_URL', or: 'APP_DATABASE_URL', why, missing: config.database.url === undefined });
   }
   if (entry === 'migrate') return needs;
   needs.push({ variable: 'REDIS_URL', why: `the ${entry === 'api' ? 'API' : 'worker'} needs Redis (its default is this machine's)`, missing: false });
