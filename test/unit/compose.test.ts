@@ -312,7 +312,7 @@ describe('the Dockerfile and the commands match the scripts and files that exist
     expect(entries).toBe(4); // migrate, api, worker, and the image's default
   });
 
-  it('builds in one stage and runs as a non-root user with production dependencies only', () => {
+  it('builds the page in a stage of its own, and runs as a non-root user with production dependencies only', () => {
     const stage = runtimeStage();
     expect(read('Dockerfile').match(/^FROM\s/gim)?.length).toBeGreaterThanOrEqual(2);
     expect(stage.some((l) => /^RUN npm ci\b.*--omit=dev/.test(l))).toBe(true);
