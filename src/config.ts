@@ -8,6 +8,8 @@
  */
 import os from 'node:os';
 import { z } from 'zod';
+import { JOB_QUEUES } from './jobs/registry';
+import { LOG_FORMATS } from './logger';
 import { DEFAULT_STEP_MS } from './sd/simulator/defaults';
 
 export const QUEUE_NAMES = ['high_priority', 'normal_priority', 'low_priority', 'webhooks'] as const;
@@ -61,6 +63,8 @@ const url = (protocols: string[]) =>
 const envSchema = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** `json`: one JSON object a line, for log collectors; `pretty`: coloured lines for a person (`npm run dev` sets it unless given). */
+  LOG_FORMAT: z.preprocess(blankToUndefined, z.enum(LOG_FORMATS).default('json')),
 
   HOST: z.string().trim().min(1).default('0.0.0.0'),
   PORT: int(4000, 0, 65535),
@@ -264,6 +268,7 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
   return {
     env: e.NODE_ENV,
     logLevel: e.LOG_LEVEL,
+    logFormat: e.LOG_FORMAT,
     http: {
       host: e.HOST,
       port: e.PORT,
@@ -380,3 +385,85 @@ export function requireSetting<T>(value: T | undefined, variable: string, why: s
   if (value === undefined) throw new ConfigError(`${variable} is not set: ${why}`);
   return value;
 }
+
+/** The production entries: `npm run api`, `npm run worker`, `npm run migrate`. */
+export const PRODUCTION_ENTRIES = ['api', 'worker', 'migrate'] as const;
+export type ProductionEntry = (typeof PRODUCTION_ENTRIES)[number];
+
+export interface NeededSetting {
+  /** The variable to set. */
+  variable: string;
+  /** Another variable that serves as well (APP_DATABASE_URL for DATABASE_URL). */
+  or?: string;
+  why: string;
+  /**
+   * Unset, with no default to fall back on: the entry refuses to start. A setting whose default
+   * names this machine (REDIS_URL's localhost) is never missing, but is listed all the same: an
+   * entry in a container or on another host needs it set.
+   */
+  missing: boolean;
+}
+
+/**
+ * What a production entry needs set, given the rest of its configuration (a worker needs the SD
+ * server only when it consumes the generations' queue, SMTP only in production when it sends mail;
+ * the API's file URLs need S3_* or FILES_URL_SECRET). The entries refuse to start while one is
+ * missing (`assertNeededSettings`); the test of docker-compose.yml checks that every one reaches the
+ * service that runs the entry.
+ */
+export function neededSettings(entry: ProductionEntry, config: Config): NeededSetting[] {
+  const needs: NeededSetting[] = [];
+  const generates = config.worker.queues.includes(JOB_QUEUES.generateImage);
+  const mails = config.worker.queues.includes(JOB_QUEUES.sendEmail);
+  // `npm run migrate` outside production migrates dev's embedded PGlite without one; in production
+  // that would report success on a database nobody reads.
+  if (entry !== 'migrate' || config.env === 'production') {
+    const why =
+      entry === 'migrate'
+        ? "a production migration needs Postgres (or APP_DATABASE_URL); without NODE_ENV=production it migrates `npm run dev`'s embedded PGlite"
+        : `the ${entry === 'api' ? 'API' : 'worker'} needs Postgres (or APP_DATABASE_URL); \`npm run dev\` runs without one`;
+    needs.push({ variable: 'DATABASE_URL', or: 'APP_DATABASE_URL', why, missing: config.database.url === undefined });
+  }
+  if (entry === 'migrate') return needs;
+  needs.push({ variable: 'REDIS_URL', why: `the ${entry === 'api' ? 'API' : 'worker'} needs Redis (its default is this machine's)`, missing: false });
+  const s3 = config.storage.s3;
+  if (s3) {
+    for (const variable of S3_REQUIRED) needs.push({ variable, why: 'S3 storage needs all five S3_* settings', missing: false });
+  }
+  if (entry === 'api' && !s3) {
+    needs.push({
+      variable: 'FILES_URL_SECRET',
+      why: "the API signs the URLs of the local folder's files with it (the same value on every API process, e.g. `openssl rand -hex 32`), or set S3_* to use object storage",
+      missing: config.storage.filesUrlSecret === undefined,
+    });
+  }
+  if (entry === 'worker' && generates) {
+    needs.push({
+      variable: 'APP_SD_API_URL',
+      why: `a worker that consumes ${JOB_QUEUES.generateImage} needs a Stable Diffusion server started with --api (or run \`npm run dev\`, which starts a simulator)`,
+      missing: config.sd.url === undefined,
+    });
+  }
+  if (entry === 'worker' && mails && config.env === 'production') {
+    // In production a mail written to a local folder is a mail lost: name the setting instead.
+    needs.push({
+      variable: 'SMTP_URL',
+      why: `a production worker that consumes ${JOB_QUEUES.sendEmail} sends mail (smtp://user:pass@host:587); leave ${JOB_QUEUES.sendEmail} out of --queues for a worker without mail`,
+      missing: config.mail.smtpUrl === undefined,
+    });
+  }
+  return needs;
+}
+
+/**
+ * Refuses to start an entry that misses a needed setting, naming every one (see `neededSettings`).
+ * The API and the worker get their database URL back, checked.
+ */
+export function assertNeededSettings(entry: 'api' | 'worker', config: Config): { databaseUrl: string };
+export function assertNeededSettings(entry: ProductionEntry, config: Config): { databaseUrl: string | undefined };
+export function assertNeededSettings(entry: ProductionEntry, config: Config): { databaseUrl: string | undefined } {
+  const missing = neededSettings(entry, config).filter((n) => n.missing);
+  if (missing.length > 0) throw new ConfigError(missing.map((n) => `${n.variable} is not set: ${n.why}`).join('\n'));
+  return { databaseUrl: config.database.url };
+}
+

@@ -3,7 +3,7 @@
  * (the old `celery worker --queues ... --concurrency ...`). Flags override WORKER_QUEUES and
  * WORKER_CONCURRENCY. Needs Redis, Postgres, and APP_SD_API_URL when it consumes high_priority.
  */
-import { loadConfig, requireSetting } from '../src/config';
+import { assertNeededSettings, loadConfig } from '../src/config';
 import { assertSchemaCurrent } from '../src/db/migrate';
 import { createDb } from '../src/db/knex';
 import { JOB_QUEUES } from '../src/jobs/registry';
@@ -31,16 +31,11 @@ async function main() {
     ...(values.queues !== undefined ? { WORKER_QUEUES: values.queues } : {}),
     ...(values.concurrency !== undefined ? { WORKER_CONCURRENCY: values.concurrency } : {}),
   });
-  const log = createLogger(config.logLevel, 'worker');
-  const dbUrl = requireSetting(config.database.url, 'DATABASE_URL', 'the worker needs Postgres (or APP_DATABASE_URL)');
+  const log = createLogger(config.logLevel, 'worker', undefined, config.logFormat);
+  // The SD server when it consumes generations, SMTP in production when it sends mail (checked here).
+  const { databaseUrl: dbUrl } = assertNeededSettings('worker', config);
   // Only generations talk to Stable Diffusion: an upload or mail-and-history worker runs without it.
-  const sdUrl = config.worker.queues.includes(JOB_QUEUES.generateImage)
-    ? requireSetting(config.sd.url, 'APP_SD_API_URL', `a worker that consumes ${JOB_QUEUES.generateImage} needs a Stable Diffusion server started with --api (or run \`npm run dev\`, which starts a simulator)`)
-    : undefined;
-  if (config.env === 'production' && config.worker.queues.includes(JOB_QUEUES.sendEmail)) {
-    // In production a mail written to a local folder is a mail lost: name the setting instead.
-    requireSetting(config.mail.smtpUrl, 'SMTP_URL', `a production worker that consumes ${JOB_QUEUES.sendEmail} sends mail (smtp://user:pass@host:587); leave ${JOB_QUEUES.sendEmail} out of --queues for a worker without mail`);
-  }
+  const sdUrl = config.worker.queues.includes(JOB_QUEUES.generateImage) ? config.sd.url : undefined;
   const db = await createDb({ kind: 'postgres', url: dbUrl, poolMax: config.database.poolMax });
   try {
     await assertSchemaCurrent(db);

@@ -1,6 +1,6 @@
 /** `npm run api`: the production API. Needs Redis and Postgres; fails fast naming what is missing. */
 import { createApiServer, type ApiServer } from '../api/server';
-import { loadConfig, requireSetting } from '../config';
+import { assertNeededSettings, loadConfig } from '../config';
 import { assertSchemaCurrent } from '../db/migrate';
 import { createDb, describeTarget } from '../db/knex';
 import { createLogger } from '../logger';
@@ -18,8 +18,8 @@ Every setting is an environment variable (see the README's Configuration).`;
 async function main() {
   parseFlags(USAGE, {});
   const config = loadConfig();
-  const log = createLogger(config.logLevel, 'api');
-  const url = requireSetting(config.database.url, 'DATABASE_URL', 'the API needs Postgres (or APP_DATABASE_URL); `npm run dev` runs without one');
+  const log = createLogger(config.logLevel, 'api', undefined, config.logFormat);
+  const { databaseUrl: url } = assertNeededSettings('api', config);
   const imageUrls = createImageUrls(config);
   const target = { kind: 'postgres' as const, url, poolMax: config.database.poolMax };
   const db = await createDb(target);

@@ -22,7 +22,7 @@ import { createImageUrls, createObjectStorage } from '../storage/fromConfig';
 import { createWorker } from '../../workers/worker';
 import { parseFlags } from './cli';
 import { DEV_SOCKET, listenDevControl, openDatabase } from './devData';
-import { DEV_DATA_DIR, DEV_FILES_URL_SECRET_FILE, DEV_REDIS_DIR } from './devDefaults';
+import { DEV_DATA_DIR, DEV_FILES_URL_SECRET_FILE, DEV_REDIS_DIR, devEnvironment } from './devDefaults';
 import { freePort } from './freePort';
 import { closeOnSignals, exitOnStartupError } from './lifecycle';
 
@@ -100,15 +100,13 @@ While it runs, \`npm run user:create\` makes more users through it.`;
 
 async function main() {
   parseFlags(USAGE, {});
-  // Dev puts a working token into the GraphiQL page: listen on this machine only unless HOST says
-  // otherwise. New accounts may generate before they verify their address (the banner says so).
-  const devEnv: Env = { HOST: '127.0.0.1', EMAIL_VERIFICATION_REQUIRED: 'false', ...process.env };
+  const devEnv = devEnvironment(process.env);
   let config = loadConfig(devEnv);
   if (!config.storage.s3 && !config.storage.filesUrlSecret) {
     devEnv.FILES_URL_SECRET = await devFilesUrlSecret();
     config = loadConfig(devEnv);
   }
-  const log = createLogger(config.logLevel, 'dev');
+  const log = createLogger(config.logLevel, 'dev', undefined, config.logFormat);
   const cleanups: Array<() => Promise<void> | void> = [];
 
   // First of all, embedded PGlite is taken under .data/dev.lock: a second process on it would lose

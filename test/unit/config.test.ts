@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, ENV_VARIABLES, envDefaults, loadConfig } from '../../src/config';
+import { assertNeededSettings, ConfigError, ENV_VARIABLES, envDefaults, loadConfig, neededSettings, type Env, type ProductionEntry } from '../../src/config';
 
 /** The README's configuration table: variable → its default column, as written. */
 function readmeTable(): Map<string, string> {
@@ -165,5 +165,32 @@ describe('loadConfig', () => {
     expect(() => {
       (c.worker as { concurrency: number }).concurrency = 9;
     }).toThrow(TypeError);
+  });
+});
+
+describe('neededSettings: what each production entry cannot run without', () => {
+  const names = (entry: ProductionEntry, env: Env) => neededSettings(entry, loadConfig(env)).map((n) => `${n.variable}${n.missing ? ' (missing)' : ''}`);
+
+  it('names the database, Redis and the storage for the API; the SD server and, in production, SMTP for a worker by its queues', () => {
+    expect(names('api', {})).toEqual(['DATABASE_URL (missing)', 'REDIS_URL', 'FILES_URL_SECRET (missing)']);
+    expect(names('api', { DATABASE_URL: 'postgres://db/x', FILES_URL_SECRET: 'x'.repeat(32) })).toEqual(['DATABASE_URL', 'REDIS_URL', 'FILES_URL_SECRET']);
+    const s3 = { S3_ENDPOINT: 'http://s3.test', S3_REGION: 'r', S3_BUCKET: 'b', S3_ACCESS_KEY_ID: 'k', S3_SECRET_ACCESS_KEY: 's' };
+    expect(names('api', { DATABASE_URL: 'postgres://db/x', ...s3 })).toEqual(['DATABASE_URL', 'REDIS_URL', 'S3_ENDPOINT', 'S3_REGION', 'S3_BUCKET', 'S3_ACCESS_KEY_ID', 'S3_SECRET_ACCESS_KEY']);
+    expect(names('worker', {})).toEqual(['DATABASE_URL (missing)', 'REDIS_URL', 'APP_SD_API_URL (missing)']);
+    expect(names('worker', { NODE_ENV: 'production' })).toContain('SMTP_URL (missing)');
+    expect(names('worker', { NODE_ENV: 'production', WORKER_QUEUES: 'normal_priority,webhooks' })).toEqual(['DATABASE_URL (missing)', 'REDIS_URL']);
+  });
+
+  it("asks a migration for DATABASE_URL in production only (elsewhere it is dev's PGlite)", () => {
+    expect(names('migrate', {})).toEqual([]);
+    expect(names('migrate', { NODE_ENV: 'production' })).toEqual(['DATABASE_URL (missing)']);
+    expect(names('migrate', { NODE_ENV: 'production', APP_DATABASE_URL: 'postgres://db/x' })).toEqual(['DATABASE_URL']);
+  });
+
+  it('refuses to start naming every missing one, and hands back the checked database URL', () => {
+    expect(() => assertNeededSettings('worker', loadConfig({ NODE_ENV: 'production' }))).toThrow(
+      /^DATABASE_URL is not set: .*\nAPP_SD_API_URL is not set: .*\nSMTP_URL is not set: /,
+    );
+    expect(assertNeededSettings('api', loadConfig({ DATABASE_URL: 'postgres://db/x', FILES_URL_SECRET: 'x'.repeat(32) }))).toEqual({ databaseUrl: 'postgres://db/x' });
   });
 });
