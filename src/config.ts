@@ -120,6 +120,12 @@ const envSchema = z.object({
   THUMBNAIL_SIZE: int(256, 16, 2048),
   /** Job state snapshots and events are written to Redis in batches, at most this long after the change. */
   JOB_STATE_FLUSH_MS: int(20, 1, 60_000),
+  /**
+   * Jobs that ended for good kept in Redis per queue (the newest; Bee-Queue's `succeeded` and
+   * `failed` sets), for the queue dashboard. 0: removed at once; Postgres keeps the history either way.
+   */
+  QUEUE_KEEP_SUCCEEDED: int(100, 0, 1_000_000),
+  QUEUE_KEEP_FAILED: int(1000, 0, 1_000_000),
 
   /** How often an open progress stream re-reads the snapshot, so a lost pub/sub message never strands it. */
   PROGRESS_RESYNC_MS: int(5000, 100, 600_000),
@@ -295,6 +301,7 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
       webpQuality: e.WEBP_QUALITY,
       thumbnailSize: e.THUMBNAIL_SIZE,
       jobStateFlushMs: e.JOB_STATE_FLUSH_MS,
+      keep: { succeeded: e.QUEUE_KEEP_SUCCEEDED, failed: e.QUEUE_KEEP_FAILED },
     },
     progress: { expiresS: e.RESULT_EXPIRES_S, resyncMs: e.PROGRESS_RESYNC_MS },
     limits: {
