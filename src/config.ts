@@ -179,6 +179,8 @@ const envSchema = z.object({
   HEALTH_TIMEOUT_MS: int(2000, 50, 60_000),
   /** A worker's HTTP port for /healthz and /readyz; 0: none (several workers on one host need their own). */
   WORKER_METRICS_PORT: int(0, 0, 65535),
+  /** The queue dashboard (bull-arena) at /admin/queues of the API, for admins' tokens only. */
+  ADMIN_DASHBOARD: bool(true),
 
   /** Photo credits a new account starts with (a ledger grant). */
   SIGNUP_PHOTO_CREDITS: int(10, 0, 1_000_000),
@@ -323,6 +325,7 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
       s3: s3Settings(e, env),
     },
     health: { timeoutMs: e.HEALTH_TIMEOUT_MS, workerPort: e.WORKER_METRICS_PORT },
+    dashboard: { enabled: e.ADMIN_DASHBOARD },
     accounts: {
       signupCredits: e.SIGNUP_PHOTO_CREDITS,
       emailVerificationRequired: e.EMAIL_VERIFICATION_REQUIRED,

@@ -26,7 +26,8 @@ export function createQueue(config: Config, name: QueueName, role: QueueRole): Q
     storeJobs: false,
     // Delayed retries fire only where some queue activates them: every worker does.
     activateDelayedJobs: role.worker,
-    // Postgres keeps the history; Redis keeps only what is still moving.
+    // Bee-Queue's own process() only (the workers' consumer keeps the newest QUEUE_KEEP_* ended
+    // jobs for the dashboard): Postgres keeps the history.
     removeOnSuccess: true,
     removeOnFailure: true,
     stallInterval: config.worker.stallIntervalMs,
