@@ -128,6 +128,12 @@ const envSchema = z.object({
   WORKER_HEARTBEAT_INTERVAL_MS: int(5000, 100, 600_000),
   /** A worker's announcement expires this long after its last beat (it died); more than the interval. */
   WORKER_HEARTBEAT_TTL_MS: int(15_000, 200, 3_600_000),
+  /**
+   * Jobs that ended for good kept in Redis per queue (the newest; Bee-Queue's `succeeded` and
+   * `failed` sets), for the queue dashboard. 0: removed at once; Postgres keeps the history either way.
+   */
+  QUEUE_KEEP_SUCCEEDED: int(100, 0, 1_000_000),
+  QUEUE_KEEP_FAILED: int(1000, 0, 1_000_000),
 
   /** How often an open progress stream re-reads the snapshot, so a lost pub/sub message never strands it. */
   PROGRESS_RESYNC_MS: int(5000, 100, 600_000),
@@ -181,6 +187,8 @@ const envSchema = z.object({
   HEALTH_TIMEOUT_MS: int(2000, 50, 60_000),
   /** A worker's HTTP port for /healthz and /readyz; 0: none (several workers on one host need their own). */
   WORKER_METRICS_PORT: int(0, 0, 65535),
+  /** The queue dashboard (bull-arena) at /admin/queues of the API, for admins' tokens only. */
+  ADMIN_DASHBOARD: bool(true),
 
   /** Photo credits a new account starts with (a ledger grant). */
   SIGNUP_PHOTO_CREDITS: int(10, 0, 1_000_000),
@@ -308,6 +316,7 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
       thumbnailSize: e.THUMBNAIL_SIZE,
       jobStateFlushMs: e.JOB_STATE_FLUSH_MS,
       heartbeat: { intervalMs: e.WORKER_HEARTBEAT_INTERVAL_MS, ttlMs: e.WORKER_HEARTBEAT_TTL_MS },
+      keep: { succeeded: e.QUEUE_KEEP_SUCCEEDED, failed: e.QUEUE_KEEP_FAILED },
     },
     progress: { expiresS: e.RESULT_EXPIRES_S, resyncMs: e.PROGRESS_RESYNC_MS },
     limits: {
@@ -329,6 +338,7 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
       s3: s3Settings(e, env),
     },
     health: { timeoutMs: e.HEALTH_TIMEOUT_MS, workerPort: e.WORKER_METRICS_PORT },
+    dashboard: { enabled: e.ADMIN_DASHBOARD },
     accounts: {
       signupCredits: e.SIGNUP_PHOTO_CREDITS,
       emailVerificationRequired: e.EMAIL_VERIFICATION_REQUIRED,

@@ -17,7 +17,7 @@ import { failGeneration } from '../src/generation/outcomes';
 import { storeSamplers } from '../src/generation/samplers';
 import { PostprocessPool } from '../src/imaging/pool';
 import { JobConsumer } from '../src/jobs/consumer';
-import { JobProducer, jobsKey } from '../src/jobs/queues';
+import { JobProducer } from '../src/jobs/queues';
 import { JOB_QUEUES } from '../src/jobs/registry';
 import type { JobMetrics } from '../src/jobs/metrics';
 import { createJobHandler, type Processors } from '../src/jobs/runner';
@@ -156,6 +156,7 @@ export function createWorker(opts: WorkerOptions): Worker {
           concurrency: slots[name],
           handler: handler.handle,
           stallIntervalMs: config.worker.stallIntervalMs,
+          keep: config.worker.keep,
           log: log.child({ component: 'consumer', queue: name }),
         });
         // Each consumer also re-queues the jobs of workers that died (task_acks_late).
@@ -168,7 +169,7 @@ export function createWorker(opts: WorkerOptions): Worker {
           (sweeping = sweepStrandedGenerations({
             db,
             redis,
-            jobsKeys: { generateImage: jobsKey(config, JOB_QUEUES.generateImage), uploadToCloud: jobsKey(config, JOB_QUEUES.uploadToCloud) },
+            prefix: config.redis.prefix,
             producer,
             maxAttempts,
             fail: (gid, failure) => failGeneration(db, publisher, gid, failure, { db, producer, log }, prometheus.credits),

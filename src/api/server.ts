@@ -1,8 +1,8 @@
 /**
  * Builds the HTTP server of the API: GraphQL and GraphiQL at /graphql (subscriptions over SSE),
  * the web page at / (web/dist), the local image files at /files/ (signed, expiring URLs only), the
- * pages account mails link to (/account/), the old service's REST endpoints (/api/v1/), /healthz, /readyz (/health) and
- * /metrics (Prometheus).
+ * pages account mails link to (/account/), the old service's REST endpoints (/api/v1/), /healthz, /readyz (/health),
+ * /metrics (Prometheus) and, for admins, the queue dashboard at /admin/queues (src/dashboard).
  * Building opens the API's Redis connections and reads the samplers list (closing the connections
  * again if that fails); `listen()` starts serving, and `close()` (safe to call twice) stops intake,
  * ends open streams and closes what it opened.
@@ -38,6 +38,7 @@ import { FILES_PATH, LocalFileUrls } from '../storage/localFileUrls';
 import { resolveKey } from '../storage/localFolder';
 import { coreChecks, handleHealth, handleMetrics } from '../health';
 import { sendJson } from '../http';
+import { createDashboardHandler } from '../dashboard/handler';
 import { handleAccountPage } from './accountPages';
 import { apiMetrics } from './metrics';
 import { createRestHandler } from './rest';
@@ -182,6 +183,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     },
   });
 
+  const dashboard = createDashboardHandler({ config, auth, redis, generations, log });
   const healthChecks = coreChecks(redis, db);
   const localFiles = imageUrls instanceof LocalFileUrls ? imageUrls : null;
   const server = http.createServer((req, res) => {
@@ -207,6 +209,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
       return;
     }
     if (url.startsWith('/account/') && handleAccountPage(req, res, accounts, log)) return;
+    if (url.startsWith('/admin/') && dashboard.handle(req, res)) return;
     if (rest(req, res)) return;
     if (web.handle(req, res)) return;
     void yoga(req, res);
@@ -232,7 +235,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
           server.closeAllConnections();
         });
         samplers.close();
-        await Promise.allSettled([producer.close(), closeRedis(subscriber), closeRedis(redis)]);
+        await Promise.allSettled([dashboard.close(), producer.close(), closeRedis(subscriber), closeRedis(redis)]);
         closeOwnImageUrls();
       })();
       return closing;

@@ -12,8 +12,9 @@
  */
 import type { Knex } from 'knex';
 import type { Redis } from 'ioredis';
+import { queueKeys } from '../jobs/consumer';
 import type { JobProducer } from '../jobs/queues';
-import { jobId } from '../jobs/registry';
+import { JOB_QUEUES, jobId } from '../jobs/registry';
 import { discardEndedStagedImages } from './images';
 import { LIVE_STATUSES, type GenerationStatus } from './lifecycle';
 
@@ -25,8 +26,8 @@ export const ORPHAN_SWEEP_INTERVAL_MS = 60_000;
 export interface StrandedSweep {
   db: Knex;
   redis: Redis;
-  /** The jobs hashes (Bee-Queue's `<prefix>:<queue>:jobs`) of the generation and upload queues. */
-  jobsKeys: { generateImage: string; uploadToCloud: string };
+  /** REDIS_PREFIX: the queues' keys are `<prefix>:<queue>:*`. */
+  prefix: string;
   producer: JobProducer;
   /** A generation started this many times is not started again (TASK_MAX_RETRIES + 1 + TASK_MAX_STALLS). */
   maxAttempts: number;
@@ -54,18 +55,20 @@ export async function sweepStrandedGenerations(s: StrandedSweep): Promise<SweepR
   const result: SweepResult = { requeued: [], failed: [], discardedStaged: await discardEndedStagedImages(s.db) };
   if (rows.length === 0) return result;
   // Waiting, delayed and active jobs all have their record in their queue's jobs hash (a job whose
-  // worker died is the stall check's to re-queue): both looked up for every row in one round trip.
+  // worker died is the stall check's to re-queue); so do the ended jobs kept for the dashboard
+  // (QUEUE_KEEP_*), whose records say so: both looked up for every row in one round trip.
+  const jobsKeys = { generateImage: queueKeys(s.prefix, JOB_QUEUES.generateImage).jobs, uploadToCloud: queueKeys(s.prefix, JOB_QUEUES.uploadToCloud).jobs };
   const lookup = s.redis.pipeline();
   for (const { id } of rows) {
-    lookup.hexists(s.jobsKeys.generateImage, jobId('generateImage', id));
-    lookup.hexists(s.jobsKeys.uploadToCloud, jobId('uploadToCloud', id));
+    lookup.hget(jobsKeys.generateImage, jobId('generateImage', id));
+    lookup.hget(jobsKeys.uploadToCloud, jobId('uploadToCloud', id));
   }
   const found = (await lookup.exec()) ?? [];
   for (const [i, { id, status, attempts }] of rows.entries()) {
-    const [generationErr, generation] = found[2 * i] ?? [null, 0];
-    const [uploadErr, upload] = found[2 * i + 1] ?? [null, 0];
+    const [generationErr, generation] = found[2 * i] ?? [null, null];
+    const [uploadErr, upload] = found[2 * i + 1] ?? [null, null];
     if (generationErr || uploadErr) throw generationErr ?? uploadErr;
-    if (generation || upload) continue;
+    if (isMoving(generation) || isMoving(upload)) continue;
     // UPLOADING has its images staged: the GPU work is done, a re-run only stages them again and
     // queues the upload.
     if (status === 'QUEUED' || status === 'UPLOADING' || attempts < s.maxAttempts) {
@@ -80,4 +83,15 @@ export async function sweepStrandedGenerations(s: StrandedSweep): Promise<SweepR
     }
   }
   return result;
+}
+
+/** A job record that is still waiting, delayed or active: not one kept after it ended (status succeeded or failed). */
+function isMoving(raw: unknown): boolean {
+  if (typeof raw !== 'string') return false;
+  try {
+    const status = (JSON.parse(raw) as { status?: unknown } | null)?.status;
+    return status !== 'succeeded' && status !== 'failed';
+  } catch {
+    return true; // not ours to judge: the consumer drops an unusable record when it takes it
+  }
 }

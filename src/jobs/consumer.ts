@@ -9,7 +9,10 @@
  * What stays Bee-Queue's, so queues written by either side remain readable by the other:
  * - keys `<prefix>:<queue>:waiting` (LPUSH by producers, taken from the right), `active`, `jobs`
  *   (the records, JSON `{data, options, status, progress}`), `delayed` (a zset of retry times),
- *   `stalling` and `stallBlock`;
+ *   `succeeded` and `failed` (sets of the ended jobs that are kept, their records in `jobs` with
+ *   that status), `stalling` and `stallBlock`; so a dashboard reading Bee-Queue's keys (bull-arena)
+ *   lists our jobs in every state. Ours besides: `succeededAt` and `failedAt`, when each kept job
+ *   ended, so that only the newest `keep` of each are kept;
  * - retries and backoff as Bee-Queue's `Job#computeDelay` reads them from the record's options;
  * - stall detection: every STALL_INTERVAL_MS some worker moves the jobs that no worker vouched for
  *   since the last check from `active` back to `waiting` (task_acks_late: a job whose worker died
@@ -92,6 +95,11 @@ export interface JobConsumerOptions {
   delayedPollMs?: number;
   /** Seconds one blocking wait lasts before it is simply sent again. Default 5. */
   blockTimeoutS?: number;
+  /**
+   * How many of the jobs that ended for good are kept in Redis, per state, for dashboards
+   * (QUEUE_KEEP_SUCCEEDED, QUEUE_KEEP_FAILED); the oldest go first. Default 0: removed at once.
+   */
+  keep?: { succeeded: number; failed: number };
 }
 
 export interface JobConsumerStats {
@@ -211,11 +219,29 @@ function retryDelay(options: QueuedJobOptions): number {
 
 const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
+/** A queue's Redis keys, as Bee-Queue names them (`succeededAt` and `failedAt` are ours). */
+export function queueKeys(prefix: string, queue: string) {
+  const base = `${prefix}:${queue}:`;
+  return {
+    waiting: `${base}waiting`,
+    active: `${base}active`,
+    stalling: `${base}stalling`,
+    jobs: `${base}jobs`,
+    delayed: `${base}delayed`,
+    earlierDelayed: `${base}earlierDelayed`,
+    stallBlock: `${base}stallBlock`,
+    succeeded: `${base}succeeded`,
+    failed: `${base}failed`,
+    succeededAt: `${base}succeededAt`,
+    failedAt: `${base}failedAt`,
+  } as const;
+}
+
 export class JobConsumer {
   readonly stats: JobConsumerStats = { taken: 0, succeeded: 0, retried: 0, failed: 0, calls: 0, requeued: 0 };
   private readonly commands: Redis & ConsumerScripts;
   private readonly blocking: Redis;
-  private readonly keys: { waiting: string; active: string; stalling: string; jobs: string; delayed: string; earlierDelayed: string; stallBlock: string };
+  private readonly keys: ReturnType<typeof queueKeys>;
   private readonly running = new Set<Running>();
   /** Jobs the safety net ended whose handlers still run. */
   private zombies = 0;
@@ -249,7 +275,7 @@ export class JobConsumer {
     // with other commands would only add an event-loop turn to every round trip.
     // (No commandTimeout: it costs a timer per call. The guard replaces a connection whose call hangs.)
     const commands = opts.redis.duplicate({ connectionName: `${name}:jobs`, enableAutoPipelining: false, lazyConnect: true });
-    commands.defineCommand('sdjobsTakeJobs', { numberOfKeys: 6, lua: script('take') });
+    commands.defineCommand('sdjobsTakeJobs', { numberOfKeys: 10, lua: script('take') });
     commands.defineCommand('sdjobsGuardJobs', { numberOfKeys: 4, lua: script('guard') });
     commands.defineCommand('sdjobsRaiseDelayed', { numberOfKeys: 2, lua: script('raise') });
     commands.defineCommand('sdjobsSaveRecord', { numberOfKeys: 2, lua: script('save') });
@@ -267,16 +293,7 @@ export class JobConsumer {
     // Their errors are the owner's connection's errors too, which the owner already logs.
     this.commands.on('error', () => {});
     this.blocking.on('error', () => {});
-    const base = `${opts.prefix}:${opts.queue}:`;
-    this.keys = {
-      waiting: `${base}waiting`,
-      active: `${base}active`,
-      stalling: `${base}stalling`,
-      jobs: `${base}jobs`,
-      delayed: `${base}delayed`,
-      earlierDelayed: `${base}earlierDelayed`,
-      stallBlock: `${base}stallBlock`,
-    };
+    this.keys = queueKeys(opts.prefix, opts.queue);
   }
 
   /** The queue it consumes. */
@@ -384,7 +401,11 @@ export class JobConsumer {
     this.claimed = [];
     this.released = [];
     const k = this.keys;
-    const args: ScriptArg[] = [k.waiting, k.active, k.stalling, k.jobs, k.delayed, k.earlierDelayed, sending.since, Math.max(0, want), sending.ended.length, sending.released.length];
+    const keep = this.opts.keep;
+    const args: ScriptArg[] = [
+      k.waiting, k.active, k.stalling, k.jobs, k.delayed, k.earlierDelayed, k.succeeded, k.failed, k.succeededAt, k.failedAt,
+      sending.since, Math.max(0, want), sending.ended.length, sending.released.length, keep?.succeeded ?? 0, keep?.failed ?? 0,
+    ];
     for (const e of sending.ended) args.push(e.run.job.id, e.end === 'retrying' ? 'r' : e.end === 'failed' ? 'f' : 's', e.record, e.delayMs);
     for (const id of sending.released) args.push(id);
     for (const id of sending.claimed) args.push(id);
@@ -564,13 +585,17 @@ export class JobConsumer {
       const options = run.record.options;
       delayMs = retryable ? retryDelay(options) : -1;
       end = delayMs >= 0 ? 'retrying' : 'failed';
-      if (end === 'retrying') {
-        options.retries = (options.retries ?? 1) - 1;
+      if (end === 'retrying') options.retries = (options.retries ?? 1) - 1;
+      if (end === 'retrying' || (this.opts.keep?.failed ?? 0) > 0) {
+        // As Bee-Queue records a failed try: its stack trace first, and the status.
         options.stacktraces!.unshift(err instanceof Error ? (err.stack ?? err.message) : String(err));
-        run.record.status = 'retrying';
+        run.record.status = end;
         record = JSON.stringify(run.record);
-        if (delayMs > 0) this.scheduleRaise(Date.now() + delayMs);
       }
+      if (end === 'retrying' && delayMs > 0) this.scheduleRaise(Date.now() + delayMs);
+    } else if ((this.opts.keep?.succeeded ?? 0) > 0) {
+      run.record.status = 'succeeded';
+      record = JSON.stringify(run.record);
     }
     this.ended.push({ run, end, record, delayMs });
     // Nothing else can end in this turn: send at once rather than wait for the turn to finish.

@@ -1,9 +1,12 @@
 import BeeQueue from 'bee-queue';
+import type { Redis } from 'ioredis';
 import type { Config, QueueName } from '../config';
 import type { Logger } from '../logger';
+import { closeRedis, openRedis } from '../redis';
 import { JobError } from './errors';
 import type { JobEnvelope, JobKind, JobPayloads } from './registry';
 import { JOB_QUEUES, jobId } from './registry';
+import { forgetEndedJob } from './storedJobs';
 
 export type Queue = BeeQueue<JobEnvelope>;
 
@@ -23,7 +26,8 @@ export function createQueue(config: Config, name: QueueName, role: QueueRole): Q
     storeJobs: false,
     // Delayed retries fire only where some queue activates them: every worker does.
     activateDelayedJobs: role.worker,
-    // Postgres keeps the history; Redis keeps only what is still moving.
+    // Bee-Queue's own process() only (the workers' consumer keeps the newest QUEUE_KEEP_* ended
+    // jobs for the dashboard): Postgres keeps the history.
     removeOnSuccess: true,
     removeOnFailure: true,
     stallInterval: config.worker.stallIntervalMs,
@@ -37,6 +41,8 @@ export const jobsKey = (config: Config, queue: QueueName) => `${config.redis.pre
 
 export class JobProducer {
   private readonly queues = new Map<QueueName, Queue>();
+  /** Opened on the first duplicate id, to let go of a kept job that ended (see enqueue). */
+  private redis: Redis | undefined;
 
   constructor(
     private readonly config: Config,
@@ -56,14 +62,27 @@ export class JobProducer {
   }
 
   /**
-   * Adds a job whose id is derived from `key`. Returns false when a job with that id already
-   * exists (a re-delivered step enqueuing its follow-up again), which is not an error.
+   * Adds a job whose id is derived from `key`. Returns false when a job with that id is already
+   * waiting, delayed or running (a re-delivered step enqueuing its follow-up again), which is not
+   * an error. A job of that id that has ended and is only kept for the dashboard (QUEUE_KEEP_*) does
+   * not count: it is let go and the new one added, as if it had been removed when it ended.
    */
   async enqueue<K extends JobKind>(kind: K, key: string, payload: JobPayloads[K]): Promise<boolean> {
+    const queue = JOB_QUEUES[kind];
+    const id = jobId(kind, key);
+    return this.bounded(async () => {
+      if ((await this.save(kind, id, payload)).id) return true;
+      this.redis ??= openRedis(this.config.redis.url, 'producer', this.log);
+      if (!(await forgetEndedJob(this.redis, this.config.redis.prefix, queue, id))) return false;
+      return Boolean((await this.save(kind, id, payload)).id);
+    });
+  }
+
+  private save<K extends JobKind>(kind: K, id: string, payload: JobPayloads[K]) {
     const { worker, webhooks } = this.config;
     const job = this.queue(JOB_QUEUES[kind])
       .createJob({ kind, payload } as JobEnvelope)
-      .setId(jobId(kind, key))
+      .setId(id)
       // A safety net above the processor's own hard limit, which really stops the work.
       .timeout(worker.timeLimitMs + 30_000);
     if (kind === 'deliverWebhook') {
@@ -73,6 +92,11 @@ export class JobProducer {
       // Bee-Queue refuses a fixed backoff of 0 ms; TASK_RETRY_DELAY_S=0 means retry at once.
       job.retries(worker.maxRetries).backoff(worker.retryDelayMs > 0 ? 'fixed' : 'immediate', worker.retryDelayMs);
     }
+    // Bee-Queue's addJob script returns nil for a duplicate id; the saved job then has no id.
+    return job.save();
+  }
+
+  private async bounded(add: () => Promise<boolean>): Promise<boolean> {
     // Bee-Queue's Redis client queues commands while disconnected (for up to an hour): bound the
     // wait. A save that lands after the timeout finds its generation already ended and does nothing.
     let timer: NodeJS.Timeout | undefined;
@@ -83,16 +107,15 @@ export class JobProducer {
       );
     });
     try {
-      const saved = await Promise.race([job.save(), timeout]);
-      // Bee-Queue's addJob script returns nil for a duplicate id; the saved job then has no id.
-      return Boolean(saved.id);
+      return await Promise.race([add(), timeout]);
     } finally {
       clearTimeout(timer);
     }
   }
 
   async close(): Promise<void> {
-    await Promise.allSettled([...this.queues.values()].map((q) => q.close()));
+    await Promise.allSettled([...this.queues.values()].map((q) => q.close()).concat(this.redis ? [closeRedis(this.redis)] : []));
     this.queues.clear();
+    this.redis = undefined;
   }
 }

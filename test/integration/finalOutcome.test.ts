@@ -7,6 +7,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WAIT_MS } from '../helpers/budgets';
 import { startStack, type Stack } from '../helpers/stack';
+import { storedState } from '../helpers/storedJobs';
+import { until } from '../helpers/wait';
 import { events, expectWellFormedStream, generate, watch } from './helpers';
 
 describe('a final failure whose recording fails at first', () => {
@@ -45,8 +47,9 @@ describe('a final failure whose recording fails at first', () => {
       const row = await db('generations').where({ id }).first();
       expect(row).toMatchObject({ status: 'FAILED', attempts: 1 });
       expect(row.refunded_at).not.toBeNull();
-      // Nothing left in the queue: the job ended as failed, once.
-      expect(await stack.redis.hlen(`${stack.config.redis.prefix}:high_priority:jobs`)).toBe(0);
+      // Nothing left in the queue: the job ended as failed, once (kept for the dashboard as failed).
+      await until(async () => (await storedState(stack, 'high_priority', id)) === 'failed', 'the job to be kept as failed');
+      expect(await stack.redis.hlen(`${stack.config.redis.prefix}:high_priority:jobs`)).toBe(1);
     } finally {
       await db.raw('DROP TRIGGER refund_fault ON generations');
       await db.raw('DROP FUNCTION refund_fault()');
@@ -77,10 +80,9 @@ describe('a job re-delivered after its worker died while recording its final fai
     expect(list.at(-1)).toMatchObject({ status: 'FAILED', attempt: 1, error: { code: 'SD_BAD_REQUEST' } });
     expect(stack.sim.stats.txt2imgCalls).toBe(0);
     expect(await stack.credits(user.userId)).toBe(1);
-    // The job's record goes when the consumer finishes it, just after the handler published FAILED:
-    // wait for that state rather than race it (with a worker consuming more queues it can lag).
-    const deadline = Date.now() + WAIT_MS;
-    while ((await stack.redis.hlen(key)) > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    expect(await stack.redis.hlen(key)).toBe(0);
+    // The job ends (kept as failed) when the consumer finishes it, just after the handler published
+    // FAILED: wait for that state rather than race it (with a worker consuming more queues it can lag).
+    await until(async () => (await storedState(stack, 'high_priority', id)) === 'failed', 'the job to be kept as failed', WAIT_MS);
+    expect(await stack.redis.hlen(key)).toBe(1);
   });
 });

@@ -26,7 +26,7 @@ describe('stranded generations', () => {
     const deps: StrandedSweep = {
       db: stack.tdb.db,
       redis: stack.redis,
-      jobsKeys: { generateImage: jobsKey(stack.config, 'high_priority'), uploadToCloud: jobsKey(stack.config, 'normal_priority') },
+      prefix: stack.config.redis.prefix,
       producer,
       maxAttempts: 3,
       fail: (id, failure) => failGeneration(stack.tdb.db, publisher, id, failure, { db: stack.tdb.db, producer, log: createLogger('silent') }),

@@ -10,6 +10,7 @@ import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { graphql } from '../gql';
 import { gql, codeOf } from '../helpers/graphql';
+import { hasEnded, storedState } from '../helpers/storedJobs';
 import { startStack, type Stack } from '../helpers/stack';
 import { startReceiver, type TestReceiver, type ReceivedHook } from '../helpers/webhookReceiver';
 import { insertGenerationReservingCredits } from '../../src/db/statements';
@@ -150,7 +151,7 @@ describe('webhooks, with a real receiver', () => {
     const { id } = await generateHooked('/moved');
     await until(async () => (await deliveries(id)).length === MAX_ATTEMPTS, 'every try');
     const key = jobId('deliverWebhook', `${id}:SUCCEEDED`);
-    await until(async () => !(await stack.redis.hexists(jobsKey(stack.config, 'webhooks'), key)), 'the job to end');
+    await until(async () => hasEnded(await storedState(stack, 'webhooks', key)), 'the job to end');
     const tries = await deliveries(id);
     expect(tries.map((d) => d.statusCode)).toEqual(Array(MAX_ATTEMPTS).fill(302));
     expect(receiver.received('/target')).toHaveLength(0);
@@ -161,7 +162,7 @@ describe('webhooks, with a real receiver', () => {
     const { id } = await generateHooked('/gone');
     const key = jobId('deliverWebhook', `${id}:SUCCEEDED`);
     await until(async () => (await deliveries(id)).length > 0, 'the first try');
-    await until(async () => !(await stack.redis.hexists(jobsKey(stack.config, 'webhooks'), key)), 'the job to end');
+    await until(async () => hasEnded(await storedState(stack, 'webhooks', key)), 'the job to end');
     expect((await deliveries(id)).map((d) => d.statusCode)).toEqual([410]);
   });
 
@@ -226,7 +227,7 @@ describe('webhooks, with a real receiver', () => {
       const result = await sweepStrandedGenerations({
         db,
         redis: stack.redis,
-        jobsKeys: { generateImage: jobsKey(stack.config, 'high_priority'), uploadToCloud: jobsKey(stack.config, 'normal_priority') },
+        prefix: stack.config.redis.prefix,
         producer,
         maxAttempts: 3,
         fail: (gid, failure) => failGeneration(db, publisher, gid, failure, { db, producer, log }),

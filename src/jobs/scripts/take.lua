@@ -1,6 +1,8 @@
--- KEYS: waiting, active, stalling, jobs, delayed, earlierDelayed.
+-- KEYS: waiting, active, stalling, jobs, delayed, earlierDelayed, succeeded, failed, succeededAt,
+-- failedAt.
 -- ARGV: now (ms), how many jobs to take, how many ended jobs follow, how many released ids follow,
--- then 4 values per ended job (id, s|f|r, the record to store for a retry, the retry delay in ms),
+-- how many succeeded and failed jobs to keep, then 4 values per ended job (id, s|f|r, the record to
+-- store (for a retry, or for a success or failure that is kept; empty: not kept), the retry delay in ms),
 -- the released ids (taken, but the consumer is closing: back to the front of the queue), then ids a
 -- blocking wait moved to `active`, whose records are wanted.
 -- Returns {taken from waiting, id, record, id, record, ...}.
@@ -12,11 +14,18 @@
 -- waited) is dropped from `active` at once rather than left there for a stall check to re-queue. A
 -- claimed id that is no longer in `active` (a stall check moved it back while the reply was on its
 -- way) is left to whoever takes it from the queue.
+--
+-- A success or final failure is kept as Bee-Queue keeps one with removeOnSuccess/removeOnFailure
+-- off (its record, with its status, stays in `jobs`; its id joins the `succeeded` or `failed` set),
+-- so dashboards list it; beyond the newest `keep` of a state (their end times are in the
+-- `succeededAt` / `failedAt` zsets) the oldest are dropped, record and all.
 local now = tonumber(ARGV[1])
 local want = tonumber(ARGV[2])
 local ended = tonumber(ARGV[3])
 local released = tonumber(ARGV[4])
-local i = 5
+local keep = {s = tonumber(ARGV[5]), f = tonumber(ARGV[6])}
+local kept = {s = {KEYS[7], KEYS[9]}, f = {KEYS[8], KEYS[10]}}
+local i = 7
 for _ = 1, ended do
   local id, how = ARGV[i], ARGV[i + 1]
   local removed = redis.call('lrem', KEYS[2], 0, id)
@@ -31,6 +40,17 @@ for _ = 1, ended do
       else
         redis.call('lpush', KEYS[1], id)
       end
+    end
+  elseif removed > 0 and keep[how] > 0 and ARGV[i + 2] ~= '' then
+    local set, at = kept[how][1], kept[how][2]
+    redis.call('hset', KEYS[4], id, ARGV[i + 2])
+    redis.call('sadd', set, id)
+    redis.call('zadd', at, now, id)
+    while redis.call('scard', set) > keep[how] do
+      local oldest = redis.call('zpopmin', at)
+      if #oldest == 0 then break end
+      -- Only while it is still kept: a retried or re-added job of that id owns the record now.
+      if redis.call('srem', set, oldest[1]) == 1 then redis.call('hdel', KEYS[4], oldest[1]) end
     end
   else
     redis.call('hdel', KEYS[4], id)
