@@ -43,11 +43,60 @@ export function hardeningPlugins(settings: Config['graphql']): AnyPlugin[] {
   });
   return [
     useCSRFPrevention({ requestHeaders: [CSRF_HEADER] }),
+    shallowDocumentsOnly,
     ...(armor.protect().plugins as AnyPlugin[]),
     ...(settings.graphiql ? [] : [useDisableIntrospection()]),
     storableTextOnly,
     shapeErrors(settings.maxErrors),
   ];
+}
+
+/**
+ * Brackets, braces and parentheses a document may nest: far beyond any real operation (the input
+ * types nest 3 deep, GRAPHQL_MAX_DEPTH bounds selections), far below what overflows the parser's
+ * stack. armor's token limit alone does not stop 2,000 nested list literals (measured: the parser
+ * overflows first).
+ */
+export const MAX_DOCUMENT_NESTING = 64;
+
+/** Refuses, before parsing, a document that nests deeper than MAX_DOCUMENT_NESTING. */
+const shallowDocumentsOnly: AnyPlugin = {
+  onParams({ params }) {
+    if (typeof params.query === 'string' && documentNesting(params.query, MAX_DOCUMENT_NESTING) > MAX_DOCUMENT_NESTING) {
+      throw new GraphQLError(`The document nests brackets deeper than ${MAX_DOCUMENT_NESTING} levels.`, {
+        extensions: { code: 'GRAPHQL_VALIDATION_FAILED' },
+      });
+    }
+  },
+};
+
+/**
+ * How deep `{`, `[` and `(` nest in a GraphQL document, outside strings and comments; stops
+ * counting once past `stopAbove`. A linear scan with no recursion.
+ */
+export function documentNesting(doc: string, stopAbove = Infinity): number {
+  let depth = 0;
+  let deepest = 0;
+  for (let i = 0; i < doc.length; i++) {
+    const c = doc[i];
+    if (c === '#') {
+      while (i < doc.length && doc[i] !== '\n' && doc[i] !== '\r') i++;
+    } else if (c === '"') {
+      if (doc.startsWith('"""', i)) {
+        const end = doc.indexOf('"""', i + 3);
+        if (end === -1) break;
+        i = end + 2;
+      } else {
+        for (i++; i < doc.length && doc[i] !== '"' && doc[i] !== '\n'; i++) if (doc[i] === '\\') i++;
+      }
+    } else if (c === '{' || c === '[' || c === '(') {
+      deepest = Math.max(deepest, ++depth);
+      if (deepest > stopAbove) return deepest;
+    } else if (c === '}' || c === ']' || c === ')') {
+      depth = Math.max(0, depth - 1);
+    }
+  }
+  return deepest;
 }
 
 /** Refuses an operation whose variables or string literals hold text Postgres cannot store. */
@@ -112,10 +161,11 @@ function shapeErrors(maxErrors: number): AnyPlugin {
         // armor reports its limits as syntax errors; they are not, and the request is refused whole.
         error.message = limit[1]!;
         extensions.code = 'GRAPHQL_VALIDATION_FAILED';
-        extensions.http = { status: 400 };
       } else if (error.message.startsWith('Required CSRF header')) {
         error.message = `A GET or a form-encoded POST must carry the ${CSRF_HEADER} header (any value); a JSON POST needs none.`;
         extensions.code = 'CSRF_HEADER_MISSING';
+      } else if (error.message.startsWith('Can only perform a mutation operation from a POST request')) {
+        extensions.http = { status: 405, headers: { allow: 'POST' } };
       } else if (extensions.code === 'BAD_REQUEST') {
         // A request that is not GraphQL over HTTP at all (bad JSON, no query) is a 400 whatever the client accepts.
         extensions.http = { status: 400 };

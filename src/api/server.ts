@@ -224,6 +224,8 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
    * a Node framework has read from `req.body`), and with a GET's JSON parameters checked first.
    */
   const toYoga = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
+    const refusal = refusedBeforeYoga(req);
+    if (refusal) return sendJson(res, refusal.status, { errors: [{ message: refusal.message, extensions: { code: refusal.code } }] }, refusal.headers);
     if (req.method === 'GET' || req.method === 'HEAD') {
       const bad = malformedJsonParameter(req.url ?? '/');
       if (bad) return sendJson(res, 400, { errors: [{ message: `The "${bad}" parameter is not valid JSON.`, extensions: { code: 'BAD_REQUEST' } }] });
@@ -269,6 +271,24 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   };
 }
 
+
+/**
+ * Content types yoga reads a POST in (JSON, GraphQL), and those a browser sends without a preflight
+ * (yoga's CSRF prevention answers those).
+ */
+const POST_CONTENT_TYPES = /^\s*(application\/(json|graphql|graphql\+json|graphql-response\+json)|text\/plain|application\/x-www-form-urlencoded|multipart\/form-data)\s*(;|$)/i;
+
+/** A /graphql request refused before yoga sees it: a method it does not serve, or a content type it cannot read. */
+function refusedBeforeYoga(req: http.IncomingMessage): { status: number; code: string; message: string; headers?: Record<string, string> } | null {
+  if (!(req.url ?? '/').startsWith('/graphql')) return null;
+  if (!['GET', 'HEAD', 'POST', 'OPTIONS'].includes(req.method ?? '')) {
+    return { status: 405, code: 'METHOD_NOT_ALLOWED', message: 'GraphQL is served over GET and POST.', headers: { allow: 'GET, POST' } };
+  }
+  if (req.method === 'POST' && !POST_CONTENT_TYPES.test(req.headers['content-type'] ?? '')) {
+    return { status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', message: 'Send the operation as JSON (content-type: application/json).' };
+  }
+  return null;
+}
 
 /** The name of a GET's `variables` or `extensions` parameter that is not JSON, if any. */
 function malformedJsonParameter(url: string): string | null {
