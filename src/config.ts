@@ -67,6 +67,24 @@ const envSchema = z.object({
   LOG_FORMAT: z.preprocess(blankToUndefined, z.enum(LOG_FORMATS).default('json')),
 
   HOST: z.string().trim().min(1).default('0.0.0.0'),
+  /** The largest request body the API reads for GraphQL; a larger one is refused unread (413). */
+  MAX_BODY_BYTES: int(256 * 1024, 1024, 64 * 1024 * 1024),
+  /** GraphiQL and introspection at /graphql; unset: on, except with NODE_ENV=production. */
+  GRAPHIQL: z.preprocess(blankToUndefined, z.enum(['true', 'false', '1', '0', 'yes', 'no'], { message: 'must be true or false' }).optional()),
+  /** Operations in one request as a JSON array; 0 refuses batches. */
+  GRAPHQL_BATCHING: int(0, 0, 100),
+  /** Selection-set nesting an operation may have (introspection's own nesting is not counted). */
+  GRAPHQL_MAX_DEPTH: int(10, 1, 1000),
+  /** graphql-armor's cost of an operation: 2 per object and 1 per scalar field, times 1.5 per level of depth. */
+  GRAPHQL_MAX_COST: int(5000, 1, 100_000_000),
+  /** Aliased fields in one operation. */
+  GRAPHQL_MAX_ALIASES: int(15, 0, 100_000),
+  /** Directives in one operation. */
+  GRAPHQL_MAX_DIRECTIVES: int(50, 0, 100_000),
+  /** Lexical tokens in one document: the parser stops at this many, so no document can nest deep enough to overflow the stack. */
+  GRAPHQL_MAX_TOKENS: int(2000, 10, 1_000_000),
+  /** Errors listed in one answer; past this, one more error says how many were left out. */
+  GRAPHQL_MAX_ERRORS: int(20, 1, 10_000),
   PORT: int(4000, 0, 65535),
   /** Base of the URLs handed to clients (image files); defaults to http://localhost:PORT. */
   PUBLIC_URL: url(['http:', 'https:']).optional(),
@@ -281,6 +299,17 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
       host: e.HOST,
       port: e.PORT,
       publicUrl: (e.PUBLIC_URL ?? `http://localhost:${e.PORT}`).replace(/\/+$/, ''),
+    },
+    graphql: {
+      graphiql: e.GRAPHIQL === undefined ? e.NODE_ENV !== 'production' : ['true', '1', 'yes'].includes(e.GRAPHIQL),
+      batching: e.GRAPHQL_BATCHING,
+      maxBodyBytes: e.MAX_BODY_BYTES,
+      maxDepth: e.GRAPHQL_MAX_DEPTH,
+      maxCost: e.GRAPHQL_MAX_COST,
+      maxAliases: e.GRAPHQL_MAX_ALIASES,
+      maxDirectives: e.GRAPHQL_MAX_DIRECTIVES,
+      maxTokens: e.GRAPHQL_MAX_TOKENS,
+      maxErrors: e.GRAPHQL_MAX_ERRORS,
     },
     redis: { url: e.REDIS_URL, prefix: e.REDIS_PREFIX, enqueueTimeoutMs: e.ENQUEUE_TIMEOUT_MS },
     database: { url: e.DATABASE_URL ?? e.APP_DATABASE_URL, poolMax: e.DATABASE_POOL_MAX },

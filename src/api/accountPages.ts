@@ -7,6 +7,7 @@ import type http from 'node:http';
 import type { AccountService } from '../accounts/service';
 import { DomainError } from '../errors';
 import { escapeHtml } from '../html';
+import { readBody } from '../http';
 import type { Logger } from '../logger';
 import { ACCOUNT_PATHS } from '../mail/templates';
 
@@ -28,20 +29,10 @@ function page(res: http.ServerResponse, status: number, title: string, body: str
   );
 }
 
-function readForm(req: http.IncomingMessage): Promise<URLSearchParams | null> {
-  return new Promise((resolve) => {
-    let size = 0;
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > MAX_FORM_BYTES) {
-        resolve(null);
-        req.destroy();
-      } else chunks.push(c);
-    });
-    req.on('end', () => resolve(new URLSearchParams(Buffer.concat(chunks).toString('utf8'))));
-    req.on('error', () => resolve(null));
-  });
+/** The posted form, or null when it is larger than these pages send (or was cut short). */
+async function readForm(req: http.IncomingMessage): Promise<URLSearchParams | null> {
+  const body = await readBody(req, MAX_FORM_BYTES).catch(() => null);
+  return body && new URLSearchParams(body.toString('utf8'));
 }
 
 /** Handles the request if it is for one of the pages; false otherwise. */
@@ -72,7 +63,10 @@ export function handleAccountPage(req: http.IncomingMessage, res: http.ServerRes
   }
   void (async () => {
     const form = await readForm(req);
-    if (!form) return page(res, 413, 'Too large', '<p>That form was larger than this page sends.</p>');
+    if (!form) {
+      res.setHeader('connection', 'close');
+      return page(res, 413, 'Too large', '<p>That form was larger than this page sends.</p>');
+    }
     const token = form.get('token') ?? '';
     try {
       if (isVerify) {

@@ -12,6 +12,7 @@ import type { Config } from '../config';
 import { DomainError, notFound, unauthenticated, type PublicErrorCode } from '../errors';
 import type { generationInputSchema } from '../generation/input';
 import type { GenerationService } from '../generation/service';
+import { BodyError, readBody } from '../http';
 import type { Logger } from '../logger';
 import type { ImageUrls } from '../storage/storage';
 import { taskStatus } from './celeryState';
@@ -93,7 +94,7 @@ async function route(deps: RestDeps, openApi: string, path: string, req: http.In
 }
 
 async function generate(deps: RestDeps, req: http.IncomingMessage): Promise<HttpAnswer> {
-  const text = await readBody(req);
+  const text = await readText(req);
   const user = await authenticate(deps, req);
   const parsed = parseGenerateBody(text, deps.rules);
   if (!parsed.ok) return new HttpAnswer(422, { detail: parsed.detail });
@@ -119,25 +120,15 @@ async function authenticate(deps: RestDeps, req: http.IncomingMessage): Promise<
 }
 
 /** The body as text, at most REST_MAX_BODY_BYTES (413 past it, told by Content-Length before reading when it can be). */
-function readBody(req: http.IncomingMessage): Promise<string> {
-  const tooLarge = () => new HttpAnswer(413, { detail: `The request body is larger than ${REST_MAX_BODY_BYTES} bytes.` }, { connection: 'close' });
-  if (Number(req.headers['content-length'] ?? 0) > REST_MAX_BODY_BYTES) return Promise.reject(tooLarge());
-  return new Promise((resolve, reject) => {
-    let size = 0;
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > REST_MAX_BODY_BYTES) {
-        // Stop buffering; the connection closes after the answer, dropping the rest.
-        req.pause();
-        reject(tooLarge());
-      } else chunks.push(c);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
-    // After 'end' this changes nothing; before it, the client hung up (and hears no answer).
-    req.on('close', () => reject(new HttpAnswer(400, { detail: 'The request body was cut short.' })));
-  });
+async function readText(req: http.IncomingMessage): Promise<string> {
+  try {
+    return (await readBody(req, REST_MAX_BODY_BYTES)).toString('utf8');
+  } catch (err) {
+    if (!(err instanceof BodyError)) throw err;
+    throw err.reason === 'too-large'
+      ? new HttpAnswer(413, { detail: err.message }, { connection: 'close' })
+      : new HttpAnswer(400, { detail: err.message });
+  }
 }
 
 function decodePathSegment(raw: string): string {

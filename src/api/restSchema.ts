@@ -7,6 +7,7 @@
  */
 import type { z } from 'zod';
 import type { GenerationInput, generationInputSchema } from '../generation/input';
+import { unstorableReason } from '../text';
 
 type JsonType = 'string' | 'integer' | 'number';
 
@@ -102,8 +103,11 @@ export function parseGenerateBody(text: string, rules: ReturnType<typeof generat
 /** Pydantic's strict view of a JSON value of the wrong type (no coercion of strings or booleans). */
 function typeProblem(type: JsonType, value: unknown): Omit<ValidationIssue, 'loc'> | null {
   switch (type) {
-    case 'string':
-      return typeof value === 'string' ? null : { msg: 'Input should be a valid string', type: 'string_type' };
+    case 'string': {
+      if (typeof value !== 'string') return { msg: 'Input should be a valid string', type: 'string_type' };
+      const reason = unstorableReason(value);
+      return reason ? { msg: `Value ${reason}`, type: 'string_unicode' } : null;
+    }
     case 'number':
       return typeof value === 'number' && Number.isFinite(value) ? null : { msg: 'Input should be a valid number', type: 'float_type' };
     case 'integer':

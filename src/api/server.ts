@@ -37,8 +37,9 @@ import { OperatorService } from '../operators/service';
 import { FILES_PATH, LocalFileUrls } from '../storage/localFileUrls';
 import { resolveKey } from '../storage/localFolder';
 import { coreChecks, handleHealth, handleMetrics } from '../health';
-import { sendJson } from '../http';
+import { BodyError, readBody, sendJson } from '../http';
 import { createDashboardHandler } from '../dashboard/handler';
+import { CSRF_HEADER, hardeningPlugins } from './hardening';
 import { handleAccountPage } from './accountPages';
 import { apiMetrics } from './metrics';
 import { createRestHandler } from './rest';
@@ -142,9 +143,18 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     schema: buildSchema({ limits: config.limits, samplers }),
     graphqlEndpoint: '/graphql',
     landingPage: false,
-    graphiql: { title: 'Stable Diffusion jobs', subscriptionsProtocol: 'SSE', ...opts.graphiql },
+    graphiql: config.graphql.graphiql
+      ? {
+          title: 'Stable Diffusion jobs',
+          subscriptionsProtocol: 'SSE',
+          // GraphiQL sends subscriptions as GETs, which CSRF prevention lets through only with this header.
+          additionalHeaders: { [CSRF_HEADER]: '1' },
+          ...opts.graphiql,
+        }
+      : false,
+    batching: config.graphql.batching > 0 ? { limit: config.graphql.batching } : false,
     renderGraphiQL: renderLocalGraphiQL,
-    plugins: [sseHeaders, metrics.plugin],
+    plugins: [...hardeningPlugins(config.graphql), sseHeaders, metrics.plugin],
     logging: {
       debug: (...a: unknown[]) => log.debug({ yoga: a }, 'yoga'),
       info: (...a: unknown[]) => log.info({ yoga: a }, 'yoga'),
@@ -152,6 +162,8 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
       error: (...a: unknown[]) => log.error({ yoga: a }, 'yoga'),
     },
     maskedErrors: {
+      // No stack, original message or file path in any answer, in development too: the log has them.
+      isDev: false,
       // Errors with a public code pass through; everything else is logged whole and masked.
       maskError: (error, message, isDev) => {
         const domain = domainErrorOf(error);
@@ -212,7 +224,30 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     if (url.startsWith('/admin/') && dashboard.handle(req, res)) return;
     if (rest(req, res)) return;
     if (web.handle(req, res)) return;
-    void yoga(req, res);
+    void toYoga(req, res);
+  };
+  /**
+   * Hands a request to yoga with its body already read, at most MAX_BODY_BYTES (yoga takes a body
+   * a Node framework has read from `req.body`), and with a GET's JSON parameters checked first.
+   */
+  const toYoga = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
+    const refusal = refusedBeforeYoga(req);
+    if (refusal) return sendJson(res, refusal.status, { errors: [{ message: refusal.message, extensions: { code: refusal.code } }] }, refusal.headers);
+    if (req.method === 'GET' || req.method === 'HEAD') {
+      const bad = malformedJsonParameter(req.url ?? '/');
+      if (bad) return sendJson(res, 400, { errors: [{ message: `The "${bad}" parameter is not valid JSON.`, extensions: { code: 'BAD_REQUEST' } }] });
+      return yoga(req, res);
+    }
+    let body: Buffer;
+    try {
+      body = await readBody(req, config.graphql.maxBodyBytes);
+    } catch (err) {
+      if (!(err instanceof BodyError)) throw err;
+      if (err.reason === 'cut-short') return void res.destroy();
+      return sendJson(res, 413, { errors: [{ message: err.message, extensions: { code: 'PAYLOAD_TOO_LARGE' } }] }, { connection: 'close' });
+    }
+    (req as http.IncomingMessage & { body?: Buffer }).body = body;
+    return yoga(req, res);
   };
 
   let closing: Promise<void> | undefined;
@@ -243,6 +278,41 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   };
 }
 
+
+/**
+ * Content types yoga reads a POST in (JSON, GraphQL), and those a browser sends without a preflight
+ * (yoga's CSRF prevention answers those).
+ */
+const POST_CONTENT_TYPES = /^\s*(application\/(json|graphql|graphql\+json|graphql-response\+json)|text\/plain|application\/x-www-form-urlencoded|multipart\/form-data)\s*(;|$)/i;
+
+/** A /graphql request refused before yoga sees it: a method it does not serve, or a content type it cannot read. */
+function refusedBeforeYoga(req: http.IncomingMessage): { status: number; code: string; message: string; headers?: Record<string, string> } | null {
+  if (!(req.url ?? '/').startsWith('/graphql')) return null;
+  if (!['GET', 'HEAD', 'POST', 'OPTIONS'].includes(req.method ?? '')) {
+    return { status: 405, code: 'METHOD_NOT_ALLOWED', message: 'GraphQL is served over GET and POST.', headers: { allow: 'GET, POST' } };
+  }
+  if (req.method === 'POST' && !POST_CONTENT_TYPES.test(req.headers['content-type'] ?? '')) {
+    return { status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', message: 'Send the operation as JSON (content-type: application/json).' };
+  }
+  return null;
+}
+
+/** The name of a GET's `variables` or `extensions` parameter that is not JSON, if any. */
+function malformedJsonParameter(url: string): string | null {
+  const queryAt = url.indexOf('?');
+  if (queryAt === -1) return null;
+  const params = new URLSearchParams(url.slice(queryAt + 1));
+  for (const name of ['variables', 'extensions']) {
+    const value = params.get(name);
+    if (value === null || value === '') continue;
+    try {
+      JSON.parse(value);
+    } catch {
+      return name;
+    }
+  }
+  return null;
+}
 
 /** A request id a proxy sent (x-request-id, if it is a plain token), else a new one. */
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;

@@ -10,6 +10,7 @@ import type { TokenAuthenticator } from '../auth/cache';
 import type { AuthUser } from '../auth/tokens';
 import { QUEUE_NAMES, type Config } from '../config';
 import type { GenerationService } from '../generation/service';
+import { BodyError, readBody, sendJson } from '../http';
 import type { Logger } from '../logger';
 import { DashboardActions, isQueueName, type ActionResult } from './actions';
 import { ARENA_HOST } from './arenaApp';
@@ -38,18 +39,11 @@ function html(res: http.ServerResponse, status: number, body: string, headers: R
   res.writeHead(status, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', ...headers }).end(body);
 }
 function json(res: http.ServerResponse, status: number, body: unknown): void {
-  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(JSON.stringify(body));
+  sendJson(res, status, body, { 'cache-control': 'no-store' });
 }
 
-class BodyTooLarge extends Error {}
-
-async function readBody(req: http.IncomingMessage): Promise<string> {
-  let body = '';
-  for await (const chunk of req) {
-    body += String(chunk);
-    if (body.length > BODY_LIMIT) throw new BodyTooLarge('request body too large');
-  }
-  return body;
+async function readText(req: http.IncomingMessage): Promise<string> {
+  return (await readBody(req, BODY_LIMIT)).toString('utf8');
 }
 
 /** Arena's retry and remove routes (single and bulk), with the queue and the job id. */
@@ -62,7 +56,7 @@ export function createDashboardHandler(deps: DashboardDeps): DashboardHandler {
 
   async function signIn(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     if (req.method !== 'POST') return html(res, 200, signInPage(DASHBOARD_PATH));
-    const token = new URLSearchParams(await readBody(req)).get('token')?.trim() ?? '';
+    const token = new URLSearchParams(await readText(req)).get('token')?.trim() ?? '';
     const user = token ? await auth.authenticate(token) : null;
     if (!user) return html(res, 401, signInPage(DASHBOARD_PATH, 'That is not a valid API token.'));
     if (!user.isAdmin) return html(res, 403, forbiddenPage(DASHBOARD_PATH), { 'set-cookie': clearedCookie(req) });
@@ -82,7 +76,7 @@ export function createDashboardHandler(deps: DashboardDeps): DashboardHandler {
     const queue = rawQueue;
     let ids: string[];
     if (rawId === 'bulk') {
-      const body: unknown = JSON.parse((await readBody(req)) || '{}');
+      const body: unknown = JSON.parse((await readText(req)) || '{}');
       const jobs = (body as { jobs?: unknown } | null)?.jobs;
       if (!Array.isArray(jobs) || !jobs.every((j): j is string => typeof j === 'string')) {
         json(res, 400, { error: 'jobs: a list of job ids' });
@@ -132,7 +126,7 @@ export function createDashboardHandler(deps: DashboardDeps): DashboardHandler {
       const url = req.url ?? '/';
       if (!config.dashboard.enabled || (url !== DASHBOARD_PATH && !url.startsWith(`${DASHBOARD_PATH}/`) && !url.startsWith(`${DASHBOARD_PATH}?`))) return false;
       serve(req, res).catch((err: unknown) => {
-        if (err instanceof BodyTooLarge) return json(res, 413, { error: err.message });
+        if (err instanceof BodyError) return json(res, err.reason === 'too-large' ? 413 : 400, { error: err.message });
         if (err instanceof SyntaxError || err instanceof URIError) return json(res, 400, { error: 'malformed request' });
         log.error({ err, url: url.split('?')[0] }, 'queue dashboard request failed');
         if (res.headersSent) res.destroy();

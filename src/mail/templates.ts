@@ -84,7 +84,8 @@ export function renderMail<T extends MailTemplate>(template: T, params: MailTemp
         `Generation ${p.generationId}.`,
         'You can switch these mails off with updateNotificationSettings(imagesReady: false).',
       ];
-      return { subject: `Images ready: ${excerpt(p.prompt, 60)}`, text: `${lines.join('\n')}\n`, html: page(lines) };
+      // One line: a prompt's line breaks must not reach a header.
+      return { subject: `Images ready: ${excerpt(p.prompt.replace(/\s+/g, ' '), 60)}`, text: `${lines.join('\n')}\n`, html: page(lines) };
     }
   }
   throw new Error(`unknown mail template ${String(template)}`);
