@@ -14,6 +14,9 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     testTimeout: 30_000,
     hookTimeout: 60_000,
+    // expect.poll waits for a state, not for a time: vitest's default gives up after 1 s, which a
+    // busy machine can take to finish a generation's post-processing. The test's own timeout bounds it.
+    expect: { poll: { timeout: 25_000, interval: 50 } },
     pool: 'forks',
     // Two cores: more parallel files only fight over them.
     maxWorkers: 2,
