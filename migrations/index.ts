@@ -11,10 +11,13 @@ import * as m005 from './005_accounts';
 import * as m006 from './006_chat_history';
 import * as m007 from './007_image_urls_made_per_answer';
 import * as m008 from './008_webhooks';
+import * as m009 from './009_unfinished_generations_index';
 
 export interface Migration {
   up(knex: Knex): Promise<void>;
   down(knex: Knex): Promise<void>;
+  /** `{ transaction: false }`: runs outside a transaction (CREATE INDEX CONCURRENTLY). */
+  config?: { transaction?: boolean };
 }
 
 export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migration]> = [
@@ -26,4 +29,5 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migrat
   ['006_chat_history', m006],
   ['007_image_urls_made_per_answer', m007],
   ['008_webhooks', m008],
+  ['009_unfinished_generations_index', m009],
 ];

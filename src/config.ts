@@ -235,6 +235,36 @@ const envSchema = z.object({
   WEBHOOK_TIMEOUT_MS: int(10_000, 10, 600_000),
   /** Lets webhooks go to loopback, private and link-local addresses: tests and local development only. */
   WEBHOOK_ALLOW_PRIVATE: bool(false),
+
+  /**
+   * Proxies in front of the API that append to X-Forwarded-For. 0: the client is the socket's peer
+   * and X-Forwarded-For is ignored; N: the address N hops from the right of the chain (the header's
+   * entries, then the peer) is the client's. Only set it when every request passes those proxies.
+   */
+  TRUST_PROXY: int(0, 0, 10),
+  /**
+   * Abuse limits, held in Redis so they hold across API processes; 0 turns a limit off. Windows are
+   * fixed in code: generations per minute, sign-in per address per 15 min, the rest per hour.
+   */
+  RATE_LIMIT_GENERATIONS_PER_MINUTE: int(30, 0, 1_000_000_000),
+  /** Generations of one user not finished yet (any status before SUCCEEDED, FAILED, CANCELLED). */
+  MAX_UNFINISHED_GENERATIONS_PER_USER: int(10, 0, 1_000_000),
+  RATE_LIMIT_SIGNIN_PER_ADDRESS: int(10, 0, 1_000_000_000),
+  RATE_LIMIT_SIGNIN_PER_IP: int(100, 0, 1_000_000_000),
+  /** Each sign-up sends a mail to the address: this bounds the mails one address gets from them. */
+  RATE_LIMIT_SIGNUP_PER_ADDRESS: int(3, 0, 1_000_000_000),
+  RATE_LIMIT_SIGNUP_PER_IP: int(20, 0, 1_000_000_000),
+  /** Each reset request sends a mail (when the address has an account). */
+  RATE_LIMIT_PASSWORD_RESET_PER_ADDRESS: int(3, 0, 1_000_000_000),
+  RATE_LIMIT_PASSWORD_RESET_PER_IP: int(20, 0, 1_000_000_000),
+  /** Open generationProgress streams of one user, counted over every API process. */
+  MAX_SUBSCRIPTIONS_PER_USER: int(20, 0, 1_000_000),
+  /** Open generationProgress streams of one API process. */
+  MAX_SUBSCRIPTIONS_PER_PROCESS: int(10_000, 0, 10_000_000),
+  /** An open stream renews its slot in Redis this often; a slot not renewed for 3 times this long (its process died) is freed. */
+  SUBSCRIPTION_HEARTBEAT_MS: int(10_000, 50, 600_000),
+  /** How long a limit's Redis call may take; past it sign-in, sign-up and reset are refused, generations and streams allowed. */
+  RATE_LIMIT_REDIS_TIMEOUT_MS: int(500, 10, 60_000),
 });
 
 export type Env = Record<string, string | undefined>;
@@ -298,6 +328,7 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
     http: {
       host: e.HOST,
       port: e.PORT,
+      trustProxy: e.TRUST_PROXY,
       publicUrl: (e.PUBLIC_URL ?? `http://localhost:${e.PORT}`).replace(/\/+$/, ''),
     },
     graphql: {
@@ -382,6 +413,20 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
       allowPrivate: e.WEBHOOK_ALLOW_PRIVATE,
     },
     mail: { smtpUrl: e.SMTP_URL, timeoutMs: e.SMTP_TIMEOUT_MS, from: e.MAIL_FROM, outboxDir: e.MAIL_OUTBOX_DIR },
+    rateLimits: {
+      generationsPerMinute: e.RATE_LIMIT_GENERATIONS_PER_MINUTE,
+      unfinishedGenerationsPerUser: e.MAX_UNFINISHED_GENERATIONS_PER_USER,
+      signInPerAddress: e.RATE_LIMIT_SIGNIN_PER_ADDRESS,
+      signInPerIp: e.RATE_LIMIT_SIGNIN_PER_IP,
+      signUpPerAddress: e.RATE_LIMIT_SIGNUP_PER_ADDRESS,
+      signUpPerIp: e.RATE_LIMIT_SIGNUP_PER_IP,
+      passwordResetPerAddress: e.RATE_LIMIT_PASSWORD_RESET_PER_ADDRESS,
+      passwordResetPerIp: e.RATE_LIMIT_PASSWORD_RESET_PER_IP,
+      subscriptionsPerUser: e.MAX_SUBSCRIPTIONS_PER_USER,
+      subscriptionsPerProcess: e.MAX_SUBSCRIPTIONS_PER_PROCESS,
+      subscriptionHeartbeatMs: e.SUBSCRIPTION_HEARTBEAT_MS,
+      redisTimeoutMs: e.RATE_LIMIT_REDIS_TIMEOUT_MS,
+    },
     auth: {
       cacheTtlMs: e.AUTH_CACHE_TTL_MS,
       cacheNegativeTtlMs: e.AUTH_CACHE_NEGATIVE_TTL_MS,

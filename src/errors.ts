@@ -30,3 +30,7 @@ export class DomainError extends Error {
 export const unauthenticated = () =>
   new DomainError('UNAUTHENTICATED', 'Send a valid API token as "Authorization: Bearer <token>".');
 export const notFound = (what: string, id: string) => new DomainError('NOT_FOUND', `${what} ${id} was not found.`);
+
+/** A limit was reached; `retryAfterSeconds` (whole seconds, at least 1) says when to try again. */
+export const rateLimited = (message: string, retryAfterSeconds: number) =>
+  new DomainError('RATE_LIMITED', message, { retryAfterSeconds: Math.max(1, Math.ceil(retryAfterSeconds)) });

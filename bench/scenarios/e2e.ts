@@ -18,6 +18,7 @@ import { GenerateDoc, ProgressDoc } from '../../test/integration/documents';
 import { forkTs } from '../lib/processes';
 import { percentile, round } from '../lib/stats';
 import type { Scenario } from '../lib/types';
+import { BENCH_LIMITS_ENV } from '../lib/limits';
 
 const nowMs = () => performance.timeOrigin + performance.now();
 
@@ -51,6 +52,7 @@ export const scenario: Scenario = {
       SMTP_URL: smtp.url,
       WORKER_CONCURRENCY: '2',
       POSTPROCESS_THREADS: '2',
+      ...BENCH_LIMITS_ENV,
     };
     const api = forkTs(new URL('../../src/main/api.ts', import.meta.url), { env });
     const worker = forkTs(new URL('../../workers/main.ts', import.meta.url), { env });

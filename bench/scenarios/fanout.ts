@@ -24,6 +24,7 @@ import { apiVariants, startApiProcess, stopApiProcess } from './progress/apiProc
 import { ask, waitForNoConnections, type MemoryFigures } from './progress/control';
 import { forEachLimited, SseClients, waitUntil } from './progress/sse';
 import { deletePrefix, generatingUpdate, seedGenerations, WATCH_QUERY, type WatchedGeneration } from './progress/workload';
+import { BENCH_LIMITS_ENV } from '../lib/limits';
 
 interface Sizes {
   subscriptions: number;
@@ -77,7 +78,7 @@ async function runFanout(ctx: BenchContext): Promise<ScenarioResult> {
   try {
     tdb = await createTestDatabase({ adminUrl: ctx.adminDatabaseUrl });
     const publisher = new ProgressPublisher(redis, prefix, 600);
-    const env = { REDIS_URL: ctx.redisUrl, REDIS_PREFIX: prefix, DATABASE_URL: tdb.url };
+    const env = { REDIS_URL: ctx.redisUrl, REDIS_PREFIX: prefix, DATABASE_URL: tdb.url, ...BENCH_LIMITS_ENV };
     for (const v of apiVariants()) {
       starting.push(
         startApiProcess(v, env).then((a): Subject => ({ label: `project API (${a.variant.label})`, kind: 'api', child: a.child, origin: a.origin, stop: () => stopApiProcess(a) })),

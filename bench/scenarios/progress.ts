@@ -22,6 +22,7 @@ import { apiVariants, startApiProcess, stopApiProcess, type ApiProcess } from '.
 import { ask, waitForNoConnections } from './progress/control';
 import { forEachLimited, nowMs, SseClients, waitUntil } from './progress/sse';
 import { deletePrefix, generatingUpdate, seedGenerations, WATCH_QUERY, type WatchedGeneration } from './progress/workload';
+import { BENCH_LIMITS_ENV } from '../lib/limits';
 
 /** Send times are epoch milliseconds: anything this large in etaSeconds is a probe. */
 const PROBE_MARK = 1e12;
@@ -67,7 +68,7 @@ async function runProgress(ctx: BenchContext): Promise<ScenarioResult> {
   try {
     tdb = await createTestDatabase({ adminUrl: ctx.adminDatabaseUrl });
     const publisher = new ProgressPublisher(redis, prefix, 600);
-    const env = { REDIS_URL: ctx.redisUrl, REDIS_PREFIX: prefix, DATABASE_URL: tdb.url };
+    const env = { REDIS_URL: ctx.redisUrl, REDIS_PREFIX: prefix, DATABASE_URL: tdb.url, ...BENCH_LIMITS_ENV };
     starting.push(...apiVariants().map((v) => startApiProcess(v, env)));
     const [generations, apis] = await Promise.all([seedGenerations(tdb.db, publisher, sizes.subscriptions), Promise.all(starting)]);
     const raw = await rawChannel(redis, rawSub, `${prefix}:raw`);

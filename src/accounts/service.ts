@@ -10,6 +10,7 @@ import type { Config } from '../config';
 import { grantCredits } from '../credits/ledger';
 import { User } from '../db/models';
 import { DomainError } from '../errors';
+import type { RateLimits } from '../limits/rateLimits';
 import { parseUuid } from '../ids';
 import type { JobProducer } from '../jobs/queues';
 import type { Logger } from '../logger';
@@ -34,6 +35,8 @@ export interface AccountServiceDeps {
   log: Logger;
   /** Drops tokens from this process's authentication cache after they were revoked. */
   forgetTokenHashes(hashes: string[]): void;
+  /** Sign-in, sign-up and reset attempts per address and per client (src/limits/rateLimits.ts); none: unlimited. */
+  limits?: Pick<RateLimits, 'attempt' | 'signInSucceeded'>;
 }
 
 export interface SignUpAnswer {
@@ -90,9 +93,11 @@ export class AccountService {
    * for a sign-up that was rolled back, and one that cannot be queued is SERVICE_UNAVAILABLE (signing
    * up again sends a fresh link).
    */
-  async signUp(rawEmail: string, password: string): Promise<SignUpAnswer> {
+  async signUp(rawEmail: string, password: string, clientIp: string): Promise<SignUpAnswer> {
     const email = this.normalizeEmail(rawEmail);
     this.checkNewPassword(password);
+    // Counted before the password is hashed and a mail queued: both are what a flood would cost.
+    await this.deps.limits?.attempt('signUp', email, clientIp);
     // Hashed whether or not the address is taken: the answer takes as long either way.
     const passwordHash = await hashPassword(password);
     const { db, settings } = this.deps;
@@ -148,8 +153,10 @@ export class AccountService {
    * not verified yet cannot sign in, and hears the same as for a wrong password (a client cannot
    * learn from it whether an address had an account before).
    */
-  async signIn(rawEmail: string, password: string): Promise<Session> {
+  async signIn(rawEmail: string, password: string, clientIp: string): Promise<Session> {
     const email = rawEmail.trim().toLowerCase();
+    // Before the password is checked: every guess counts, right or wrong, by address and by client.
+    await this.deps.limits?.attempt('signIn', email.length <= EMAIL_MAX_LENGTH ? email : null, clientIp);
     const user =
       email.length <= EMAIL_MAX_LENGTH && password.length <= PASSWORD_MAX_LENGTH
         ? await User.query(this.deps.db).findOne({ email }).select('id', 'email', 'password_hash', 'email_verified_at')
@@ -161,6 +168,7 @@ export class AccountService {
       throw new DomainError('UNAUTHENTICATED', 'Wrong email or password, or the address is not confirmed yet (follow the link in the mail sent at sign-up).');
     }
     const session = await issueToken(this.deps.db, user.id, 'session', { kind: 'session', ttlS: this.deps.settings.sessionTtlS });
+    await this.deps.limits?.signInSucceeded(email);
     return { token: session.token, expiresAt: session.expiresAt!, user: { id: user.id, email: user.email, viewer: true } };
   }
 
@@ -176,8 +184,11 @@ export class AccountService {
    * address: the worker looks the account up and makes the link (workers/processors/sendEmail.ts),
    * so the answer and its timing are the same for any address, also while Redis is down.
    */
-  async requestPasswordReset(rawEmail: string): Promise<void> {
-    await this.queueMail({ to: this.normalizeEmail(rawEmail), template: 'resetPassword', params: {} });
+  async requestPasswordReset(rawEmail: string, clientIp: string): Promise<void> {
+    const email = this.normalizeEmail(rawEmail);
+    // Counted whether or not the address has an account: the answer must not tell them apart.
+    await this.deps.limits?.attempt('passwordReset', email, clientIp);
+    await this.queueMail({ to: email, template: 'resetPassword', params: {} });
   }
 
   /** Sets a new password from a reset link; every session of the user ends (API tokens stay). */

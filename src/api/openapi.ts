@@ -82,6 +82,7 @@ export function openApiDocument(limits: Config['limits']) {
             '403': problem('The account’s email address is not confirmed yet.'),
             '413': problem('The body is larger than the endpoint accepts.'),
             '422': json(ref('HTTPValidationError'), 'A malformed body or a field that breaks a rule; nothing is written.'),
+            '429': problem('Too many generations a minute, or too many unfinished; nothing is charged. Try again after Retry-After seconds.'),
             '503': problem('The job queue is unavailable; nothing is charged. Try again after Retry-After seconds.'),
           },
         },

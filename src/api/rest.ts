@@ -46,6 +46,8 @@ export interface RestDeps {
   rules: ReturnType<typeof generationInputSchema>;
   limits: Config['limits'];
   log: Logger;
+  /** The client's address (src/limits/clientIp.ts), for the log line of a refused request. */
+  clientIp(req: http.IncomingMessage): string;
 }
 
 /** A request ends with this thrown: its status and body are already decided. */
@@ -69,7 +71,7 @@ export function createRestHandler(deps: RestDeps): (req: http.IncomingMessage, r
     if (path !== REST_BASE && !path.startsWith(`${REST_BASE}/`)) return false;
     void route(deps, openApi, path, req).then(
       (answer) => send(res, answer),
-      (err: unknown) => send(res, answerFor(err, deps.log)),
+      (err: unknown) => send(res, answerFor(err, deps, req)),
     );
     return true;
   };
@@ -143,17 +145,31 @@ function decodePathSegment(raw: string): string {
 const methodNotAllowed = (allow: string) => new HttpAnswer(405, { detail: 'Method Not Allowed' }, { allow });
 
 /** The one place errors become HTTP answers: domain errors by HTTP_STATUS_OF, anything else a logged 500. */
-function answerFor(err: unknown, log: Logger): HttpAnswer {
+function answerFor(err: unknown, deps: Pick<RestDeps, 'log' | 'clientIp'>, req: http.IncomingMessage): HttpAnswer {
   if (err instanceof HttpAnswer) return err;
   if (err instanceof DomainError) {
     const status = HTTP_STATUS_OF[err.code];
     if (err.code === 'BAD_USER_INPUT') return new HttpAnswer(status, { detail: [{ loc: ['body'], msg: err.message, type: 'value_error' }] });
-    const headers: Record<string, string> =
-      err.code === 'UNAUTHENTICATED' ? { 'www-authenticate': 'Bearer' } : err.code === 'SERVICE_UNAVAILABLE' ? { 'retry-after': String(RETRY_AFTER_S) } : {};
-    return new HttpAnswer(status, { detail: err.message }, headers);
+    return new HttpAnswer(status, { detail: err.message }, headersFor(err, deps, req));
   }
-  log.error({ err }, 'unexpected error in a REST request');
+  deps.log.error({ err }, 'unexpected error in a REST request');
   return new HttpAnswer(500, { detail: 'Internal Server Error' });
+}
+
+function headersFor(err: DomainError, deps: Pick<RestDeps, 'log' | 'clientIp'>, req: http.IncomingMessage): Record<string, string> {
+  switch (err.code) {
+    case 'UNAUTHENTICATED':
+      return { 'www-authenticate': 'Bearer' };
+    case 'SERVICE_UNAVAILABLE':
+      return { 'retry-after': String(RETRY_AFTER_S) };
+    case 'RATE_LIMITED': {
+      const wait = err.details.retryAfterSeconds;
+      deps.log.info({ ip: deps.clientIp(req), retryAfterSeconds: wait }, 'REST request refused by a rate limit');
+      return { 'retry-after': String(typeof wait === 'number' ? wait : RETRY_AFTER_S) };
+    }
+    default:
+      return {};
+  }
 }
 
 function send(res: http.ServerResponse, answer: HttpAnswer): void {

@@ -30,6 +30,9 @@ import { JobProducer, waitingKey } from '../jobs/queues';
 import { withRequestId, type Logger } from '../logger';
 import { ProgressHub } from '../progress/hub';
 import { ProgressPublisher } from '../progress/publisher';
+import { clientIp } from '../limits/clientIp';
+import { RateLimits } from '../limits/rateLimits';
+import { StreamSlots } from '../limits/streamSlots';
 import { closeRedis, openRedis } from '../redis';
 import { buildSchema, type SchemaContext } from '../schema/index';
 import { createImageUrls } from '../storage/fromConfig';
@@ -64,6 +67,12 @@ export interface ApiOptions {
   web?: { dir?: string; demoToken?: string };
 }
 
+/** What yoga is given with each request: it is called as `yoga(req, res)`. */
+interface NodeServerContext {
+  req: http.IncomingMessage;
+  res: http.ServerResponse;
+}
+
 export interface ApiServer {
   readonly server: http.Server;
   listen(port?: number, host?: string): Promise<string>;
@@ -89,6 +98,15 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   };
   const redis = openRedis(config.redis.url, 'api', log);
   const subscriber = openRedis(config.redis.url, 'api-subscriber', log);
+  // The limits' own connection: a command that Redis does not answer in time fails (no queue while
+  // disconnected, no retries), so a limit decides quickly whether Redis is there (src/limits/).
+  const limitsRedis = openRedis(config.redis.url, 'api-limits', log, {
+    commandTimeout: config.rateLimits.redisTimeoutMs,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+  });
+  const rateLimits = new RateLimits(limitsRedis, config.redis.prefix, config.rateLimits, log);
+  const streamSlots = new StreamSlots(limitsRedis, config.redis.prefix, config.rateLimits, log);
   const producer = new JobProducer(config, log);
   const publisher = new ProgressPublisher(redis, config.redis.prefix, config.progress.expiresS);
   const hub = new ProgressHub(subscriber, config.redis.prefix, log);
@@ -96,7 +114,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   try {
     await samplers.start();
   } catch (err) {
-    await Promise.allSettled([producer.close(), closeRedis(subscriber), closeRedis(redis)]);
+    await Promise.allSettled([producer.close(), closeRedis(subscriber), closeRedis(redis), closeRedis(limitsRedis)]);
     closeOwnImageUrls();
     throw err;
   }
@@ -111,6 +129,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     settings: config.accounts,
     log,
     forgetTokenHashes: (hashes) => auth.forgetHashes(hashes),
+    limits: rateLimits,
   });
   const webhooks = new WebhookService({ db, allowPrivate: config.webhooks.allowPrivate });
   const metrics = apiMetrics(() => hub.listenerCount);
@@ -125,6 +144,8 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     log,
     emailVerification: config.accounts.emailVerificationRequired ? { isEmailVerified: (id) => accounts.emailVerified(id) } : undefined,
     credits: metrics.credits,
+    rateLimits,
+    maxUnfinishedPerUser: config.rateLimits.unfinishedGenerationsPerUser,
   });
 
   const rest = createRestHandler({
@@ -134,12 +155,13 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     rules: generationInputSchema(config.limits, samplers),
     limits: config.limits,
     log,
+    clientIp: (req) => clientIp(req, config.http.trustProxy),
   });
   const users = new UserService(db);
   const chat = new ChatService(db);
   const operators = new OperatorService({ redis, prefix: config.redis.prefix, queues: QUEUE_NAMES });
   const web = webPage(opts.web);
-  const yoga = createYoga<Record<string, unknown>, SchemaContext>({
+  const yoga = createYoga<NodeServerContext, SchemaContext>({
     schema: buildSchema({ limits: config.limits, samplers }),
     graphqlEndpoint: '/graphql',
     landingPage: false,
@@ -173,7 +195,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
         return masked;
       },
     },
-    context: async ({ request }): Promise<SchemaContext> => {
+    context: async ({ request, req }): Promise<SchemaContext> => {
       const header = request.headers.get('authorization');
       const token = bearerToken(header);
       const user = token ? await auth.authenticate(token) : null;
@@ -182,6 +204,8 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
         // Credentials that were sent but are not a valid token (unknown, revoked, or not `Bearer <token>`).
         tokenRejected: Boolean(header?.trim()) && user === null,
         token: user ? token : null,
+        clientIp: clientIp(req, config.http.trustProxy),
+        streamSlots,
         generations,
         accounts,
         webhooks,
@@ -270,7 +294,9 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
           server.closeAllConnections();
         });
         samplers.close();
-        await Promise.allSettled([dashboard.close(), producer.close(), closeRedis(subscriber), closeRedis(redis)]);
+        // The streams have ended (their slots went back); then the heartbeat stops and its connection closes.
+        await streamSlots.close();
+        await Promise.allSettled([dashboard.close(), producer.close(), closeRedis(subscriber), closeRedis(redis), closeRedis(limitsRedis)]);
         closeOwnImageUrls();
       })();
       return closing;

@@ -8,6 +8,7 @@ import type { Knex } from 'knex';
 import pg from 'pg';
 import type { AuthUser } from '../auth/tokens';
 import type { GenerationInput } from '../generation/input';
+import { LIVE_STATUSES } from '../generation/lifecycle';
 import type { GenerationRow } from '../generation/repository';
 
 /** Every column of a generation, in the order of `GenerationRow`. */
@@ -29,14 +30,20 @@ const GENERATION_COLUMNS = [
   'updated_at',
 ] as const satisfies ReadonlyArray<keyof GenerationRow>;
 
+/** The statuses counted by MAX_UNFINISHED_GENERATIONS_PER_USER (as the partial index of migration 009 lists them). */
+const UNFINISHED_SQL = LIVE_STATUSES.map((st) => `'${st}'`).join(', ');
+
 const INSERT_RESERVING_CREDITS_SQL = `WITH wanted AS (
      SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::int[]) AS w(id, user_id, input, credits)
    ), totals AS (
-     SELECT user_id, sum(credits) AS credits FROM wanted GROUP BY user_id
+     SELECT user_id, sum(credits) AS credits, count(*) AS generations FROM wanted GROUP BY user_id
    ), reserved AS (
      UPDATE users SET photo_credits = users.photo_credits - totals.credits, updated_at = now()
      FROM totals
      WHERE users.id = totals.user_id AND users.photo_credits >= totals.credits
+       AND ($5::int = 0 OR totals.generations + (
+         SELECT count(*) FROM generations g WHERE g.user_id = users.id AND g.status IN (${UNFINISHED_SQL})
+       ) <= $5::int)
      RETURNING users.id
    )
    , inserted AS (
@@ -60,6 +67,12 @@ export interface NewGeneration {
  * Reserves the credits of new generations (`batchSize` each), inserts them and writes their charges
  * to the credit ledger, in ONE statement (a data-modifying CTE), all or none per user: a user with too few credits for all of their
  * generations here gets none of them (and keeps their credits); the rows returned are those created.
+ * With `maxUnfinished` above 0, the same holds for a user whose unfinished generations (any status
+ * before SUCCEEDED, FAILED or CANCELLED) would number more than that with these: a count over the
+ * partial index of migration 009, in the same statement (no extra round trip). It counts the rows
+ * committed when the statement began, so two statements of one user at the same moment (two API
+ * processes) may together pass it by their own generations; one process never runs two at once
+ * (GenerationInserter).
  * Credits can never go below zero: the UPDATE checks the balance on the row it locks, after any
  * concurrent reservation has committed (and a CHECK constraint backs it up).
  *
@@ -69,19 +82,20 @@ export interface NewGeneration {
  * plan of a running process ("cached plan must not change result type"). Rows are passed sorted by
  * user, so that concurrent statements tend to lock users' rows in the same order.
  */
-export async function insertGenerationsReservingCredits(db: Knex, generations: readonly NewGeneration[]): Promise<GenerationRow[]> {
+export async function insertGenerationsReservingCredits(db: Knex, generations: readonly NewGeneration[], maxUnfinished = 0): Promise<GenerationRow[]> {
   const sorted = [...generations].sort((a, b) => (a.userId < b.userId ? -1 : a.userId > b.userId ? 1 : 0));
-  return runPrepared<GenerationRow>(db, 'sdjobs_insert_generations_reserving_credits', INSERT_RESERVING_CREDITS_SQL, [
+  return runPrepared<GenerationRow>(db, 'sdjobs_insert_generations_reserving_credits_v2', INSERT_RESERVING_CREDITS_SQL, [
     sorted.map((g) => g.id),
     sorted.map((g) => g.userId),
     sorted.map((g) => JSON.stringify(g.input)),
     sorted.map((g) => g.input.batchSize),
+    maxUnfinished,
   ]);
 }
 
-/** Reserves `batchSize` credits and inserts one generation; null when the user has too few credits. */
-export async function insertGenerationReservingCredits(db: Knex, generation: NewGeneration): Promise<GenerationRow | null> {
-  const [row] = await insertGenerationsReservingCredits(db, [generation]);
+/** Reserves `batchSize` credits and inserts one generation; null when the user has too few credits (or too many unfinished). */
+export async function insertGenerationReservingCredits(db: Knex, generation: NewGeneration, maxUnfinished = 0): Promise<GenerationRow | null> {
+  const [row] = await insertGenerationsReservingCredits(db, [generation], maxUnfinished);
   return row ?? null;
 }
 

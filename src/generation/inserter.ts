@@ -28,6 +28,8 @@ export interface GenerationInserterOptions {
   maxInFlight?: number;
   /** Generations in one statement at most. Default 200. */
   maxBatch?: number;
+  /** MAX_UNFINISHED_GENERATIONS_PER_USER: a user's unfinished generations at most, these included; 0 (the default): no limit. */
+  maxUnfinished?: number;
 }
 
 /**
@@ -44,8 +46,9 @@ export interface GenerationInserterOptions {
  * The outcome for each user is what running their requests one by one in arrival order would give:
  * a user is in at most one statement at a time (so this process never waits on its own row locks
  * and cannot deadlock with itself), and when a user cannot pay for all their generations of a
- * statement, those are retried one at a time, so as many as fit are created and the rest get null
- * (INSUFFICIENT_CREDITS). A statement that fails because of a row (a violated constraint, or a
+ * statement (or their unfinished generations would pass `maxUnfinished`), those are retried one at a
+ * time, so as many as fit are created and the rest get null (INSUFFICIENT_CREDITS or RATE_LIMITED:
+ * the service tells which). A statement that fails because of a row (a violated constraint, or a
  * deadlock with another API process) is retried one generation at a time, so the error reaches only
  * the request it belongs to; any other failure reaches every request of the statement.
  */
@@ -56,6 +59,7 @@ export class GenerationInserter {
   private inFlight = 0;
   private readonly maxInFlight: number;
   private readonly maxBatch: number;
+  private readonly maxUnfinished: number;
 
   constructor(
     private readonly db: Knex,
@@ -63,6 +67,7 @@ export class GenerationInserter {
   ) {
     this.maxInFlight = opts.maxInFlight ?? 3;
     this.maxBatch = opts.maxBatch ?? 200;
+    this.maxUnfinished = opts.maxUnfinished ?? 0;
   }
 
   insert(generation: NewGeneration): Promise<GenerationRow | null> {
@@ -104,7 +109,7 @@ export class GenerationInserter {
   private async run(batch: PendingInsert[]): Promise<void> {
     let rows: GenerationRow[];
     try {
-      rows = await insertGenerationsReservingCredits(this.db, batch.map((p) => p.generation));
+      rows = await insertGenerationsReservingCredits(this.db, batch.map((p) => p.generation), this.maxUnfinished);
     } catch (err) {
       if (batch.length > 1 && isRowLevelError(err)) await this.oneByOne(batch);
       else for (const p of batch) p.reject(err);
@@ -117,7 +122,7 @@ export class GenerationInserter {
     for (const p of batch) {
       const row = created.get(p.generation.id);
       if (row) p.resolve(row);
-      // Too few credits for all of this user's generations together: try them one at a time.
+      // Too few credits (or too many unfinished) for all of this user's generations together: try them one at a time.
       else if ((perUser.get(p.generation.userId) ?? 0) > 1) retry.push(p);
       else p.resolve(null);
     }
@@ -127,7 +132,7 @@ export class GenerationInserter {
   private async oneByOne(batch: PendingInsert[]): Promise<void> {
     for (const p of batch) {
       try {
-        p.resolve(await insertGenerationReservingCredits(this.db, p.generation));
+        p.resolve(await insertGenerationReservingCredits(this.db, p.generation, this.maxUnfinished));
       } catch (err) {
         p.reject(err);
       }

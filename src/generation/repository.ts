@@ -10,7 +10,7 @@ import type { CreditMeter } from '../credits/meter';
 import type { ModelObject } from 'objection';
 import { Generation } from '../db/models';
 import { pageQuery, toPage, type Page, type PageRequest } from '../paging';
-import { IllegalTransitionError, isTerminal, TRANSITIONS, type GenerationStatus, type Transition } from './lifecycle';
+import { IllegalTransitionError, isTerminal, LIVE_STATUSES, TRANSITIONS, type GenerationStatus, type Transition } from './lifecycle';
 
 /** The statuses a transition may be taken from, as an SQL list (constants, never user input). */
 export const fromStatusesSql = (transition: Transition): string => TRANSITIONS[transition].from.map((s) => `'${s}'`).join(', ');
@@ -27,6 +27,12 @@ export async function refusedTransition(db: Knex, id: string, transition: Transi
 
 /** A row of `generations`: the Generation model's columns, the one declaration of them. */
 export type GenerationRow = ModelObject<Generation>;
+
+/** The user's generations that have not finished (any live status; the partial index of migration 009). */
+export async function countUnfinishedGenerations(db: Knex, userId: string): Promise<number> {
+  const row = await db('generations').where({ user_id: userId }).whereIn('status', LIVE_STATUSES).count<{ n: string }>({ n: '*' }).first();
+  return Number(row?.n ?? 0);
+}
 
 export async function findGeneration(db: Knex, id: string): Promise<GenerationRow | null> {
   const row = await Generation.query(db).findById(id);

@@ -7,7 +7,8 @@ import { parseUuid } from '../ids';
 import type { Knex } from 'knex';
 import type { AuthUser } from '../auth/tokens';
 import type { CreditMeter } from '../credits/meter';
-import { DomainError, notFound } from '../errors';
+import { DomainError, notFound, rateLimited } from '../errors';
+import type { RateLimits } from '../limits/rateLimits';
 import type { JobProducer } from '../jobs/queues';
 import type { Logger } from '../logger';
 import type { Page, PageRequest } from '../paging';
@@ -20,7 +21,7 @@ import { progressFromRow } from './progressOf';
 import type { QueueInfo } from './queueInfo';
 import type { GenerationRow } from './repository';
 import { GenerationInserter } from './inserter';
-import { endGenerationWithRefund, findGeneration, pageGenerations } from './repository';
+import { countUnfinishedGenerations, endGenerationWithRefund, findGeneration, pageGenerations } from './repository';
 import { isTerminal, type GenerationStatus } from './lifecycle';
 import { queueWebhook } from '../webhooks/events';
 import type { WebhookService, WebhookTarget } from '../webhooks/service';
@@ -46,17 +47,26 @@ export interface GenerationServiceDeps {
   emailVerification?: { isEmailVerified(userId: string): Promise<boolean> };
   /** Counts the credits this process charges and refunds (its /metrics). */
   credits?: CreditMeter;
+  /** RATE_LIMIT_GENERATIONS_PER_MINUTE, counted in Redis before anything is reserved. */
+  rateLimits?: Pick<RateLimits, 'generation'>;
+  /** MAX_UNFINISHED_GENERATIONS_PER_USER, checked by the statement that creates the generation; 0: none. */
+  maxUnfinishedPerUser?: number;
 }
+
+/** How soon to try again after MAX_UNFINISHED_GENERATIONS_PER_USER: a guess, about one generation on a mid-range GPU. */
+const UNFINISHED_RETRY_S = 10;
 
 export class GenerationService {
   private readonly inserter: GenerationInserter;
 
   constructor(private readonly deps: GenerationServiceDeps) {
-    this.inserter = new GenerationInserter(deps.db);
+    this.inserter = new GenerationInserter(deps.db, { maxUnfinished: deps.maxUnfinishedPerUser ?? 0 });
   }
 
   async create(user: AuthUser, input: GenerationInput, webhook: WebhookTarget | null = null): Promise<GenerationRow> {
-    const { db, producer, log, emailVerification, webhooks, credits } = this.deps;
+    const { db, producer, log, emailVerification, webhooks, credits, rateLimits } = this.deps;
+    // First, before any work: a client past its rate is refused with nothing reserved or queued.
+    await rateLimits?.generation(user.id);
     if (emailVerification && !user.emailVerified && !(await emailVerification.isEmailVerified(user.id))) {
       throw new DomainError('EMAIL_NOT_VERIFIED', 'Confirm your email address first: follow the link in the mail sent at sign-up (signUp again sends a new one).');
     }
@@ -65,6 +75,11 @@ export class GenerationService {
     const id = randomUUID();
     const row = await this.inserter.insert({ id, userId: user.id, input });
     if (!row) {
+      // Refused by the statement: too few credits, or too many unfinished. Only this path asks which.
+      const max = this.deps.maxUnfinishedPerUser ?? 0;
+      if (max > 0 && (await countUnfinishedGenerations(db, user.id)) >= max) {
+        throw rateLimited(`You have ${max} generations that have not finished, the most at once; wait for one to finish (or cancel one).`, UNFINISHED_RETRY_S);
+      }
       throw new DomainError(
         'INSUFFICIENT_CREDITS',
         `Not enough photo credits: this generation needs ${input.batchSize}.`,
@@ -137,9 +152,11 @@ export class GenerationService {
   /** What every progress stream of this process shares: one object, so a stream holds no closures. */
   private streamSource: ProgressStreamSource | undefined;
 
-  stream(id: string): ProgressStream {
+  /** A progress stream; given a slot (src/limits/streamSlots.ts), the stream gives it back when it ends. */
+  stream(id: string, slot?: { release(): void }): ProgressStream {
     this.streamSource ??= this.progressStreamSource();
-    return progressStream(id, this.streamSource);
+    const stream = progressStream(id, this.streamSource);
+    return slot ? stream.holdSlot(slot) : stream;
   }
 
   private progressStreamSource(): ProgressStreamSource {

@@ -65,6 +65,8 @@ export class ProgressStream implements AsyncIterableIterator<ProgressEvent>, Pro
   /** When the last message arrived, or the snapshot was last checked (performance.now()). */
   private quietSince = 0;
   private reading = false;
+  /** The open-streams slot this stream holds (src/limits/streamSlots.ts), given back when it closes. */
+  private slot: { release(): void } | null = null;
 
   constructor(
     readonly generationId: string,
@@ -72,6 +74,13 @@ export class ProgressStream implements AsyncIterableIterator<ProgressEvent>, Pro
   ) {}
 
   [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  /** Makes the stream give `slot` back when it closes (terminal state, return(), throw(), a failed start). */
+  holdSlot(slot: { release(): void }): this {
+    if (this.phase === 'closed') slot.release();
+    else this.slot = slot;
     return this;
   }
 
@@ -227,6 +236,8 @@ export class ProgressStream implements AsyncIterableIterator<ProgressEvent>, Pro
     if (this.phase === 'closed') return;
     const listening = this.phase !== 'idle';
     this.phase = 'closed';
+    this.slot?.release();
+    this.slot = null;
     if (listening) {
       this.source.hub.remove(this);
       schedulers.get(this.source)?.remove(this);

@@ -78,7 +78,7 @@ export function addAccountTypes(builder: Builder, UserRef: ReturnType<typeof add
       type: SignUpResult,
       description: 'Makes an account and mails a link that verifies the address; sign in afterwards.',
       args: { email: t.arg.string({ required: true }), password: t.arg.string({ required: true }) },
-      resolve: (_r, args, ctx) => ctx.accounts.signUp(args.email, args.password),
+      resolve: (_r, args, ctx) => ctx.accounts.signUp(args.email, args.password, ctx.clientIp),
     }),
     verifyEmail: t.field({
       type: UserRef,
@@ -89,7 +89,7 @@ export function addAccountTypes(builder: Builder, UserRef: ReturnType<typeof add
     signIn: t.field({
       type: SessionRef,
       args: { email: t.arg.string({ required: true }), password: t.arg.string({ required: true }) },
-      resolve: (_r, args, ctx) => ctx.accounts.signIn(args.email, args.password),
+      resolve: (_r, args, ctx) => ctx.accounts.signIn(args.email, args.password, ctx.clientIp),
     }),
     signOut: t.boolean({
       description: 'Revokes the token this request was sent with.',
@@ -104,7 +104,7 @@ export function addAccountTypes(builder: Builder, UserRef: ReturnType<typeof add
       description: 'Mails a reset link if the address has an account; answers true either way.',
       args: { email: t.arg.string({ required: true }) },
       resolve: async (_r, args, ctx) => {
-        await ctx.accounts.requestPasswordReset(args.email);
+        await ctx.accounts.requestPasswordReset(args.email, ctx.clientIp);
         return true;
       },
     }),

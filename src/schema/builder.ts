@@ -6,6 +6,7 @@ import type { UserService } from '../auth/users';
 import type { ChatService } from '../chat/service';
 import { DomainError, unauthenticated } from '../errors';
 import type { GenerationService } from '../generation/service';
+import type { StreamSlots } from '../limits/streamSlots';
 import type { Logger } from '../logger';
 import type { OperatorService } from '../operators/service';
 import type { ProgressEvent } from '../progress/event';
@@ -19,6 +20,10 @@ export interface SchemaContext {
   tokenRejected: boolean;
   /** The bearer token the request came with (signOut revokes it). */
   token: string | null;
+  /** The client's address (src/limits/clientIp.ts: the peer, or X-Forwarded-For behind TRUST_PROXY). */
+  clientIp: string;
+  /** Open progress streams per user and per process: a stream takes a slot before it starts. */
+  streamSlots: Pick<StreamSlots, 'acquire'>;
   generations: GenerationService;
   accounts: AccountService;
   webhooks: WebhookService;

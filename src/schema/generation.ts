@@ -188,9 +188,11 @@ export function addGenerationTypes(
         'The current state first, then every change in seq order; completes after SUCCEEDED, FAILED or CANCELLED.',
       args: { id: t.arg.id({ required: true }) },
       subscribe: async (_r, args, ctx) => {
-        const row = await ctx.generations.findVisible(requireUser(ctx), String(args.id));
+        const user = requireUser(ctx);
+        const row = await ctx.generations.findVisible(user, String(args.id));
         if (!row) throw notFound('Generation', String(args.id));
-        return ctx.generations.stream(row.id);
+        // Before the stream starts: refused here, it never subscribes; taken, the stream gives it back when it ends.
+        return ctx.generations.stream(row.id, await ctx.streamSlots.acquire(user.id));
       },
       resolve: (event) => event,
     }),

@@ -76,7 +76,21 @@ describe('accounts, with a real SMTP server', () => {
   let stack: Stack;
   beforeAll(async () => {
     smtp = await startSmtp();
-    stack = await startStack({ env: { SMTP_URL: smtp.url, MAIL_FROM: 'Image service <images@example.com>', SIGNUP_PHOTO_CREDITS: '3' } });
+    stack = await startStack({
+      env: {
+        SMTP_URL: smtp.url,
+        MAIL_FROM: 'Image service <images@example.com>',
+        SIGNUP_PHOTO_CREDITS: '3',
+        // This file signs up, signs in and resets dozens of times from one address (one address
+        // more than five times, to compare timings); the limits have their own test (limits.test.ts).
+        RATE_LIMIT_SIGNIN_PER_ADDRESS: '0',
+        RATE_LIMIT_SIGNIN_PER_IP: '0',
+        RATE_LIMIT_SIGNUP_PER_ADDRESS: '0',
+        RATE_LIMIT_SIGNUP_PER_IP: '0',
+        RATE_LIMIT_PASSWORD_RESET_PER_ADDRESS: '0',
+        RATE_LIMIT_PASSWORD_RESET_PER_IP: '0',
+      },
+    });
   });
   afterAll(async () => {
     await stack?.close();

@@ -35,7 +35,7 @@ describe('the README configuration table', () => {
 describe('loadConfig', () => {
   it('applies the documented defaults', () => {
     const c = loadConfig({});
-    expect(c.http).toEqual({ host: '0.0.0.0', port: 4000, publicUrl: 'http://localhost:4000' });
+    expect(c.http).toEqual({ host: '0.0.0.0', port: 4000, publicUrl: 'http://localhost:4000', trustProxy: 0 });
     expect(c.redis.url).toBe('redis://localhost:6379/0');
     expect(c.worker).toMatchObject({
       concurrency: 2,
