@@ -32,7 +32,7 @@ import { ProgressHub } from '../progress/hub';
 import { ProgressPublisher } from '../progress/publisher';
 import { closeRedis, openRedis } from '../redis';
 import { buildSchema, type SchemaContext } from '../schema/index';
-import { createImageUrls } from '../storage/fromConfig';
+import { createImageUrls, imageOrigins } from '../storage/fromConfig';
 import { OperatorService } from '../operators/service';
 import { FILES_PATH, LocalFileUrls } from '../storage/localFileUrls';
 import { resolveKey } from '../storage/localFolder';
@@ -45,7 +45,9 @@ import { apiMetrics } from './metrics';
 import { createRestHandler } from './rest';
 import { webPage } from './webPage';
 import { privateCacheControl, type ImageUrls } from '../storage/storage';
-import { GRAPHIQL_ASSETS_PATH, readGraphiQLAsset, renderLocalGraphiQL } from './graphiql';
+import { GRAPHIQL_ASSETS_PATH, graphiqlCsp, readGraphiQLAsset, renderLocalGraphiQL } from './graphiql';
+import { CorsPolicy } from './cors';
+import { setSecurityHeaders } from './securityHeaders';
 import { domainErrorOf, toGraphQLError } from './graphqlErrors';
 
 export interface ApiOptions {
@@ -79,6 +81,15 @@ const sseHeaders: Plugin = {
     }
   },
 };
+
+/** GraphiQL's page (the one HTML answer yoga makes) gets its own CSP; every other yoga answer keeps the strict one. */
+function graphiqlPolicy(csp: string): Plugin {
+  return {
+    onResponse({ response }) {
+      if (response.headers.get('content-type')?.includes('text/html')) response.headers.set('content-security-policy', csp);
+    },
+  };
+}
 
 export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   const { config, db, log } = opts;
@@ -127,7 +138,9 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     credits: metrics.credits,
   });
 
+  const cors = new CorsPolicy(config.http.corsOrigins);
   const rest = createRestHandler({
+    cors,
     auth,
     generations,
     imageUrls,
@@ -138,7 +151,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   const users = new UserService(db);
   const chat = new ChatService(db);
   const operators = new OperatorService({ redis, prefix: config.redis.prefix, queues: QUEUE_NAMES });
-  const web = webPage(opts.web);
+  const web = webPage({ ...opts.web, imageOrigins: imageOrigins(config) });
   const yoga = createYoga<Record<string, unknown>, SchemaContext>({
     schema: buildSchema({ limits: config.limits, samplers }),
     graphqlEndpoint: '/graphql',
@@ -154,7 +167,9 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
       : false,
     batching: config.graphql.batching > 0 ? { limit: config.graphql.batching } : false,
     renderGraphiQL: renderLocalGraphiQL,
-    plugins: [...hardeningPlugins(config.graphql), sseHeaders, metrics.plugin],
+    // Yoga's default answers every origin; here only CORS_ORIGINS' pages (none by default) may call from a browser.
+    cors: cors.enabled ? cors.yoga : false,
+    plugins: [...hardeningPlugins(config.graphql), sseHeaders, graphiqlPolicy(graphiqlCsp()), metrics.plugin],
     logging: {
       debug: (...a: unknown[]) => log.debug({ yoga: a }, 'yoga'),
       info: (...a: unknown[]) => log.info({ yoga: a }, 'yoga'),
@@ -202,6 +217,9 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     // Every log line written for this request (the services' too) carries its id; so does the answer.
     const requestId = requestIdOf(req);
     res.setHeader('x-request-id', requestId);
+    // Before any route: every answer carries them, errors and 404s too; a page replaces only its CSP.
+    setSecurityHeaders(res);
+    if (cors.enabled) res.setHeader('vary', 'Origin');
     withRequestId(requestId, () => route(req, res));
   });
   const route = (req: http.IncomingMessage, res: http.ServerResponse): void => {
