@@ -11,6 +11,7 @@ import * as m005 from './005_accounts';
 import * as m006 from './006_chat_history';
 import * as m007 from './007_image_urls_made_per_answer';
 import * as m008 from './008_webhooks';
+import * as m009 from './009_token_last_used';
 
 export interface Migration {
   up(knex: Knex): Promise<void>;
@@ -26,4 +27,5 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migrat
   ['006_chat_history', m006],
   ['007_image_urls_made_per_answer', m007],
   ['008_webhooks', m008],
+  ['009_token_last_used', m009],
 ];

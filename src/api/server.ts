@@ -115,6 +115,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     ttlMs: config.auth.cacheTtlMs,
     negativeTtlMs: config.auth.cacheNegativeTtlMs,
     maxEntries: config.auth.cacheMaxEntries,
+    onUseRecordError: (err) => log.warn({ err }, "could not record a token's last use"),
   });
   const accounts = new AccountService({
     db,
@@ -148,7 +149,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     limits: config.limits,
     log,
   });
-  const users = new UserService(db);
+  const users = new UserService(db, log);
   const chat = new ChatService(db);
   const operators = new OperatorService({ redis, prefix: config.redis.prefix, queues: QUEUE_NAMES });
   const web = webPage({ ...opts.web, imageOrigins: imageOrigins(config) });
@@ -288,7 +289,8 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
           server.closeAllConnections();
         });
         samplers.close();
-        await Promise.allSettled([dashboard.close(), producer.close(), closeRedis(subscriber), closeRedis(redis)]);
+        // The last-use writes under way end before whoever owns the database closes it.
+        await Promise.allSettled([dashboard.close(), producer.close(), closeRedis(subscriber), closeRedis(redis), auth.settled()]);
         closeOwnImageUrls();
       })();
       return closing;

@@ -81,7 +81,7 @@ export function createDashboardHandler(deps: DashboardDeps): DashboardHandler {
     const user = token ? await auth.authenticate(token) : null;
     if (!user) return html(res, 401, signInPage(DASHBOARD_PATH, 'That is not a valid API token.'));
     if (!user.isAdmin) return html(res, 403, forbiddenPage(DASHBOARD_PATH), { 'set-cookie': clearedCookie(req) });
-    log.info({ admin: user.id }, 'admin signed in to the queue dashboard');
+    log.info({ admin: user.id, adminEmail: user.email, action: 'signIn' }, 'admin signed in to the queue dashboard');
     res.writeHead(303, { location: `${DASHBOARD_PATH}/`, 'set-cookie': tokenCookie(req, token), 'cache-control': 'no-store' }).end();
   }
 
