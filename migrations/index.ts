@@ -12,6 +12,7 @@ import * as m006 from './006_chat_history';
 import * as m007 from './007_image_urls_made_per_answer';
 import * as m008 from './008_webhooks';
 import * as m009 from './009_unfinished_generations_index';
+import * as m010 from './010_token_last_used';
 
 export interface Migration {
   up(knex: Knex): Promise<void>;
@@ -30,4 +31,5 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migrat
   ['007_image_urls_made_per_answer', m007],
   ['008_webhooks', m008],
   ['009_unfinished_generations_index', m009],
+  ['010_token_last_used', m010],
 ];

@@ -59,6 +59,17 @@ const url = (protocols: string[]) =>
       }
     }, `must be a URL starting with ${protocols.map((p) => `${p}//`).join(' or ')}`);
 
+/** An origin as a browser sends it (`https://app.example.com`, `http://localhost:5173`), or null. */
+function corsOrigin(raw: string): string | null {
+  const value = raw.trim().replace(/\/+$/, '');
+  try {
+    const u = new URL(value);
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.origin === value ? u.origin : null;
+  } catch {
+    return null;
+  }
+}
+
 /** Every environment variable the service reads, with its default. The README's table mirrors this. */
 const envSchema = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
@@ -88,6 +99,16 @@ const envSchema = z.object({
   PORT: int(4000, 0, 65535),
   /** Base of the URLs handed to clients (image files); defaults to http://localhost:PORT. */
   PUBLIC_URL: url(['http:', 'https:']).optional(),
+  /**
+   * Origins (scheme://host[:port], comma-separated) whose pages may call /graphql and the REST
+   * endpoints from a browser (CORS); unset: none, same-origin pages only.
+   */
+  CORS_ORIGINS: optionalString.pipe(
+    z
+      .string()
+      .refine((v) => v.split(',').every((o) => o.trim() === '' || corsOrigin(o) !== null), 'must be origins like https://app.example.com, comma-separated (no path, no *)')
+      .optional(),
+  ),
 
   REDIS_URL: url(['redis:', 'rediss:']).default('redis://localhost:6379/0'),
   /** Prefix of every Redis key and channel this service owns (queues, progress, caches). */
@@ -330,6 +351,8 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
       port: e.PORT,
       trustProxy: e.TRUST_PROXY,
       publicUrl: (e.PUBLIC_URL ?? `http://localhost:${e.PORT}`).replace(/\/+$/, ''),
+      /** Origins allowed to call the API from a browser (CORS); empty: same-origin only. */
+      corsOrigins: (e.CORS_ORIGINS ?? '').split(',').map(corsOrigin).filter((o): o is string => o !== null),
     },
     graphql: {
       graphiql: e.GRAPHIQL === undefined ? e.NODE_ENV !== 'production' : ['true', '1', 'yes'].includes(e.GRAPHIQL),

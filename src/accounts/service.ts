@@ -54,6 +54,8 @@ export interface ApiTokenInfo {
   id: string;
   name: string;
   createdAt: Date;
+  /** When it last authenticated a request, to the minute; null if never (see src/auth/lastUsed.ts). */
+  lastUsedAt: Date | null;
 }
 
 export interface NotificationSettings {
@@ -215,6 +217,27 @@ export class AccountService {
     this.deps.forgetTokenHashes(revoked);
   }
 
+  /**
+   * Ends every live session of the user, the one this request came with included, and with
+   * `includeApiTokens` every API token too; returns how many tokens ended. This process forgets them
+   * at once; other API processes within AUTH_CACHE_TTL_MS (the cache's hazard).
+   */
+  async revokeAllSessions(userId: string, includeApiTokens: boolean): Promise<number> {
+    const { db } = this.deps;
+    const rows = (await db('api_tokens')
+      .where({ user_id: userId })
+      .modify((q) => {
+        if (!includeApiTokens) q.where({ kind: 'session' });
+      })
+      .whereNull('revoked_at')
+      .where((q) => q.whereNull('expires_at').orWhere('expires_at', '>', db.fn.now()))
+      .update({ revoked_at: db.fn.now() })
+      .returning('token_hash')) as Array<{ token_hash: string }>;
+    this.deps.forgetTokenHashes(rows.map((r) => r.token_hash));
+    this.deps.log.info({ user: userId, revoked: rows.length, includeApiTokens }, 'user revoked all their sessions');
+    return rows.length;
+  }
+
   async createApiToken(userId: string, rawName: string): Promise<IssuedToken> {
     const name = rawName.trim();
     if (name.length === 0 || name.length > TOKEN_NAME_MAX_LENGTH) {
@@ -241,8 +264,8 @@ export class AccountService {
       .where({ user_id: userId, kind: 'api' })
       .whereNull('revoked_at')
       .orderBy('created_at', 'desc')
-      .select('id', 'name', 'created_at')) as Array<{ id: string; name: string; created_at: Date }>;
-    return rows.map((r) => ({ id: r.id, name: r.name, createdAt: r.created_at }));
+      .select('id', 'name', 'created_at', 'last_used_at')) as Array<{ id: string; name: string; created_at: Date; last_used_at: Date | null }>;
+    return rows.map((r) => ({ id: r.id, name: r.name, createdAt: r.created_at, lastUsedAt: r.last_used_at }));
   }
 
   async emailVerified(userId: string): Promise<boolean> {

@@ -10,6 +10,10 @@ import { escapeHtml } from '../html';
 import { readBody } from '../http';
 import type { Logger } from '../logger';
 import { ACCOUNT_PATHS } from '../mail/templates';
+import { contentSecurityPolicy } from './securityHeaders';
+
+/** No script; the body's style attribute; the form posts to this page. */
+const ACCOUNT_PAGE_CSP = contentSecurityPolicy({ 'style-src': ["'unsafe-inline'"], 'form-action': ["'self'"] });
 
 /** A form post carries a token and a password: anything bigger is not ours. */
 const MAX_FORM_BYTES = 8 * 1024;
@@ -18,9 +22,9 @@ function page(res: http.ServerResponse, status: number, title: string, body: str
   res.writeHead(status, {
     'content-type': 'text/html; charset=utf-8',
     'cache-control': 'no-store',
-    // The token is in the URL: never send it on to another site.
+    // The token is in the URL: never send it on to another site (every answer says no-referrer; this page must).
     'referrer-policy': 'no-referrer',
-    'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+    'content-security-policy': ACCOUNT_PAGE_CSP,
   });
   res.end(
     `<!doctype html><html><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>` +

@@ -6,6 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { renderGraphiQL, type GraphiQLOptions } from 'graphql-yoga';
+import { contentSecurityPolicy, inlineScriptHashes } from './securityHeaders';
 
 export const GRAPHIQL_ASSETS_PATH = '/graphiql-assets/';
 
@@ -47,17 +48,49 @@ const FIRST_VISIT_QUERY = `((o) => {
   return o;
 })`;
 
+/** The element the page's options are in (a JSON data block: the browser does not run it, CSP does not hash it). */
+const OPTIONS_ID = 'graphiql-options';
+
 export function renderLocalGraphiQL(opts: GraphiQLOptions): string {
   // Yoga writes JSON.stringify(opts) into the page's <script> as it is, and through String.replace,
   // which expands `$&` or `$'` in a query. So yoga renders only the title, and we put the options in.
+  // They go in a data block that the script reads: the scripts that run are then the same for any
+  // options (a token, a query), so one Content-Security-Policy with their hashes fits every page.
   const shell = { title: opts.title };
   // No <link rel=icon> would make the browser ask for /favicon.ico, which answers 404.
   let html = renderGraphiQL(shell).replace(FAVICON, '<link rel=icon href="data:,">');
   if (assetsDir()) html = html.replace(CDN_BASE, GRAPHIQL_ASSETS_PATH);
   const placeholder = JSON.stringify(shell);
   const at = html.lastIndexOf(placeholder);
-  if (at < 0) throw new Error('graphql-yoga changed its GraphiQL page: the options are no longer where renderLocalGraphiQL puts them');
-  return html.slice(0, at) + `${FIRST_VISIT_QUERY}(${scriptSafeJson(opts)})` + html.slice(at + placeholder.length);
+  const scriptAt = html.lastIndexOf('<script>', at);
+  if (at < 0 || scriptAt < 0) throw new Error('graphql-yoga changed its GraphiQL page: the options are no longer where renderLocalGraphiQL puts them');
+  const readOptions = `${FIRST_VISIT_QUERY}(JSON.parse(document.getElementById(${JSON.stringify(OPTIONS_ID)}).textContent))`;
+  return (
+    html.slice(0, scriptAt) +
+    `<script type="application/json" id="${OPTIONS_ID}">${scriptSafeJson(opts)}</script>` +
+    html.slice(scriptAt, at) +
+    readOptions +
+    html.slice(at + placeholder.length)
+  );
+}
+
+/**
+ * The Content-Security-Policy of the GraphiQL page: its own scripts (the files and the inline ones
+ * by their hashes, never 'unsafe-inline'), Monaco's workers, which the page makes from blob: URLs of
+ * the worker files it fetched, and requests to this origin only. Styles may be inline: Monaco
+ * and GraphiQL's React parts add <style> elements and style attributes as they run, with no nonce to
+ * give them; a style can restyle the page but not run code.
+ */
+export function graphiqlCsp(): string {
+  const page = renderLocalGraphiQL({ title: 'GraphiQL' });
+  return contentSecurityPolicy({
+    'script-src': ["'self'", ...inlineScriptHashes(page)],
+    'worker-src': ['blob:'],
+    'connect-src': ["'self'"],
+    'style-src': ["'self'", "'unsafe-inline'"],
+    'img-src': ["'self'", 'data:'],
+    'font-src': ["'self'", 'data:'],
+  });
 }
 
 const TYPES: Record<string, string> = { '.js': 'application/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8' };

@@ -15,6 +15,7 @@ import type { GenerationService } from '../generation/service';
 import { BodyError, readBody } from '../http';
 import type { Logger } from '../logger';
 import type { ImageUrls } from '../storage/storage';
+import type { CorsPolicy } from './cors';
 import { taskStatus } from './celeryState';
 import { GENERATE_PATH, OPENAPI_PATH, openApiDocument, REST_BASE } from './openapi';
 import { parseGenerateBody } from './restSchema';
@@ -48,6 +49,8 @@ export interface RestDeps {
   log: Logger;
   /** The client's address (src/limits/clientIp.ts), for the log line of a refused request. */
   clientIp(req: http.IncomingMessage): string;
+  /** Which other origins' pages may call these endpoints (CORS_ORIGINS), as for GraphQL. */
+  cors: CorsPolicy;
 }
 
 /** A request ends with this thrown: its status and body are already decided. */
@@ -69,9 +72,10 @@ export function createRestHandler(deps: RestDeps): (req: http.IncomingMessage, r
   return (req, res) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (path !== REST_BASE && !path.startsWith(`${REST_BASE}/`)) return false;
+    const cors = deps.cors.headers(req);
     void route(deps, openApi, path, req).then(
-      (answer) => send(res, answer),
-      (err: unknown) => send(res, answerFor(err, deps, req)),
+      (answer) => send(res, answer, cors),
+      (err: unknown) => send(res, answerFor(err, deps, req), cors),
     );
     return true;
   };
@@ -80,15 +84,18 @@ export function createRestHandler(deps: RestDeps): (req: http.IncomingMessage, r
 async function route(deps: RestDeps, openApi: string, path: string, req: http.IncomingMessage): Promise<HttpAnswer> {
   const method = req.method ?? 'GET';
   if (GENERATE_ROUTE.test(path)) {
+    if (method === 'OPTIONS') return preflight('POST');
     if (method !== 'POST') return methodNotAllowed('POST');
     return generate(deps, req);
   }
   const status = STATUS_ROUTE.exec(path);
   if (status) {
+    if (method === 'OPTIONS') return preflight('GET');
     if (method !== 'GET') return methodNotAllowed('GET');
     return generationStatus(deps, req, decodePathSegment(status[1] ?? ''));
   }
   if (path === OPENAPI_PATH) {
+    if (method === 'OPTIONS') return preflight('GET');
     if (method !== 'GET') return methodNotAllowed('GET');
     return new HttpAnswer(200, openApi);
   }
@@ -143,6 +150,8 @@ function decodePathSegment(raw: string): string {
 }
 
 const methodNotAllowed = (allow: string) => new HttpAnswer(405, { detail: 'Method Not Allowed' }, { allow });
+/** A CORS preflight (or a plain OPTIONS): the methods; the CORS headers come from the policy, for allowed origins only. */
+const preflight = (allow: string) => new HttpAnswer(204, null, { allow: `${allow}, OPTIONS` });
 
 /** The one place errors become HTTP answers: domain errors by HTTP_STATUS_OF, anything else a logged 500. */
 function answerFor(err: unknown, deps: Pick<RestDeps, 'log' | 'clientIp'>, req: http.IncomingMessage): HttpAnswer {
@@ -172,8 +181,9 @@ function headersFor(err: DomainError, deps: Pick<RestDeps, 'log' | 'clientIp'>, 
   }
 }
 
-function send(res: http.ServerResponse, answer: HttpAnswer): void {
+function send(res: http.ServerResponse, answer: HttpAnswer, cors: Record<string, string>): void {
   if (res.headersSent) return;
+  if (answer.status === 204) return void res.writeHead(204, { 'cache-control': 'no-store', ...cors, ...answer.headers }).end();
   const body = typeof answer.body === 'string' ? answer.body : JSON.stringify(answer.body);
-  res.writeHead(answer.status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...answer.headers }).end(body);
+  res.writeHead(answer.status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...cors, ...answer.headers }).end(body);
 }

@@ -35,7 +35,7 @@ import { RateLimits } from '../limits/rateLimits';
 import { StreamSlots } from '../limits/streamSlots';
 import { closeRedis, openRedis } from '../redis';
 import { buildSchema, type SchemaContext } from '../schema/index';
-import { createImageUrls } from '../storage/fromConfig';
+import { createImageUrls, imageOrigins } from '../storage/fromConfig';
 import { OperatorService } from '../operators/service';
 import { FILES_PATH, LocalFileUrls } from '../storage/localFileUrls';
 import { resolveKey } from '../storage/localFolder';
@@ -48,7 +48,9 @@ import { apiMetrics } from './metrics';
 import { createRestHandler } from './rest';
 import { webPage } from './webPage';
 import { privateCacheControl, type ImageUrls } from '../storage/storage';
-import { GRAPHIQL_ASSETS_PATH, readGraphiQLAsset, renderLocalGraphiQL } from './graphiql';
+import { GRAPHIQL_ASSETS_PATH, graphiqlCsp, readGraphiQLAsset, renderLocalGraphiQL } from './graphiql';
+import { CorsPolicy } from './cors';
+import { setSecurityHeaders } from './securityHeaders';
 import { domainErrorOf, toGraphQLError } from './graphqlErrors';
 
 export interface ApiOptions {
@@ -89,6 +91,15 @@ const sseHeaders: Plugin = {
   },
 };
 
+/** GraphiQL's page (the one HTML answer yoga makes) gets its own CSP; every other yoga answer keeps the strict one. */
+function graphiqlPolicy(csp: string): Plugin {
+  return {
+    onResponse({ response }) {
+      if (response.headers.get('content-type')?.includes('text/html')) response.headers.set('content-security-policy', csp);
+    },
+  };
+}
+
 export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   const { config, db, log } = opts;
   // First: a missing FILES_URL_SECRET stops the API before it opens anything.
@@ -122,6 +133,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     ttlMs: config.auth.cacheTtlMs,
     negativeTtlMs: config.auth.cacheNegativeTtlMs,
     maxEntries: config.auth.cacheMaxEntries,
+    onUseRecordError: (err) => log.warn({ err }, "could not record a token's last use"),
   });
   const accounts = new AccountService({
     db,
@@ -148,7 +160,9 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     maxUnfinishedPerUser: config.rateLimits.unfinishedGenerationsPerUser,
   });
 
+  const cors = new CorsPolicy(config.http.corsOrigins);
   const rest = createRestHandler({
+    cors,
     auth,
     generations,
     imageUrls,
@@ -157,10 +171,10 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     log,
     clientIp: (req) => clientIp(req, config.http.trustProxy),
   });
-  const users = new UserService(db);
+  const users = new UserService(db, log);
   const chat = new ChatService(db);
   const operators = new OperatorService({ redis, prefix: config.redis.prefix, queues: QUEUE_NAMES });
-  const web = webPage(opts.web);
+  const web = webPage({ ...opts.web, imageOrigins: imageOrigins(config) });
   const yoga = createYoga<NodeServerContext, SchemaContext>({
     schema: buildSchema({ limits: config.limits, samplers }),
     graphqlEndpoint: '/graphql',
@@ -176,7 +190,9 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
       : false,
     batching: config.graphql.batching > 0 ? { limit: config.graphql.batching } : false,
     renderGraphiQL: renderLocalGraphiQL,
-    plugins: [...hardeningPlugins(config.graphql), sseHeaders, metrics.plugin],
+    // Yoga's default answers every origin; here only CORS_ORIGINS' pages (none by default) may call from a browser.
+    cors: cors.enabled ? cors.yoga : false,
+    plugins: [...hardeningPlugins(config.graphql), sseHeaders, graphiqlPolicy(graphiqlCsp()), metrics.plugin],
     logging: {
       debug: (...a: unknown[]) => log.debug({ yoga: a }, 'yoga'),
       info: (...a: unknown[]) => log.info({ yoga: a }, 'yoga'),
@@ -226,6 +242,9 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     // Every log line written for this request (the services' too) carries its id; so does the answer.
     const requestId = requestIdOf(req);
     res.setHeader('x-request-id', requestId);
+    // Before any route: every answer carries them, errors and 404s too; a page replaces only its CSP.
+    setSecurityHeaders(res);
+    if (cors.enabled) res.setHeader('vary', 'Origin');
     withRequestId(requestId, () => route(req, res));
   });
   const route = (req: http.IncomingMessage, res: http.ServerResponse): void => {
@@ -294,9 +313,10 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
           server.closeAllConnections();
         });
         samplers.close();
-        // The streams have ended (their slots went back); then the heartbeat stops and its connection closes.
+        // The streams have ended (their slots went back); then the heartbeat stops and its connection closes,
+        // and the last-use writes under way end before whoever owns the database closes it.
         await streamSlots.close();
-        await Promise.allSettled([dashboard.close(), producer.close(), closeRedis(subscriber), closeRedis(redis), closeRedis(limitsRedis)]);
+        await Promise.allSettled([dashboard.close(), producer.close(), closeRedis(subscriber), closeRedis(redis), closeRedis(limitsRedis), auth.settled()]);
         closeOwnImageUrls();
       })();
       return closing;

@@ -9,6 +9,7 @@ import type http from 'node:http';
 import path from 'node:path';
 import { pipeline } from 'node:stream';
 import { scriptSafeJson } from './graphiql';
+import { contentSecurityPolicy, inlineScriptHashes, inlineStyleHashes } from './securityHeaders';
 
 /** Where the build is, from this file (src/api/) in the repository or the image. */
 export const WEB_DIST_DIR = path.resolve(import.meta.dirname, '../../web/dist');
@@ -28,13 +29,39 @@ export interface WebPage {
   handle(req: http.IncomingMessage, res: http.ServerResponse): boolean;
 }
 
-export function webPage(opts: { dir?: string; demoToken?: string } = {}): WebPage {
+export interface WebPageOptions {
+  dir?: string;
+  demoToken?: string;
+  /** Origins the images the page shows come from besides its own (S3, PUBLIC_URL): its CSP's img-src. */
+  imageOrigins?: readonly string[];
+}
+
+/**
+ * The page's Content-Security-Policy: its own files, any inline script or style of the built page
+ * by its hash (dev's token script), GraphQL and its event streams on this origin, images from here,
+ * from where image URLs point, and the live previews' data: URLs.
+ */
+export function webPageCsp(html: string, imageOrigins: readonly string[] = []): string {
+  return contentSecurityPolicy({
+    'script-src': ["'self'", ...inlineScriptHashes(html)],
+    'style-src': ["'self'", ...inlineStyleHashes(html)],
+    'img-src': ["'self'", 'data:', ...imageOrigins],
+    'connect-src': ["'self'"],
+    'font-src': ["'self'"],
+    'form-action': ["'self'"],
+  });
+}
+
+export function webPage(opts: WebPageOptions = {}): WebPage {
   const dir = opts.dir ?? WEB_DIST_DIR;
   const built = existsSync(path.join(dir, 'index.html'));
-  let index: Promise<string> | undefined;
+  let index: Promise<{ html: string; csp: string }> | undefined;
   const indexHtml = () =>
     (index ??= readFile(path.join(dir, 'index.html'), 'utf8').then(
-      (html) => (opts.demoToken ? html.replace('</head>', `<script>window.__SDJOBS__ = ${scriptSafeJson({ token: opts.demoToken })};</script></head>`) : html),
+      (file) => {
+        const html = opts.demoToken ? file.replace('</head>', `<script>window.__SDJOBS__ = ${scriptSafeJson({ token: opts.demoToken })};</script></head>`) : file;
+        return { html, csp: webPageCsp(html, opts.imageOrigins) };
+      },
       (err: unknown) => {
         // Read again next time (a build replaced it meanwhile), rather than answering 500 for good.
         index = undefined;
@@ -52,8 +79,8 @@ export function webPage(opts: { dir?: string; demoToken?: string } = {}): WebPag
           return true;
         }
         void indexHtml().then(
-          (html) => {
-            res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-cache', 'referrer-policy': 'same-origin' });
+          ({ html, csp }) => {
+            res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-cache', 'content-security-policy': csp });
             res.end(req.method === 'HEAD' ? undefined : html);
           },
           () => res.writeHead(500).end(),

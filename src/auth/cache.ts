@@ -11,11 +11,15 @@
  * admin flag. (A cached "not verified" is checked again before it refuses anything.) Code that revokes a
  * token in this process should call `forget(token)`; other processes find out when the entry expires.
  * `ttlMs: 0` turns the cache off: every request is checked against the database.
+ *
+ * Each token that authenticates has its last use written to api_tokens.last_used_at, at most once a
+ * minute and not awaited (./lastUsed.ts).
  */
 import type { Knex } from 'knex';
 import type { AuthUser } from './tokens';
 import { findUserByTokenHash } from '../db/statements';
 import { hashToken } from './tokens';
+import { TokenUseRecorder } from './lastUsed';
 
 export interface AuthCacheOptions {
   /** How long a found user is trusted without asking the database; 0 disables the cache. */
@@ -26,6 +30,8 @@ export interface AuthCacheOptions {
   maxEntries: number;
   /** The clock (tests move it). */
   now?: () => number;
+  /** A failed write of a token's last use (logged by the API; the use is written again a minute later). */
+  onUseRecordError?: (err: unknown) => void;
 }
 
 interface Entry {
@@ -39,6 +45,7 @@ export class TokenAuthenticator {
   private readonly pending = new Map<string, Promise<AuthUser | null>>();
   private readonly now: () => number;
   private readonly negativeTtlMs: number;
+  private readonly uses: TokenUseRecorder;
 
   constructor(
     private readonly db: Knex,
@@ -46,6 +53,7 @@ export class TokenAuthenticator {
   ) {
     this.now = opts.now ?? Date.now;
     this.negativeTtlMs = Math.min(opts.negativeTtlMs, opts.ttlMs);
+    this.uses = new TokenUseRecorder(db, { maxEntries: opts.maxEntries, onError: opts.onUseRecordError, now: this.now });
   }
 
   /** Cached entries, expired ones included until they are next looked at or evicted. */
@@ -53,8 +61,20 @@ export class TokenAuthenticator {
     return this.entries.size;
   }
 
+  /** The token's user, or null; a token that authenticates has its last use recorded (at most once a minute, not awaited). */
   async authenticate(token: string): Promise<AuthUser | null> {
     const hash = hashToken(token);
+    const user = await this.find(hash);
+    if (user) this.uses.used(hash);
+    return user;
+  }
+
+  /** Resolves when the last-use writes under way have ended: before the database is closed. */
+  settled(): Promise<void> {
+    return this.uses.settled();
+  }
+
+  private async find(hash: string): Promise<AuthUser | null> {
     if (this.opts.ttlMs <= 0) return findUserByTokenHash(this.db, hash);
     const entry = this.entries.get(hash);
     if (entry) {

@@ -5,6 +5,7 @@ import type { Page, PageRequest } from '../paging';
 import { User } from '../db/models';
 import { DomainError } from '../errors';
 import { parseUuid } from '../ids';
+import type { Logger } from '../logger';
 import type { AuthUser } from './tokens';
 
 export interface UserProfile {
@@ -15,7 +16,11 @@ export interface UserProfile {
 }
 
 export class UserService {
-  constructor(private readonly db: Knex) {}
+  constructor(
+    private readonly db: Knex,
+    /** Admin actions are logged with who did them. */
+    private readonly log: Logger,
+  ) {}
 
   async profile(id: string): Promise<UserProfile | null> {
     const row = await User.query(this.db).findById(id).select('id', 'email');
@@ -41,6 +46,7 @@ export class UserService {
     if (!id || !profile || (await grantCredits(this.db, id, amount, reason)) === null) {
       throw new DomainError('NOT_FOUND', `User ${userId} was not found.`);
     }
+    this.log.info({ admin: actor.id, adminEmail: actor.email, action: 'grantPhotoCredits', target: id, amount, reason }, 'admin granted photo credits');
     return profile;
   }
 }

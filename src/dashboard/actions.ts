@@ -42,6 +42,9 @@ const kindOf = (data: unknown): string | null => {
   return typeof kind === 'string' ? kind : null;
 };
 
+/** Who did an admin action, on its log line. */
+const who = (admin: AuthUser) => ({ admin: admin.id, adminEmail: admin.email });
+
 export class DashboardActions {
   constructor(private readonly deps: DashboardActionsDeps) {}
 
@@ -51,7 +54,7 @@ export class DashboardActions {
     if (!job) return { id, ok: false, status: 404, message: `No job ${id} in ${queue}.` };
     if (job.state !== 'failed') return { id, ok: false, status: 409, message: `Job ${id} is ${job.state}: only a failed job can be retried.` };
     if (!(await retryFailedJob(redis, prefix, queue, job))) return { id, ok: false, status: 409, message: `Job ${id} changed meanwhile; reload the page.` };
-    log.info({ admin: admin.id, queue, job: id }, 'failed job put back in its queue from the dashboard');
+    log.info({ ...who(admin), action: 'retry', queue, job: id }, 'failed job put back in its queue from the dashboard');
     return { id, ok: true, status: 200, message: `Job ${id} is waiting again.` };
   }
 
@@ -61,7 +64,7 @@ export class DashboardActions {
     if (!job) return { id, ok: false, status: 404, message: `No job ${id} in ${queue}.` };
     if (job.state === 'succeeded' || job.state === 'failed') {
       if (!(await forgetEndedJob(redis, prefix, queue, id))) return { id, ok: false, status: 409, message: `Job ${id} changed meanwhile; reload the page.` };
-      log.info({ admin: admin.id, queue, job: id }, 'ended job removed from the dashboard');
+      log.info({ ...who(admin), action: 'remove', queue, job: id }, 'ended job removed from the dashboard');
       return { id, ok: true, status: 200, message: `Job ${id} was removed.` };
     }
     const generationId = (job.data as { payload?: { generationId?: unknown } } | null)?.payload?.generationId;
@@ -76,7 +79,7 @@ export class DashboardActions {
     // The service's own cancel: the refund (once), the final state, the webhook and the watchers.
     const generation = await generations.cancel(admin, generationId);
     const removed = job.state !== 'active' && (await removeUnstartedJob(redis, prefix, queue, id));
-    log.info({ admin: admin.id, queue, job: id, generation: generationId, status: generation.status, removed }, 'generation job removed from the dashboard');
+    log.info({ ...who(admin), action: 'remove', queue, job: id, generation: generationId, status: generation.status, removed }, 'generation job removed from the dashboard');
     return {
       id,
       ok: true,

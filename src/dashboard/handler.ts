@@ -16,6 +16,7 @@ import { DashboardActions, isQueueName, type ActionResult } from './actions';
 import { ARENA_HOST } from './arenaApp';
 import { ArenaProcess } from './arenaProcess';
 import { clearedCookie, forbiddenPage, requestToken, signInPage, tokenCookie } from './signIn';
+import { contentSecurityPolicy, inlineStyleHashes } from '../api/securityHeaders';
 
 export const DASHBOARD_PATH = '/admin/queues';
 /** The most a sign-in form or a bulk action may send. */
@@ -35,8 +36,28 @@ export interface DashboardHandler {
   close(): Promise<void>;
 }
 
+/** The sign-in and "admins only" pages: their one <style> by its hash, and their forms posting here. */
+const FORM_PAGE_CSP = contentSecurityPolicy({ 'style-src': inlineStyleHashes(signInPage(DASHBOARD_PATH)), 'form-action': ["'self'"] });
+
+/**
+ * Arena's pages: looser than the API's own. Arena (its own process, proxied as a stream) writes
+ * inline scripts whose text changes with every page and job, so no hash can name them, inline
+ * styles and a worker from a blob: URL; everything they load is served from here (`useCdn: false`). Framing stays refused, nothing
+ * loads from another origin, and only admins reach these pages at all.
+ */
+const ARENA_CSP = contentSecurityPolicy({
+  'script-src': ["'self'", "'unsafe-inline'"],
+  'style-src': ["'self'", "'unsafe-inline'"],
+  'img-src': ["'self'", 'data:'],
+  'font-src': ["'self'", 'data:'],
+  'connect-src': ["'self'"],
+  // The JSON editor of a job's page runs its syntax checker in a worker made from a blob: URL.
+  'worker-src': ['blob:'],
+  'form-action': ["'self'"],
+});
+
 function html(res: http.ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
-  res.writeHead(status, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', ...headers }).end(body);
+  res.writeHead(status, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', 'content-security-policy': FORM_PAGE_CSP, ...headers }).end(body);
 }
 function json(res: http.ServerResponse, status: number, body: unknown): void {
   sendJson(res, status, body, { 'cache-control': 'no-store' });
@@ -60,7 +81,7 @@ export function createDashboardHandler(deps: DashboardDeps): DashboardHandler {
     const user = token ? await auth.authenticate(token) : null;
     if (!user) return html(res, 401, signInPage(DASHBOARD_PATH, 'That is not a valid API token.'));
     if (!user.isAdmin) return html(res, 403, forbiddenPage(DASHBOARD_PATH), { 'set-cookie': clearedCookie(req) });
-    log.info({ admin: user.id }, 'admin signed in to the queue dashboard');
+    log.info({ admin: user.id, adminEmail: user.email, action: 'signIn' }, 'admin signed in to the queue dashboard');
     res.writeHead(303, { location: `${DASHBOARD_PATH}/`, 'set-cookie': tokenCookie(req, token), 'cache-control': 'no-store' }).end();
   }
 
@@ -118,6 +139,7 @@ export function createDashboardHandler(deps: DashboardDeps): DashboardHandler {
       if (match && (await act(req, res, user, match))) return;
       return json(res, 405, { error: 'Only retry and remove change jobs from this dashboard.' });
     }
+    res.setHeader('content-security-policy', ARENA_CSP);
     return arena.forward(req, res);
   }
 

@@ -38,12 +38,17 @@ export function addAccountTypes(builder: Builder, UserRef: ReturnType<typeof add
   const CreditConnection = connections.connection('CreditEntry', CreditEntryRef);
   const ApiToken = builder.objectRef<ApiTokenInfo>('ApiToken').implement({
     description: 'An API token for programs; the token itself is shown once, when it is made.',
-    fields: (t) => ({ id: t.exposeID('id'), name: t.exposeString('name'), createdAt: t.expose('createdAt', { type: 'DateTime' }) }),
+    fields: (t) => ({
+      id: t.exposeID('id'),
+      name: t.exposeString('name'),
+      createdAt: t.expose('createdAt', { type: 'DateTime' }),
+      lastUsedAt: t.expose('lastUsedAt', { type: 'DateTime', nullable: true, description: 'When it last authenticated a request, to the minute; null if never.' }),
+    }),
   });
   const NewApiToken = builder.objectRef<IssuedToken>('NewApiToken').implement({
     fields: (t) => ({
       token: t.exposeString('token', { description: 'Send as "Authorization: Bearer <token>". Shown only now: keep it.' }),
-      apiToken: t.field({ type: ApiToken, resolve: (i) => ({ id: i.id, name: i.name, createdAt: i.createdAt }) }),
+      apiToken: t.field({ type: ApiToken, resolve: (i) => ({ id: i.id, name: i.name, createdAt: i.createdAt, lastUsedAt: null }) }),
     }),
   });
   const Notifications = builder.objectRef<NotificationSettings>('NotificationSettings').implement({
@@ -99,6 +104,13 @@ export function addAccountTypes(builder: Builder, UserRef: ReturnType<typeof add
         await ctx.accounts.signOut(ctx.token);
         return true;
       },
+    }),
+    revokeAllSessions: t.int({
+      description:
+        'Ends every session of the signed-in user, this one included (sign in again afterwards), and with includeApiTokens every API token too. ' +
+        'Returns how many ended. Other API processes may accept them for up to AUTH_CACHE_TTL_MS more.',
+      args: { includeApiTokens: t.arg.boolean({ defaultValue: false }) },
+      resolve: (_r, args, ctx) => ctx.accounts.revokeAllSessions(requireUser(ctx).id, args.includeApiTokens ?? false),
     }),
     requestPasswordReset: t.boolean({
       description: 'Mails a reset link if the address has an account; answers true either way.',

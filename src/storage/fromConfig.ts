@@ -25,3 +25,17 @@ export function createImageUrls(config: Config): ImageUrls {
   );
   return new LocalFileUrls(dir, config.http.publicUrl, secret, urlTtlS);
 }
+
+/**
+ * The origins the image URLs handed to clients point at, for the web page's Content-Security-Policy
+ * (`img-src`): PUBLIC_URL's for the local folder; for S3 the public base URL's, or the endpoint's
+ * (path style) or the bucket's host under it (virtual-hosted style, the SDK's default).
+ */
+export function imageOrigins(config: Config): string[] {
+  const s3 = config.storage.s3;
+  if (!s3) return [new URL(config.http.publicUrl).origin];
+  if (s3.publicBaseUrl) return [new URL(s3.publicBaseUrl).origin];
+  const endpoint = new URL(s3.endpoint);
+  if (s3.forcePathStyle) return [endpoint.origin];
+  return [`${endpoint.protocol}//${s3.bucket}.${endpoint.host}`];
+}

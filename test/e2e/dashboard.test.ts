@@ -10,7 +10,7 @@ import type { Browser, Page } from 'playwright-core';
 import { createUserWithToken } from '../../src/auth/tokens';
 import { QUEUE_NAMES } from '../../src/config';
 import { BROWSER_UI_MS, PROCESS_START_MS } from '../helpers/budgets';
-import { launchChromium, UI_TIMEOUT } from '../helpers/graphiqlBrowser';
+import { launchChromium, recordCspViolations, UI_TIMEOUT } from '../helpers/graphiqlBrowser';
 import { startStack, type Stack } from '../helpers/stack';
 import { storedState } from '../helpers/storedJobs';
 import { until } from '../helpers/wait';
@@ -56,6 +56,7 @@ describe('the queue dashboard in a browser', () => {
     expect(await storedState(stack, 'high_priority', waiting.id)).toBe('waiting');
 
     const context = await browser.newContext();
+    const cspViolations = await recordCspViolations(context);
     const page = await context.newPage();
     const problems: string[] = [];
     page.on('pageerror', (err) => problems.push(err.message));
@@ -103,6 +104,8 @@ describe('the queue dashboard in a browser', () => {
     await until(async () => (await storedState(stack, 'high_priority', failed.id)) !== 'failed', 'the retried job to leave the failed list');
     expect(await visit(page, '/sdjobs/high_priority/failed')).not.toContain(failed.id);
     expect(problems).toEqual([]);
+    // The sign-in form and arena's pages ran under their policies, nothing refused.
+    expect(cspViolations).toEqual([]);
 
     // A token that is not an admin's: refused.
     const other = await browser.newContext();

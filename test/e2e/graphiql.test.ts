@@ -21,6 +21,7 @@ import {
   non2xx,
   openGraphiQL,
   openTab,
+  recordCspViolations,
   recordedStates,
   UI_TIMEOUT,
   waitForEditorText,
@@ -62,7 +63,7 @@ describe('GraphiQL in a browser', () => {
   });
 
   it('opens with the four example tabs, Generate in the editor and the token in the headers', { timeout: 120_000 }, async () => {
-    const { context, page, problems } = await openGraphiQL(browser, url);
+    const { context, page, problems, cspViolations } = await openGraphiQL(browser, url);
     try {
       const examples = graphiqlExampleTabs(token);
       expect(await page.locator('.graphiql-tab').allInnerTexts()).toEqual(['Generate', 'Watch', 'Me', 'Stop']);
@@ -116,6 +117,7 @@ describe('GraphiQL in a browser', () => {
       expect(await page.locator('.graphiql-tab').allInnerTexts()).toEqual(['Generate', 'Watch', 'Me', 'Stop']);
       expect(await page.locator('.graphiql-tab-active').innerText()).toBe('Watch');
       expect(problems).toEqual([]);
+      expect(cspViolations).toEqual([]);
     } finally {
       await context.close();
     }
@@ -123,6 +125,7 @@ describe('GraphiQL in a browser', () => {
 
   it('opens just the query of a link with ?query= on a first visit', { timeout: 120_000 }, async () => {
     const context = await browser.newContext();
+    const cspViolations = await recordCspViolations(context);
     try {
       const page = await context.newPage();
       await page.goto(`${url}/graphql?query=${encodeURIComponent('query Mine { me { photoCredits } }')}`, { timeout: UI_TIMEOUT });
@@ -130,6 +133,7 @@ describe('GraphiQL in a browser', () => {
       expect(await page.locator('.graphiql-tab').allInnerTexts()).toEqual(['Mine']);
       const headers = await editorTool(page, 'Headers');
       await waitForEditorText(page, headers, (t) => t.includes(`Bearer ${token}`));
+      expect(cspViolations).toEqual([]);
     } finally {
       await context.close();
     }
@@ -137,7 +141,7 @@ describe('GraphiQL in a browser', () => {
 
   it('serves every asset the page and its workers ask for', { timeout: 120_000 }, async () => {
     const session = await openGraphiQL(browser, url);
-    const { context, page, requests, workers, problems } = session;
+    const { context, page, requests, workers, problems, cspViolations } = session;
     try {
       // Monaco starts its editor, JSON and GraphQL workers from the monacoeditorwork files.
       await page.waitForFunction(() => document.querySelectorAll('.graphiql-editor-tool .monaco-editor').length > 0, undefined, { timeout: UI_TIMEOUT });
@@ -151,9 +155,16 @@ describe('GraphiQL in a browser', () => {
       }
       expect(await non2xx(session)).toEqual([]);
       expect(problems).toEqual([]);
+      expect(cspViolations).toEqual([]);
 
       // Over plain HTTP: every asset the page names, and every file Monaco's workers are made from.
-      const html = await (await fetch(`${url}/graphql`, { headers: { accept: 'text/html' } })).text();
+      const pageAnswer = await fetch(`${url}/graphql`, { headers: { accept: 'text/html' } });
+      // The page's own policy (the browser above ran under it): scripts by hash, never 'unsafe-inline'.
+      const policy = pageAnswer.headers.get('content-security-policy') ?? '';
+      expect(policy).toMatch(/script-src 'self' 'sha256-[^;]+;/);
+      expect(policy).not.toMatch(/script-src[^;]*unsafe-inline/);
+      expect(policy).toContain("frame-ancestors 'none'");
+      const html = await pageAnswer.text();
       expect(html).not.toContain('unpkg.com');
       const named = new Set([...html.matchAll(/\/graphiql-assets\/[^"'\s)>]+/g)].map((m) => m[0]));
       for (const file of await workerFiles()) named.add(`/graphiql-assets/${file}`);
@@ -175,7 +186,7 @@ describe('GraphiQL in a browser', () => {
 
   it('autocompletes from the schema as a person types (the GraphQL worker runs)', { timeout: 120_000 }, async () => {
     const session = await openGraphiQL(browser, url);
-    const { context, page, problems } = session;
+    const { context, page, problems, cspViolations } = session;
     try {
       await page.locator('.graphiql-query-editor .monaco-editor').first().click();
       await page.keyboard.press('Control+End');
@@ -186,6 +197,7 @@ describe('GraphiQL in a browser', () => {
       expect(await suggestion.innerText()).toContain('generation');
       expect(await non2xx(session)).toEqual([]);
       expect(problems).toEqual([]);
+      expect(cspViolations).toEqual([]);
     } finally {
       await context.close();
     }
@@ -193,7 +205,7 @@ describe('GraphiQL in a browser', () => {
 
   it('runs the Generate example, then watches it live to SUCCEEDED in the Watch tab', { timeout: 180_000 }, async () => {
     const session = await openGraphiQL(browser, url, { recordEventStreams: true });
-    const { context, page, problems } = session;
+    const { context, page, problems, cspViolations } = session;
     const sim = stack.sim;
     try {
       // Paused: the generation stays mid-sampling (GENERATING, step 0) until the browser shows it
@@ -220,6 +232,7 @@ describe('GraphiQL in a browser', () => {
       expect(await stack.credits(userId)).toBe(2);
       expect(await non2xx(session)).toEqual([]);
       expect(problems).toEqual([]);
+      expect(cspViolations).toEqual([]);
     } finally {
       sim.resume();
       await context.close();

@@ -9,7 +9,7 @@ import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BROWSER_UI_MS, PROCESSES_TEST_MS } from '../helpers/budgets';
-import { launchChromium } from '../helpers/graphiqlBrowser';
+import { launchChromium, recordCspViolations } from '../helpers/graphiqlBrowser';
 import { linkIn, startSmtp, type TestSmtp } from '../helpers/smtp';
 import { startStack, type Stack } from '../helpers/stack';
 
@@ -22,6 +22,7 @@ describe('the web page', { timeout: PROCESSES_TEST_MS }, () => {
   let browser: Browser;
   let page: Page;
   const problems: string[] = [];
+  let cspViolations: string[] = [];
   const shot = (name: string) => page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: true });
 
   beforeAll(async () => {
@@ -30,7 +31,9 @@ describe('the web page', { timeout: PROCESSES_TEST_MS }, () => {
     // Steps slow enough for the bar to be seen at several of them.
     stack = await startStack({ simulator: { stepMs: 100 }, env: { SMTP_URL: smtp.url } });
     browser = await launchChromium();
-    page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    cspViolations = await recordCspViolations(context);
+    page = await context.newPage();
     page.setDefaultTimeout(BROWSER_UI_MS);
     page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
     page.on('console', (m) => m.type() === 'error' && problems.push(`console: ${m.text()}`));
@@ -121,5 +124,7 @@ describe('the web page', { timeout: PROCESSES_TEST_MS }, () => {
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.getByRole('heading', { name: 'Sign in' }).waitFor();
     expect(problems).toEqual([]);
+    // Every page above (the app, the account page of the mail's link) ran under its CSP without a refusal.
+    expect(cspViolations).toEqual([]);
   });
 });

@@ -38,6 +38,34 @@ export interface Session {
   workers: Worker[];
   /** Console errors, failed requests and uncaught exceptions. */
   problems: string[];
+  /** Content-Security-Policy violations the page and its workers reported (recordCspViolations). */
+  cspViolations: string[];
+}
+
+/**
+ * Collects every Content-Security-Policy violation of the context's pages and their workers: the
+ * `securitypolicyviolation` events of each document, and the console messages Chromium writes for
+ * a refusal (the only report a worker's refusals get). Call it before the pages load.
+ */
+export async function recordCspViolations(context: BrowserContext): Promise<string[]> {
+  const violations: string[] = [];
+  await context.exposeBinding('__reportCspViolation', (_source, text: string) => void violations.push(text));
+  await context.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (e) => {
+      const report = (globalThis as unknown as { __reportCspViolation(text: string): Promise<void> }).__reportCspViolation;
+      void report(`${e.effectiveDirective} refused ${e.blockedURI || 'inline'} at ${e.sourceFile}:${e.lineNumber}`);
+    });
+  });
+  const fromConsole = (m: { text(): string }) => {
+    if (/Content Security Policy/i.test(m.text())) violations.push(`console: ${m.text()}`);
+  };
+  const watchPage = (page: Page) => {
+    page.on('console', fromConsole);
+    page.on('worker', (w) => w.on('console', fromConsole));
+  };
+  context.pages().forEach(watchPage);
+  context.on('page', watchPage);
+  return violations;
 }
 
 /** Debian's Chromium, headless, with the flags this machine's closed network needs. */
@@ -105,7 +133,8 @@ export async function openGraphiQL(browser: Browser, url: string, opts: { record
   if (opts.recordEventStreams) await context.addInitScript(recordEventStreams);
   // The Watch example is filled in by pasting, as a person would.
   await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: url });
-  const s: Session = { context, page: await context.newPage(), requests: [], blobAnswers: new Map(), workers: [], problems: [] };
+  const cspViolations = await recordCspViolations(context);
+  const s: Session = { context, page: await context.newPage(), requests: [], blobAnswers: new Map(), workers: [], problems: [], cspViolations };
   context.on('request', (r) => s.requests.push(r));
   context.on('response', (r) => {
     if (r.url().startsWith('blob:')) s.blobAnswers.set(r.request(), r.status());

@@ -29,17 +29,29 @@ export interface TestSmtp {
   close(): Promise<void>;
 }
 
-export async function startSmtp(): Promise<TestSmtp> {
+export interface SmtpOptions {
+  /** Require a login (AUTH PLAIN or LOGIN over the plain connection) with these credentials; `url` then carries them. */
+  auth?: { user: string; pass: string };
+}
+
+export async function startSmtp(opts: SmtpOptions = {}): Promise<TestSmtp> {
   const received: ReceivedMail[] = [];
   const tries = new Map<string, number>();
   const scripted = new Map<string, { code: number; times: number }>();
   const waiters: Array<{ to: string; pred: (m: ReceivedMail) => boolean; resolve: (m: ReceivedMail) => void }> = [];
   let held: Array<() => void> | null = null;
 
+  const auth = opts.auth;
   const server = new SMTPServer({
-    // Plain SMTP on localhost: no TLS to negotiate, no login needed.
-    disabledCommands: ['STARTTLS', 'AUTH'],
-    authOptional: true,
+    // Plain SMTP on localhost: no TLS to negotiate; a login only when asked for (over plain text: localhost).
+    disabledCommands: auth ? ['STARTTLS'] : ['STARTTLS', 'AUTH'],
+    authOptional: !auth,
+    allowInsecureAuth: Boolean(auth),
+    authMethods: ['PLAIN', 'LOGIN'],
+    onAuth(login, _session, callback) {
+      if (auth && login.username === auth.user && login.password === auth.pass) return callback(null, { user: login.username });
+      callback(new Error('Invalid username or password'));
+    },
     logger: false,
     onData(stream, session, callback) {
       const to = session.envelope.rcptTo.map((r) => r.address.toLowerCase()).join(',');
@@ -74,7 +86,7 @@ export async function startSmtp(): Promise<TestSmtp> {
   const port = (server.server.address() as AddressInfo).port;
 
   const smtp: TestSmtp = {
-    url: `smtp://127.0.0.1:${port}`,
+    url: auth ? `smtp://${encodeURIComponent(auth.user)}:${encodeURIComponent(auth.pass)}@127.0.0.1:${port}` : `smtp://127.0.0.1:${port}`,
     received,
     tries: (to) => tries.get(to.toLowerCase()) ?? 0,
     replyWith(to, code, times = 1) {

@@ -18,6 +18,8 @@ describe('the queue dashboard', () => {
   let stack: Stack;
   let admin: { userId: string; token: string };
   let user: { userId: string; token: string };
+  /** The log lines of an admin action taken from the dashboard. */
+  const adminLines = (action: string) => lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.action === action && 'adminEmail' in l);
   const open = (path: string, init: RequestInit = {}) => fetch(`${stack.baseUrl}${BASE}${path}`, { redirect: 'manual', ...init });
   const asAdmin = (path: string, init: RequestInit = {}) =>
     open(path, { ...init, headers: { authorization: `Bearer ${admin.token}`, ...(init.headers as Record<string, string> | undefined) } });
@@ -88,6 +90,11 @@ describe('the queue dashboard', () => {
     // Removing an ended job only drops it from Redis.
     expect((await asAdmin(`/api/queue/sdjobs/high_priority/job/${id}`, { method: 'DELETE' })).status).toBe(200);
     expect(await storedState(stack, 'high_priority', id)).toBeNull();
+
+    // Each action is logged at info level with who did it, what and on which job.
+    const who = { admin: admin.userId, adminEmail: 'ops@example.com', queue: 'high_priority', job: id };
+    expect(adminLines('retry')).toEqual([expect.objectContaining({ ...who, level: 30 })]);
+    expect(adminLines('remove').filter((l) => l.job === id)).toEqual([expect.objectContaining({ ...who, level: 30 })]);
   });
 
   it('removes a waiting generation job by cancelling its generation (credits back once); other unfinished jobs stay', async () => {
@@ -108,6 +115,9 @@ describe('the queue dashboard', () => {
     expect(await storedState(stack, 'high_priority', waiting.id)).toBeNull();
     expect(await stack.tdb.db('generations').where({ id: waiting.id }).first()).toMatchObject({ status: 'CANCELLED' });
     expect(await stack.credits(user.userId)).toBe(creditsBefore);
+    expect(adminLines('remove').filter((l) => l.job === waiting.id)).toEqual([
+      expect.objectContaining({ admin: admin.userId, adminEmail: 'ops@example.com', generation: waiting.id, status: 'CANCELLED', level: 30 }),
+    ]);
 
     // A mail waiting for its retry (due in an hour) is a step of recorded work: not removed.
     const keys = queueKeys(stack.config.redis.prefix, 'low_priority');

@@ -1,8 +1,10 @@
 /**
  * The API as `NODE_ENV=production` runs it: no GraphiQL page, no introspection and no field
- * suggestions (which would name what introspection hides), unless GRAPHIQL=true asks for them.
+ * suggestions (which would name what introspection hides), unless GRAPHIQL=true asks for them;
+ * and the security headers on its answers.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { STRICT_CSP } from '../../src/api/securityHeaders';
 import { startStack, type Stack } from '../helpers/stack';
 
 let stack: Stack;
@@ -53,5 +55,37 @@ describe('in production', () => {
     expect(res.headers.get('content-type')).toContain('text/html');
     const schema = await post(api.baseUrl, '{ __schema { queryType { name } } }');
     expect(schema.body).toEqual({ data: { __schema: { queryType: { name: 'Query' } } } });
+  });
+});
+
+describe('security headers in production', () => {
+  it('are on /graphql, the web page, a 404 and /healthz', async () => {
+    const answers = {
+      graphql: await fetch(`${stack.baseUrl}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: JSON.stringify({ query: '{ me { photoCredits } }' }) }),
+      graphqlGet: await openGraphiQL(stack.baseUrl),
+      page: await fetch(`${stack.baseUrl}/`),
+      notFound: await fetch(`${stack.baseUrl}/no/such/thing`),
+      healthz: await fetch(`${stack.baseUrl}/healthz`),
+    };
+    expect(answers.graphql.status).toBe(200);
+    expect(answers.notFound.status).toBe(404);
+    expect(answers.healthz.status).toBe(200);
+    for (const [name, res] of Object.entries(answers)) {
+      await res.body?.cancel();
+      expect(res.headers.get('x-content-type-options'), name).toBe('nosniff');
+      expect(res.headers.get('referrer-policy'), name).toBe('no-referrer');
+      expect(res.headers.get('x-frame-options'), name).toBe('DENY');
+      expect(res.headers.get('content-security-policy'), name).toContain("frame-ancestors 'none'");
+      // No CORS without CORS_ORIGINS.
+      expect(res.headers.get('access-control-allow-origin'), name).toBeNull();
+    }
+    for (const name of ['graphql', 'graphqlGet', 'notFound', 'healthz'] as const) {
+      expect(answers[name].headers.get('content-security-policy'), name).toBe(STRICT_CSP);
+    }
+    // The web page (built by npm ci): its own files only, scripts never inline without a hash.
+    expect(answers.page.headers.get('content-type')).toContain('text/html');
+    const csp = answers.page.headers.get('content-security-policy') ?? '';
+    expect(csp).toMatch(/script-src 'self'/);
+    expect(csp).not.toMatch(/unsafe-inline|unsafe-eval|https?:\/\/(?!127\.0\.0\.1)/);
   });
 });

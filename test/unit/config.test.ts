@@ -35,7 +35,7 @@ describe('the README configuration table', () => {
 describe('loadConfig', () => {
   it('applies the documented defaults', () => {
     const c = loadConfig({});
-    expect(c.http).toEqual({ host: '0.0.0.0', port: 4000, publicUrl: 'http://localhost:4000', trustProxy: 0 });
+    expect(c.http).toEqual({ host: '0.0.0.0', port: 4000, publicUrl: 'http://localhost:4000', trustProxy: 0, corsOrigins: [] });
     expect(c.redis.url).toBe('redis://localhost:6379/0');
     expect(c.worker).toMatchObject({
       concurrency: 2,
@@ -65,6 +65,14 @@ describe('loadConfig', () => {
     expect(c.worker.concurrency).toBe(5);
     expect(loadConfig({ APP_DATABASE_URL: 'postgres://a/app' }).database.url).toBe('postgres://a/app');
     expect(loadConfig({ CELERY_WORKER_CONCURRENCY: '5', WORKER_CONCURRENCY: '3' }).worker.concurrency).toBe(3);
+  });
+
+  it('reads CORS_ORIGINS as a list of origins, and refuses paths, wildcards and other schemes', () => {
+    expect(loadConfig({ CORS_ORIGINS: ' https://app.example.com, http://localhost:5173/ ,' }).http.corsOrigins).toEqual(['https://app.example.com', 'http://localhost:5173']);
+    expect(loadConfig({ CORS_ORIGINS: '' }).http.corsOrigins).toEqual([]);
+    for (const bad of ['*', 'https://app.example.com/path', 'app.example.com', 'ftp://files.example.com', 'https://a.example.com,null']) {
+      expect(() => loadConfig({ CORS_ORIGINS: bad }), bad).toThrow(/CORS_ORIGINS/);
+    }
   });
 
   it('gives each queue its own slots: --concurrency sizes the generation slots only', () => {

@@ -3,7 +3,8 @@
  * (the options cannot end the inline script).
  */
 import { describe, expect, it } from 'vitest';
-import { graphiqlAssetPath, readGraphiQLAsset, renderLocalGraphiQL, scriptSafeJson } from '../../src/api/graphiql';
+import { graphiqlAssetPath, graphiqlCsp, readGraphiQLAsset, renderLocalGraphiQL, scriptSafeJson } from '../../src/api/graphiql';
+import { inlineScriptHashes } from '../../src/api/securityHeaders';
 
 describe('graphiqlAssetPath', () => {
   it('accepts the dist files, including a name with ".." inside it', () => {
@@ -60,7 +61,8 @@ describe('renderLocalGraphiQL', () => {
   it('embeds the options so that no text in them ends the script', () => {
     expect(html).not.toContain('alert(1)</script>');
     expect(html).not.toContain('<!--');
-    expect(html.match(/<\/script>/g)).toHaveLength(3);
+    // Three scripts of yoga's page and the options' data block.
+    expect(html.match(/<\/script>/g)).toHaveLength(4);
     // The embedded text is the options' JSON, unchanged for JavaScript (`$&` was not expanded).
     expect(html).toContain(scriptSafeJson(opts));
     expect(JSON.parse(scriptSafeJson(opts))).toEqual(opts);
@@ -73,5 +75,18 @@ describe('renderLocalGraphiQL', () => {
     expect(html).toContain('/graphiql-assets/monacoeditorwork/graphql.worker..bundle.js');
     expect(html).toContain('<link rel=icon href="data:,">');
     expect(html).toContain('<title>Stable Diffusion jobs</title>');
+  });
+
+  it('runs the same inline scripts whatever the options, so one CSP with their hashes fits every page', () => {
+    const plain = renderLocalGraphiQL({ title: 'GraphiQL' });
+    const hashes = inlineScriptHashes(html);
+    expect(hashes).toHaveLength(2);
+    expect(inlineScriptHashes(plain)).toEqual(hashes);
+    const policy = graphiqlCsp();
+    const scriptSrc = /script-src ([^;]*)/.exec(policy)?.[1] ?? '';
+    for (const h of hashes) expect(scriptSrc).toContain(h);
+    expect(scriptSrc).not.toContain('unsafe-inline');
+    expect(policy).toContain("frame-ancestors 'none'");
+    expect(policy).not.toMatch(/https?:/);
   });
 });

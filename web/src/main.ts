@@ -78,7 +78,9 @@ const messageOf = (err: unknown) => (err instanceof SdJobsError ? err.message : 
 
 /** An image that shows its blurhash until the real one has loaded. */
 function placeholderImage(image: Image, src: string, label: string): HTMLElement {
-  const frame = h('div', { class: 'image', style: `aspect-ratio: ${image.width} / ${image.height}` });
+  const frame = h('div', { class: 'image' });
+  // Through the CSSOM, not a style attribute: the page's Content-Security-Policy refuses inline styles.
+  frame.style.aspectRatio = `${image.width} / ${image.height}`;
   const canvas = h('canvas', { width: '32', height: String(Math.max(1, Math.round((32 * image.height) / image.width))), 'aria-hidden': 'true' });
   try {
     const pixels = decode(image.blurhash, canvas.width, canvas.height);
