@@ -30,6 +30,9 @@ interface Case {
   includes?: string;
 }
 
+/** What must never appear in an answer: stack frames, source paths, SQL, the JSON parser's own words. */
+const LEAKS = /\bat [\w.<>]+ \(|\.(ts|js|mjs|cjs):\d+|node_modules|\/src\/|\b(SELECT|INSERT INTO|UPDATE \w+ SET)\b|Unexpected token|in JSON at position|end of JSON input|"stack"/;
+
 /** Answers larger than this are a defect in themselves (errors must be bounded). */
 const MAX_ANSWER_BYTES = 64 * 1024;
 
@@ -129,6 +132,8 @@ async function runBatch(cases: Case[]): Promise<void> {
     expect.soft(`${c.name}: ${got.status} ${got.code}`).toBe(`${c.name}: ${c.status} ${c.code}`);
     expect.soft(got.status, `${c.name}: no 5xx`).toBeLessThan(500);
     if (c.includes) expect.soft(got.body, c.name).toContain(c.includes);
+    // Nothing of the server's insides: no stack frame, source path, SQL or JSON parser message.
+    expect.soft(got.body, `${c.name}: nothing internal`).not.toMatch(LEAKS);
     expect.soft(got.body.length, `${c.name}: a bounded answer`).toBeLessThan(MAX_ANSWER_BYTES);
   }
   if (process.env.HOSTILE_DISCOVER) console.log(seen.join('\n'));
@@ -267,6 +272,29 @@ describe('hostile input over HTTP', () => {
       { name: '3,000 unknown fields', send: op(`{ ${Array.from({ length: 3000 }, (_, i) => `f${i}`).join(' ')} }`), status: 200, code: 'GRAPHQL_VALIDATION_FAILED' },
       { name: '500 operations, none chosen', send: op(Array.from({ length: 500 }, (_, i) => `query Q${i} { __typename }`).join(' ')), status: 200, code: 'GRAPHQL_VALIDATION_FAILED' },
       { name: 'a 10,000-character field name', send: op(`{ ${'x'.repeat(10_000)} }`), status: 200, code: 'GRAPHQL_VALIDATION_FAILED' },
+      {
+        name: 'a subscription with 16 aliases (refused before it starts)',
+        send: () =>
+          request('/graphql', {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', accept: 'text/event-stream', authorization: `Bearer ${broke.token}` },
+            body: JSON.stringify({ query: `subscription S($id: ID!) { ${Array.from({ length: 16 }, (_, i) => `a${i}: generationProgress(id: $id) { status }`).join(' ')} }`, variables: { id: otherGenerationId } }),
+          }),
+        status: 200,
+        code: 'GRAPHQL_VALIDATION_FAILED',
+      },
+      {
+        name: 'a subscription with a NUL byte in its variable',
+        send: () =>
+          request('/graphql', {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', accept: 'text/event-stream', authorization: `Bearer ${broke.token}` },
+            body: JSON.stringify({ query: 'subscription S($id: ID!) { generationProgress(id: $id) { status } }', variables: { id: 'a\u0000b' } }),
+          }),
+        status: 200,
+        code: 'BAD_USER_INPUT',
+      },
+      { name: '30 unknown fields: 20 errors listed, then one counting the rest', send: op(`{ me { ${Array.from({ length: 30 }, (_, i) => `f${i}`).join(' ')} } }`), status: 200, code: 'GRAPHQL_VALIDATION_FAILED', includes: '"omitted":10' },
       { name: 'a misspelt field', send: op('{ me { emial } }'), status: 200, code: 'GRAPHQL_VALIDATION_FAILED' },
     ];
     await refusedBatch(cases);
