@@ -263,10 +263,6 @@ export class AccountService {
     return rows.length > 0;
   }
 
-  async apiTokens(userId: string): Promise<ApiTokenInfo[]> {
-    return (await this.apiTokensOf([userId]))[0] ?? [];
-  }
-
   /** Each user's live API tokens, newest first, in one query however many users. */
   async apiTokensOf(userIds: readonly string[]): Promise<ApiTokenInfo[][]> {
     const rows = (await this.deps.db('api_tokens')

@@ -33,12 +33,7 @@ export class UserService {
     return inOrderOf(ids, rows, (r) => r.id, (r): UserProfile | null => ({ id: r.id, email: r.email }), null);
   }
 
-  /** Photo credits left now (each image of a batch costs one); 0 for a user that is gone. */
-  async credits(id: string): Promise<number> {
-    return (await this.creditsOf([id]))[0] ?? 0;
-  }
-
-  /** `credits` of each user, in one query however many. */
+  /** Each user's photo credits left now (each image of a batch costs one; 0 for a user that is gone), in one query however many. */
   async creditsOf(ids: readonly string[]): Promise<number[]> {
     const rows = await User.query(this.db).findByIds([...ids]).select('id', 'photo_credits');
     return inOrderOf(ids, rows, (r) => r.id, (r) => r.photo_credits, 0);

@@ -104,16 +104,10 @@ export class WebhookService {
     await this.deps.db('generation_webhooks').insert({ generation_id: generationId, url: target.url, events: storedEvents(target.events) });
   }
 
-  /** Every try of every webhook of one of the caller's generations, oldest first; others' look missing. */
-  async deliveries(user: AuthUser, rawId: string): Promise<WebhookDelivery[]> {
-    const [found] = await this.deliveriesOf(user, [rawId]);
-    if (!found) throw notFound('Generation', rawId);
-    return found;
-  }
-
   /**
-   * `deliveries` of each generation, null for one the caller may not see (or a malformed id), in
-   * two queries however many: the owners, then the tries.
+   * Every try of every webhook of each of the caller's generations, oldest first; null for one the
+   * caller may not see (or a malformed id): others' look missing. Two queries however many: the
+   * owners, then the tries.
    */
   async deliveriesOf(user: AuthUser, rawIds: readonly string[]): Promise<Array<WebhookDelivery[] | null>> {
     const ids = rawIds.map((raw) => parseUuid(raw));
