@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Config } from '../config';
 import { grantCredits } from '../credits/ledger';
+import { groupedInOrderOf, inOrderOf } from '../db/inOrderOf';
 import { User } from '../db/models';
 import { DomainError } from '../errors';
 import type { RateLimits } from '../limits/rateLimits';
@@ -61,6 +62,9 @@ export interface ApiTokenInfo {
 export interface NotificationSettings {
   imagesReady: boolean;
 }
+
+/** What a user who never changed them (or is gone) has. */
+const DEFAULT_NOTIFICATIONS: NotificationSettings = Object.freeze({ imagesReady: true });
 
 const invalidLink = (field: string) =>
   new DomainError('BAD_USER_INPUT', 'This link is not valid: it was used already, it expired, or it was never made.', { field });
@@ -259,23 +263,35 @@ export class AccountService {
     return rows.length > 0;
   }
 
-  async apiTokens(userId: string): Promise<ApiTokenInfo[]> {
+  /** Each user's live API tokens, newest first, in one query however many users. */
+  async apiTokensOf(userIds: readonly string[]): Promise<ApiTokenInfo[][]> {
     const rows = (await this.deps.db('api_tokens')
-      .where({ user_id: userId, kind: 'api' })
+      .whereIn('user_id', [...userIds])
+      .where({ kind: 'api' })
       .whereNull('revoked_at')
       .orderBy('created_at', 'desc')
-      .select('id', 'name', 'created_at', 'last_used_at')) as Array<{ id: string; name: string; created_at: Date; last_used_at: Date | null }>;
-    return rows.map((r) => ({ id: r.id, name: r.name, createdAt: r.created_at, lastUsedAt: r.last_used_at }));
+      .select('id', 'user_id', 'name', 'created_at', 'last_used_at')) as Array<{ id: string; user_id: string; name: string; created_at: Date; last_used_at: Date | null }>;
+    return groupedInOrderOf(userIds, rows, (r) => r.user_id, (r) => ({ id: r.id, name: r.name, createdAt: r.created_at, lastUsedAt: r.last_used_at }));
   }
 
   async emailVerified(userId: string): Promise<boolean> {
-    const row = await User.query(this.deps.db).findById(userId).select('email_verified_at');
-    return Boolean(row?.email_verified_at);
+    return (await this.emailVerifiedOf([userId]))[0] ?? false;
+  }
+
+  /** `emailVerified` of each user, in one query however many. */
+  async emailVerifiedOf(userIds: readonly string[]): Promise<boolean[]> {
+    const rows = await User.query(this.deps.db).findByIds([...userIds]).select('id', 'email_verified_at');
+    return inOrderOf(userIds, rows, (r) => r.id, (r) => Boolean(r.email_verified_at), false);
   }
 
   async notificationSettings(userId: string): Promise<NotificationSettings> {
-    const row = await User.query(this.deps.db).findById(userId).select('notify_images_ready');
-    return { imagesReady: row?.notify_images_ready ?? true };
+    return (await this.notificationSettingsOf([userId]))[0] ?? DEFAULT_NOTIFICATIONS;
+  }
+
+  /** `notificationSettings` of each user, in one query however many. */
+  async notificationSettingsOf(userIds: readonly string[]): Promise<NotificationSettings[]> {
+    const rows = await User.query(this.deps.db).findByIds([...userIds]).select('id', 'notify_images_ready');
+    return inOrderOf(userIds, rows, (r) => r.id, (r) => ({ imagesReady: r.notify_images_ready ?? true }), DEFAULT_NOTIFICATIONS);
   }
 
   async updateNotificationSettings(userId: string, change: Partial<NotificationSettings>): Promise<NotificationSettings> {

@@ -35,6 +35,7 @@ import { RateLimits } from '../limits/rateLimits';
 import { StreamSlots } from '../limits/streamSlots';
 import { closeRedis, openRedis } from '../redis';
 import { buildSchema, type SchemaContext } from '../schema/index';
+import { createRequestLoaders } from '../schema/loaders';
 import { createImageUrls, imageOrigins } from '../storage/fromConfig';
 import { OperatorService } from '../operators/service';
 import { FILES_PATH, LocalFileUrls } from '../storage/localFileUrls';
@@ -231,6 +232,8 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
         operators,
         log,
         progressMemo: new Map(),
+        // Per request and per caller: a cache shared across requests would serve one user's reads to another.
+        loaders: createRequestLoaders({ users, accounts, webhooks, generations }, user),
       };
     },
   });

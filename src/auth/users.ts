@@ -2,6 +2,7 @@
 import type { Knex } from 'knex';
 import { creditHistory, grantCredits, type CreditEntry } from '../credits/ledger';
 import type { Page, PageRequest } from '../paging';
+import { inOrderOf } from '../db/inOrderOf';
 import { User } from '../db/models';
 import { DomainError } from '../errors';
 import { parseUuid } from '../ids';
@@ -23,14 +24,19 @@ export class UserService {
   ) {}
 
   async profile(id: string): Promise<UserProfile | null> {
-    const row = await User.query(this.db).findById(id).select('id', 'email');
-    return row ? { id: row.id, email: row.email } : null;
+    return (await this.profiles([id]))[0] ?? null;
   }
 
-  /** Photo credits left now (each image of a batch costs one); 0 for a user that is gone. */
-  async credits(id: string): Promise<number> {
-    const row = await User.query(this.db).findById(id).select('photo_credits');
-    return row?.photo_credits ?? 0;
+  /** Each user's profile (null for a user that is gone), in one query however many. */
+  async profiles(ids: readonly string[]): Promise<Array<UserProfile | null>> {
+    const rows = await User.query(this.db).findByIds([...ids]).select('id', 'email');
+    return inOrderOf(ids, rows, (r) => r.id, (r): UserProfile | null => ({ id: r.id, email: r.email }), null);
+  }
+
+  /** Each user's photo credits left now (each image of a batch costs one; 0 for a user that is gone), in one query however many. */
+  async creditsOf(ids: readonly string[]): Promise<number[]> {
+    const rows = await User.query(this.db).findByIds([...ids]).select('id', 'photo_credits');
+    return inOrderOf(ids, rows, (r) => r.id, (r) => r.photo_credits, 0);
   }
 
   /** The user's ledger, newest first. */

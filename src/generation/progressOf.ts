@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
-import type { ProgressEvent } from '../progress/event';
-import { loadGenerationImages } from './images';
+import type { ProgressEvent, ProgressImage } from '../progress/event';
+import { loadImagesOfGenerations } from './images';
 import type { GenerationRow } from './repository';
 
 /**
@@ -8,7 +8,16 @@ import type { GenerationRow } from './repository';
  * or expired after RESULT_EXPIRES_S). Its seq is 0: every published state is newer.
  */
 export async function progressFromRow(db: Knex, row: GenerationRow): Promise<ProgressEvent> {
-  return {
+  const [event] = await progressFromRows(db, [row]);
+  return event!;
+}
+
+/** `progressFromRow` of several rows, their images (only SUCCEEDED ones have any) read in one query. */
+export async function progressFromRows(db: Knex, rows: readonly GenerationRow[]): Promise<ProgressEvent[]> {
+  const succeeded = rows.filter((r) => r.status === 'SUCCEEDED').map((r) => r.id);
+  // No I/O when none has succeeded.
+  const images = succeeded.length > 0 ? await loadImagesOfGenerations(db, succeeded) : new Map<string, ProgressImage[]>();
+  return rows.map((row) => ({
     generationId: row.id,
     seq: 0,
     status: row.status,
@@ -22,6 +31,6 @@ export async function progressFromRow(db: Knex, row: GenerationRow): Promise<Pro
     error: row.error_code
       ? { code: row.error_code, message: row.error_message ?? '', retryable: row.error_retryable ?? false }
       : null,
-    images: row.status === 'SUCCEEDED' ? await loadGenerationImages(db, row.id) : [],
-  };
+    images: images.get(row.id) ?? [],
+  }));
 }

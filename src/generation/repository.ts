@@ -39,6 +39,12 @@ export async function findGeneration(db: Knex, id: string): Promise<GenerationRo
   return (row as GenerationRow | undefined) ?? null;
 }
 
+/** Several generations in one query, in no particular order; ids that have no row are left out. */
+export async function findGenerations(db: Knex, ids: readonly string[]): Promise<GenerationRow[]> {
+  if (ids.length === 0) return [];
+  return (await Generation.query(db).findByIds([...ids])) as GenerationRow[];
+}
+
 /** One page of a user's generations, newest first, optionally only those in `status` (as Postgres has it). */
 export async function pageGenerations(
   db: Knex,

@@ -17,11 +17,11 @@ import type { ProgressHub } from '../progress/hub';
 import type { ProgressPublisher } from '../progress/publisher';
 import { progressStream, type ProgressStream, type ProgressStreamSource } from '../progress/stream';
 import type { GenerationInput } from './input';
-import { progressFromRow } from './progressOf';
+import { progressFromRow, progressFromRows } from './progressOf';
 import type { QueueInfo } from './queueInfo';
 import type { GenerationRow } from './repository';
 import { GenerationInserter } from './inserter';
-import { countUnfinishedGenerations, endGenerationWithRefund, findGeneration, pageGenerations } from './repository';
+import { countUnfinishedGenerations, endGenerationWithRefund, findGeneration, findGenerations, pageGenerations } from './repository';
 import { isTerminal, type GenerationStatus } from './lifecycle';
 import { queueWebhook } from '../webhooks/events';
 import type { WebhookService, WebhookTarget } from '../webhooks/service';
@@ -109,11 +109,15 @@ export class GenerationService {
 
   /** The generation if `user` may see it (owner or admin), else null: others' ids look missing. */
   async findVisible(user: AuthUser, rawId: string): Promise<GenerationRow | null> {
-    const id = parseGenerationId(rawId);
-    if (!id) return null;
-    const row = await findGeneration(this.deps.db, id);
-    if (!row || (row.user_id !== user.id && !user.isAdmin)) return null;
-    return row;
+    return (await this.findVisibleMany(user, [rawId]))[0] ?? null;
+  }
+
+  /** `findVisible` of each id, in one query however many. */
+  async findVisibleMany(user: AuthUser, rawIds: readonly string[]): Promise<Array<GenerationRow | null>> {
+    const ids = rawIds.map((raw) => parseGenerationId(raw));
+    const rows = await findGenerations(this.deps.db, [...new Set(ids.filter((id) => id !== null))]);
+    const byId = new Map(rows.filter((r) => r.user_id === user.id || user.isAdmin).map((r) => [r.id, r]));
+    return ids.map((id) => (id ? (byId.get(id) ?? null) : null));
   }
 
   /** The caller's own generations, a page at a time, newest first; `status` filters on the recorded status. */
@@ -123,13 +127,24 @@ export class GenerationService {
 
   /** The current state: the Redis snapshot while it lives, else what Postgres recorded. */
   async currentProgress(id: string): Promise<ProgressEvent | null> {
-    const snapshot = await this.deps.publisher.read(id);
+    return (await this.currentProgressOf([id]))[0] ?? null;
+  }
+
+  /**
+   * `currentProgress` of each id, at a constant cost however many: one Redis call for the
+   * snapshots, then for those without one a query for the rows, one for the images of the
+   * succeeded ones and one Redis call for the queued ones' places.
+   */
+  async currentProgressOf(ids: readonly string[]): Promise<Array<ProgressEvent | null>> {
+    const snapshots = await this.deps.publisher.readMany(ids);
     // A snapshot published before image URLs were made per answer carries URLs instead of storage
     // keys (until it expires after RESULT_EXPIRES_S); Postgres has the keys.
-    if (snapshot && snapshot.images.every((i) => typeof i.key === 'string')) return snapshot;
-    const row = await findGeneration(this.deps.db, id);
-    if (!row) return null;
-    return this.withQueuePosition(await progressFromRow(this.deps.db, row));
+    const usable = snapshots.map((s) => (s && s.images.every((i) => typeof i.key === 'string') ? s : null));
+    const missing = [...new Set(ids.filter((_id, i) => !usable[i]))];
+    if (missing.length === 0) return usable;
+    const recorded = await this.withQueuePositions(await progressFromRows(this.deps.db, await findGenerations(this.deps.db, missing)));
+    const byId = new Map(recorded.map((e) => [e.generationId, e]));
+    return ids.map((id, i) => usable[i] ?? byId.get(id) ?? null);
   }
 
   /**
@@ -144,9 +159,19 @@ export class GenerationService {
 
   /** Adds the place in the job queue (and the ETA) to a QUEUED state read from Postgres. */
   async withQueuePosition(event: ProgressEvent): Promise<ProgressEvent> {
-    if (event.status !== 'QUEUED') return event;
-    const q = await this.deps.queueInfo.position(event.generationId);
-    return q ? { ...event, queuePosition: q.position, etaSeconds: q.etaSeconds } : event;
+    return (await this.withQueuePositions([event]))[0]!;
+  }
+
+  /** `withQueuePosition` of each event, in one Redis call for all the queued ones (none without any). */
+  async withQueuePositions(events: readonly ProgressEvent[]): Promise<ProgressEvent[]> {
+    const queued = events.filter((e) => e.status === 'QUEUED');
+    if (queued.length === 0) return [...events];
+    const positions = await this.deps.queueInfo.positions(queued.map((e) => e.generationId));
+    const byId = new Map(queued.map((e, i) => [e.generationId, positions[i] ?? null]));
+    return events.map((e) => {
+      const q = byId.get(e.generationId);
+      return q ? { ...e, queuePosition: q.position, etaSeconds: q.etaSeconds } : e;
+    });
   }
 
   /** What every progress stream of this process shares: one object, so a stream holds no closures. */

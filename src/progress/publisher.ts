@@ -24,15 +24,16 @@ redis.call('PUBLISH', KEYS[2], data)
 return data
 `;
 
-/** The `seq` field of each key's hash, or nil where there is none: one call for many snapshots. */
-const SEQS_LUA = `
+/** The field ARGV[1] of each key's hash, or nil where there is none: one call for many snapshots. */
+const FIELD_OF_EACH_LUA = `
 local out = {}
-for i, key in ipairs(KEYS) do out[i] = redis.call('HGET', key, 'seq') end
+for i, key in ipairs(KEYS) do out[i] = redis.call('HGET', key, ARGV[1]) end
 return out
 `;
 
 interface RedisWithPublish extends Redis {
-  sdjobsProgressSeqs(numKeys: number, ...keys: string[]): Promise<Array<string | null>>;
+  /** `numKeys` keys, then the field to read. */
+  sdjobsProgressFieldOfEach(numKeys: number, ...keysThenField: string[]): Promise<Array<string | null>>;
   sdjobsPublishProgress(
     key: string,
     channel: string,
@@ -64,9 +65,9 @@ export class ProgressPublisher {
     if (!('sdjobsPublishProgress' in redis)) {
       redis.defineCommand('sdjobsPublishProgress', { numberOfKeys: 2, lua: PUBLISH_LUA });
     }
-    if (!('sdjobsProgressSeqs' in redis)) {
+    if (!('sdjobsProgressFieldOfEach' in redis)) {
       // No fixed numberOfKeys: the caller passes the count first.
-      redis.defineCommand('sdjobsProgressSeqs', { lua: SEQS_LUA });
+      redis.defineCommand('sdjobsProgressFieldOfEach', { lua: FIELD_OF_EACH_LUA });
     }
     this.redis = redis as RedisWithPublish;
   }
@@ -97,17 +98,25 @@ export class ProgressPublisher {
 
   /** The seq of each generation's snapshot (null where there is none), in one Redis call. */
   async readSeqs(generationIds: readonly string[]): Promise<Array<number | null>> {
-    if (generationIds.length === 0) return [];
-    const keys = generationIds.map((id) => progressKey(this.prefix, id));
-    const seqs = await this.redis.sdjobsProgressSeqs(keys.length, ...keys);
-    return generationIds.map((_id, i) => {
-      const seq = seqs[i];
-      return seq === null || seq === undefined ? null : Number(seq);
-    });
+    const seqs = await this.fieldOfEach(generationIds, 'seq');
+    return seqs.map((seq) => (seq === null ? null : Number(seq)));
   }
 
   async read(generationId: string): Promise<ProgressEvent | null> {
-    const data = await this.redis.hget(progressKey(this.prefix, generationId), 'data');
-    return data ? (JSON.parse(data) as ProgressEvent) : null;
+    const [event] = await this.readMany([generationId]);
+    return event ?? null;
+  }
+
+  /** Each generation's snapshot (null where there is none), in one Redis call however many. */
+  async readMany(generationIds: readonly string[]): Promise<Array<ProgressEvent | null>> {
+    const data = await this.fieldOfEach(generationIds, 'data');
+    return data.map((d) => (d === null ? null : (JSON.parse(d) as ProgressEvent)));
+  }
+
+  private async fieldOfEach(generationIds: readonly string[], field: 'seq' | 'data'): Promise<Array<string | null>> {
+    if (generationIds.length === 0) return [];
+    const keys = generationIds.map((id) => progressKey(this.prefix, id));
+    const values = await this.redis.sdjobsProgressFieldOfEach(keys.length, ...keys, field);
+    return generationIds.map((_id, i) => values[i] ?? null);
   }
 }

@@ -67,9 +67,9 @@ export function addAccountTypes(builder: Builder, UserRef: ReturnType<typeof add
   });
 
   builder.objectFields(UserRef, (t) => ({
-    emailVerified: t.boolean({ resolve: (u, _a, ctx) => ctx.accounts.emailVerified(ownAccount(u, ctx)) }),
-    apiTokens: t.field({ type: [ApiToken], description: 'Live API tokens (sessions are not listed).', resolve: (u, _a, ctx) => ctx.accounts.apiTokens(ownAccount(u, ctx)) }),
-    notificationSettings: t.field({ type: Notifications, resolve: (u, _a, ctx) => ctx.accounts.notificationSettings(ownAccount(u, ctx)) }),
+    emailVerified: t.boolean({ resolve: (u, _a, ctx) => ctx.loaders.emailVerified.load(ownAccount(u, ctx)) }),
+    apiTokens: t.field({ type: [ApiToken], description: 'Live API tokens (sessions are not listed).', resolve: (u, _a, ctx) => ctx.loaders.apiTokens.load(ownAccount(u, ctx)) }),
+    notificationSettings: t.field({ type: Notifications, resolve: (u, _a, ctx) => ctx.loaders.notificationSettings.load(ownAccount(u, ctx)) }),
     creditHistory: t.field({
       type: CreditConnection,
       description: 'Every charge, refund and grant, newest first.',

@@ -11,6 +11,7 @@ import type { Logger } from '../logger';
 import type { OperatorService } from '../operators/service';
 import type { ProgressEvent } from '../progress/event';
 import type { ImageUrls } from '../storage/storage';
+import type { RequestLoaders } from './loaders';
 import type { WebhookService } from '../webhooks/service';
 
 /** What every resolver gets: the caller (null when anonymous) and the services. */
@@ -39,6 +40,8 @@ export interface SchemaContext {
    * marks a state generateImage knew without reading it (QUEUED, seq 0, no queue position yet).
    */
   progressMemo: Map<string, { state: Promise<ProgressEvent | null>; created?: boolean }>;
+  /** This request's batched lookups by id (./loaders.ts); resolvers read through these, not the services' single lookups. */
+  loaders: RequestLoaders;
 }
 
 export function createBuilder() {

@@ -26,7 +26,8 @@ export function addChatTypes(
         type: GenerationRef,
         description: 'The generation that made the images, with all its settings.',
         resolve: async (e, _a, ctx) => {
-          const g = await ctx.generations.findVisible(requireUser(ctx), e.generation_id);
+          requireUser(ctx);
+          const g = await ctx.loaders.visibleGenerations.load(e.generation_id);
           if (!g) throw new Error(`generation ${e.generation_id} of chat exchange ${e.id} is missing`);
           return g;
         },

@@ -18,11 +18,14 @@ export interface GenerationSchemaOptions {
   samplers: SamplerCheck;
 }
 
-/** A generation's current state, read once per request however many fields ask for it. */
+/**
+ * A generation's current state, read once per request however many fields ask for it; those of a
+ * list are read together (the progress loader: one Redis call, and Postgres only for the misses).
+ */
 function current(row: GenerationRow, ctx: SchemaContext): Promise<ProgressEvent | null> {
   let memo = ctx.progressMemo.get(row.id);
   if (!memo) {
-    memo = { state: ctx.generations.currentProgress(row.id) };
+    memo = { state: ctx.loaders.progress.load(row.id) };
     ctx.progressMemo.set(row.id, memo);
   }
   return memo.state;
@@ -119,7 +122,7 @@ export function addGenerationTypes(
       owner: t.field({
         type: UserRef,
         resolve: async (g, _a, ctx) => {
-          const u = await ctx.users.profile(g.user_id);
+          const u = await ctx.loaders.profiles.load(g.user_id);
           if (!u) throw new Error(`owner of generation ${g.id} is missing`);
           return u;
         },

@@ -8,7 +8,7 @@ export function addUserType(builder: Builder) {
       email: t.exposeString('email'),
       photoCredits: t.int({
         description: 'Credits left; each image of a batch costs one.',
-        resolve: (u, _args, ctx) => ctx.users.credits(u.id),
+        resolve: (u, _args, ctx) => ctx.loaders.credits.load(u.id),
       }),
     }),
   });

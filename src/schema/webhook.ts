@@ -1,4 +1,4 @@
-import { DomainError } from '../errors';
+import { DomainError, notFound } from '../errors';
 import { WEBHOOK_EVENTS, type WebhookEventChoice } from '../webhooks/events';
 import { webhookUrlSchema } from '../webhooks/receiver';
 import type { WebhookDelivery, WebhookSettings } from '../webhooks/service';
@@ -49,7 +49,15 @@ export function addWebhookTypes(builder: Builder, UserRef: ReturnType<typeof add
   });
 
   builder.objectFields(UserRef, (t) => ({
-    webhookSettings: t.field({ type: Settings, resolve: (u, _a, ctx) => ctx.webhooks.settings(ownAccount(u, ctx)) }),
+    webhookSettings: t.field({
+      type: Settings,
+      resolve: async (u, _a, ctx) => {
+        const id = ownAccount(u, ctx);
+        const settings = await ctx.loaders.webhookSettings.load(id);
+        if (!settings) throw new Error(`user ${id} is missing`);
+        return settings;
+      },
+    }),
   }));
 
   builder.queryField('webhookDeliveries', (t) =>
@@ -57,7 +65,12 @@ export function addWebhookTypes(builder: Builder, UserRef: ReturnType<typeof add
       type: [Delivery],
       description: "Every try of the webhooks of one of the caller's generations, oldest first.",
       args: { generationId: t.arg.id({ required: true }) },
-      resolve: (_r, args, ctx) => ctx.webhooks.deliveries(requireUser(ctx), String(args.generationId)),
+      resolve: async (_r, args, ctx) => {
+        requireUser(ctx);
+        const found = await ctx.loaders.webhookDeliveries.load(String(args.generationId));
+        if (!found) throw notFound('Generation', String(args.generationId));
+        return found;
+      },
     }),
   );
 

@@ -9,6 +9,7 @@
  * ends that.
  */
 import type { Knex } from 'knex';
+import { groupedInOrderOf, inOrderOf } from '../db/inOrderOf';
 import { DomainError, notFound } from '../errors';
 import { parseUuid } from '../ids';
 import type { AuthUser } from '../auth/tokens';
@@ -49,10 +50,28 @@ export class WebhookService {
   constructor(private readonly deps: { db: Knex; allowPrivate: boolean }) {}
 
   async settings(userId: string): Promise<WebhookSettings> {
-    const row = await this.deps.db('users')
-      .where({ id: userId })
-      .first<{ webhook_url: string | null; webhook_events: WebhookEventChoice[]; secret_set: boolean }>('webhook_url', 'webhook_events', this.deps.db.raw('webhook_secret IS NOT NULL AS secret_set'));
-    return { url: row.webhook_url, events: row.webhook_url ? storedEvents(row.webhook_events) : [], secretSet: row.secret_set };
+    const [settings] = await this.settingsOf([userId]);
+    if (!settings) throw notFound('User', userId);
+    return settings;
+  }
+
+  /** `settings` of each user (null for a user that is gone), in one query however many. */
+  async settingsOf(userIds: readonly string[]): Promise<Array<WebhookSettings | null>> {
+    const rows = (await this.deps.db('users')
+      .whereIn('id', [...userIds])
+      .select('id', 'webhook_url', 'webhook_events', this.deps.db.raw('webhook_secret IS NOT NULL AS secret_set'))) as Array<{
+      id: string;
+      webhook_url: string | null;
+      webhook_events: WebhookEventChoice[];
+      secret_set: boolean;
+    }>;
+    return inOrderOf(
+      userIds,
+      rows,
+      (r) => r.id,
+      (r): WebhookSettings | null => ({ url: r.webhook_url, events: r.webhook_url ? storedEvents(r.webhook_events) : [], secretSet: r.secret_set }),
+      null,
+    );
   }
 
   /** Sets (or, with url null, clears) the default receiver of the user's generations. */
@@ -85,13 +104,19 @@ export class WebhookService {
     await this.deps.db('generation_webhooks').insert({ generation_id: generationId, url: target.url, events: storedEvents(target.events) });
   }
 
-  /** Every try of every webhook of one of the caller's generations, oldest first; others' look missing. */
-  async deliveries(user: AuthUser, rawId: string): Promise<WebhookDelivery[]> {
-    const id = parseUuid(rawId);
-    const owner = id ? await this.deps.db('generations').where({ id }).first<{ user_id: string } | undefined>('user_id') : undefined;
-    if (!id || !owner || (owner.user_id !== user.id && !user.isAdmin)) throw notFound('Generation', rawId);
-    const rows: Array<Record<string, unknown>> = await this.deps.db('webhook_deliveries').where({ generation_id: id }).orderBy('id');
-    return rows.map((r) => ({
+  /**
+   * Every try of every webhook of each of the caller's generations, oldest first; null for one the
+   * caller may not see (or a malformed id): others' look missing. Two queries however many: the
+   * owners, then the tries.
+   */
+  async deliveriesOf(user: AuthUser, rawIds: readonly string[]): Promise<Array<WebhookDelivery[] | null>> {
+    const ids = rawIds.map((raw) => parseUuid(raw));
+    const wanted = [...new Set(ids.filter((id) => id !== null))];
+    if (wanted.length === 0) return ids.map(() => null);
+    const owners = (await this.deps.db('generations').whereIn('id', wanted).select('id', 'user_id')) as Array<{ id: string; user_id: string }>;
+    const visible = owners.filter((o) => o.user_id === user.id || user.isAdmin).map((o) => o.id);
+    const rows: Array<Record<string, unknown>> = visible.length > 0 ? await this.deps.db('webhook_deliveries').whereIn('generation_id', visible).orderBy('id') : [];
+    const tries = groupedInOrderOf(visible, rows, (r) => r.generation_id as string, (r): WebhookDelivery => ({
       id: String(r.id),
       event: r.event as string,
       webhookId: r.webhook_id as string,
@@ -101,5 +126,7 @@ export class WebhookService {
       latencyMs: r.latency_ms as number,
       createdAt: r.created_at as Date,
     }));
+    const byId = new Map(visible.map((id, i) => [id, tries[i]!]));
+    return ids.map((id) => (id ? (byId.get(id) ?? null) : null));
   }
 }
