@@ -31,9 +31,15 @@ export function readBody(req: http.IncomingMessage, maxBytes: number): Promise<B
         reject(tooLarge());
       } else chunks.push(c);
     });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
+    let ended = false;
+    req.on('end', () => {
+      ended = true;
+      resolve(Buffer.concat(chunks));
+    });
     req.on('error', reject);
-    // After 'end' this changes nothing; before it, the client hung up (and hears no answer).
-    req.on('close', () => reject(new BodyError('cut-short', 'The request body was cut short.')));
+    // Before 'end', the client hung up (and hears no answer).
+    req.on('close', () => {
+      if (!ended) reject(new BodyError('cut-short', 'The request body was cut short.'));
+    });
   });
 }

@@ -11,7 +11,8 @@
  *   anything runs, naming where it was.
  * - every answer's errors are shaped last: each carries a code, messages are cut at
  *   MAX_MESSAGE_LENGTH, and past GRAPHQL_MAX_ERRORS one error says how many were left out.
- * The body size cap is not here: the HTTP server applies it before yoga reads a byte (server.ts).
+ * The body size cap is yoga's own (maxRequestBodySize = MAX_BODY_BYTES, server.ts); its error is
+ * shaped here like the others.
  */
 import { EnvelopArmor } from '@escape.tech/graphql-armor';
 import { useCSRFPrevention } from '@graphql-yoga/plugin-csrf-prevention';
@@ -47,7 +48,7 @@ export function hardeningPlugins(settings: Config['graphql']): AnyPlugin[] {
     ...(armor.protect().plugins as AnyPlugin[]),
     ...(settings.graphiql ? [] : [useDisableIntrospection()]),
     storableTextOnly,
-    shapeErrors(settings.maxErrors),
+    shapeErrors(settings),
   ];
 }
 
@@ -126,6 +127,13 @@ export function unstorableTextIn(document: DocumentNode, variables: unknown): Un
       if (found) return found;
     }
   }
+  return literalsChecked.has(document) ? literalsChecked.get(document)! : checkLiterals(document);
+}
+
+/** Each document's literals are checked once: yoga hands the same parsed document to every request that sends its text. */
+const literalsChecked = new WeakMap<DocumentNode, UnstorableText | null>();
+
+function checkLiterals(document: DocumentNode): UnstorableText | null {
   let found: UnstorableText | null = null;
   const names: string[] = [];
   visit(document, {
@@ -137,6 +145,7 @@ export function unstorableTextIn(document: DocumentNode, variables: unknown): Un
       if (reason) found = { path: names.join('').replace(/^\./, '') || 'a string', reason };
     },
   });
+  literalsChecked.set(document, found);
   return found;
 }
 
@@ -149,7 +158,7 @@ function codeFor(error: GraphQLError): string {
 }
 
 /** Gives every error a code and a bounded message, and bounds how many errors an answer lists. */
-function shapeErrors(maxErrors: number): AnyPlugin {
+function shapeErrors({ maxErrors, maxBodyBytes }: Pick<Config['graphql'], 'maxErrors' | 'maxBodyBytes'>): AnyPlugin {
   const shape = <R extends { errors?: ReadonlyArray<GraphQLError> }>(result: R): R => {
     if (!result.errors?.length) return result;
     const kept = result.errors.slice(0, maxErrors);
@@ -166,6 +175,12 @@ function shapeErrors(maxErrors: number): AnyPlugin {
         extensions.code = 'CSRF_HEADER_MISSING';
       } else if (error.message.startsWith('Can only perform a mutation operation from a POST request')) {
         extensions.http = { status: 405, headers: { allow: 'POST' } };
+      } else if (extensions.code === 'REQUEST_ENTITY_TOO_LARGE') {
+        // yoga's own cap (maxRequestBodySize), said as the other answers say it.
+        error.message = `The request body is larger than ${maxBodyBytes} bytes.`;
+        extensions.code = 'PAYLOAD_TOO_LARGE';
+        // The rest of the body is not read: the connection closes after this answer.
+        extensions.http = { status: 413, headers: { connection: 'close' } };
       } else if (extensions.code === 'BAD_REQUEST') {
         // A request that is not GraphQL over HTTP at all (bad JSON, no query) is a 400 whatever the client accepts.
         extensions.http = { status: 400 };

@@ -41,7 +41,7 @@ import { OperatorService } from '../operators/service';
 import { FILES_PATH, LocalFileUrls } from '../storage/localFileUrls';
 import { resolveKey } from '../storage/localFolder';
 import { coreChecks, handleHealth, handleMetrics } from '../health';
-import { BodyError, readBody, sendJson } from '../http';
+import { sendJson } from '../http';
 import { createDashboardHandler } from '../dashboard/handler';
 import { CSRF_HEADER, hardeningPlugins } from './hardening';
 import { handleAccountPage } from './accountPages';
@@ -190,6 +190,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
         }
       : false,
     batching: config.graphql.batching > 0 ? { limit: config.graphql.batching } : false,
+    maxRequestBodySize: config.graphql.maxBodyBytes,
     renderGraphiQL: renderLocalGraphiQL,
     // Yoga's default answers every origin; here only CORS_ORIGINS' pages (none by default) may call from a browser.
     cors: cors.enabled ? cors.yoga : false,
@@ -270,31 +271,23 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     if (url.startsWith('/admin/') && dashboard.handle(req, res)) return;
     if (rest(req, res)) return;
     if (web.handle(req, res)) return;
-    void toYoga(req, res);
+    toYoga(req, res);
   };
   /**
-   * Hands a request to yoga with its body already read, at most MAX_BODY_BYTES (yoga takes a body
-   * a Node framework has read from `req.body`), and with a GET's JSON parameters checked first.
+   * Hands a request to yoga, after refusing what yoga would not serve and a GET whose JSON
+   * parameters are malformed. yoga itself caps the body at MAX_BODY_BYTES (maxRequestBodySize):
+   * by Content-Length before reading, else while it reads.
    */
-  const toYoga = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
-    const refusal = refusedBeforeYoga(req);
+  const toYoga = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    const refusal = refusedBeforeYoga(req, config.graphql.maxBodyBytes);
     if (refusal) return sendJson(res, refusal.status, { errors: [{ message: refusal.message, extensions: { code: refusal.code } }] }, refusal.headers);
     if (req.method === 'GET' || req.method === 'HEAD') {
       const bad = malformedJsonParameter(req.url ?? '/');
       if (bad) return sendJson(res, 400, { errors: [{ message: `The "${bad}" parameter is not valid JSON.`, extensions: { code: 'BAD_REQUEST' } }] });
-      return yoga(req, res);
     }
-    let body: Buffer;
-    try {
-      body = await readBody(req, config.graphql.maxBodyBytes);
-    } catch (err) {
-      if (!(err instanceof BodyError)) throw err;
-      if (err.reason === 'cut-short') return void res.destroy();
-      return sendJson(res, 413, { errors: [{ message: err.message, extensions: { code: 'PAYLOAD_TOO_LARGE' } }] }, { connection: 'close' });
-    }
-    (req as http.IncomingMessage & { body?: Buffer }).body = body;
-    return yoga(req, res);
+    void yoga(req, res);
   };
+
 
   let closing: Promise<void> | undefined;
   return {
@@ -334,11 +327,15 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
  */
 const POST_CONTENT_TYPES = /^\s*(application\/(json|graphql|graphql\+json|graphql-response\+json)|text\/plain|application\/x-www-form-urlencoded|multipart\/form-data)\s*(;|$)/i;
 
-/** A /graphql request refused before yoga sees it: a method it does not serve, or a content type it cannot read. */
-function refusedBeforeYoga(req: http.IncomingMessage): { status: number; code: string; message: string; headers?: Record<string, string> } | null {
+/** A /graphql request refused before yoga sees it: a method it does not serve, a body it says is too large, or a content type yoga cannot read. */
+function refusedBeforeYoga(req: http.IncomingMessage, maxBodyBytes: number): { status: number; code: string; message: string; headers?: Record<string, string> } | null {
   if (!(req.url ?? '/').startsWith('/graphql')) return null;
   if (!['GET', 'HEAD', 'POST', 'OPTIONS'].includes(req.method ?? '')) {
     return { status: 405, code: 'METHOD_NOT_ALLOWED', message: 'GraphQL is served over GET and POST.', headers: { allow: 'GET, POST' } };
+  }
+  if (Number(req.headers['content-length'] ?? 0) > maxBodyBytes) {
+    // Refused unread; the connection closes after the answer, dropping the rest.
+    return { status: 413, code: 'PAYLOAD_TOO_LARGE', message: `The request body is larger than ${maxBodyBytes} bytes.`, headers: { connection: 'close' } };
   }
   if (req.method === 'POST' && !POST_CONTENT_TYPES.test(req.headers['content-type'] ?? '')) {
     return { status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', message: 'Send the operation as JSON (content-type: application/json).' };

@@ -43,22 +43,47 @@ export interface RequestLoaders {
 
 /** The loaders of one request made by `user` (null: anonymous; the caller-scoped ones then find nothing). */
 export function createRequestLoaders(s: LoaderServices, user: AuthUser | null): RequestLoaders {
+  return new LazyLoaders(s, user);
+}
+
+type LoaderName = Exclude<keyof RequestLoaders, 'clearAll'>;
+
+/**
+ * Each loader is made when a resolver first asks for it: most requests use one or two of them (a
+ * mutation none), and a progress stream keeps its context, loaders included, for as long as it is
+ * open.
+ */
+class LazyLoaders implements RequestLoaders {
+  private readonly made: Partial<Record<LoaderName, DataLoader<string, unknown>>> = {};
+
+  constructor(
+    private readonly s: LoaderServices,
+    private readonly user: AuthUser | null,
+  ) {}
+
   // Each batch function returns one value per key, in the keys' order, as DataLoader requires.
-  const loaders = {
-    profiles: new DataLoader((ids: readonly string[]) => s.users.profiles(ids)),
-    credits: new DataLoader((ids: readonly string[]) => s.users.creditsOf(ids)),
-    emailVerified: new DataLoader((ids: readonly string[]) => s.accounts.emailVerifiedOf(ids)),
-    apiTokens: new DataLoader((ids: readonly string[]) => s.accounts.apiTokensOf(ids)),
-    notificationSettings: new DataLoader((ids: readonly string[]) => s.accounts.notificationSettingsOf(ids)),
-    webhookSettings: new DataLoader((ids: readonly string[]) => s.webhooks.settingsOf(ids)),
-    progress: new DataLoader((ids: readonly string[]) => s.generations.currentProgressOf(ids)),
-    visibleGenerations: new DataLoader((ids: readonly string[]) => (user ? s.generations.findVisibleMany(user, ids) : Promise.resolve(ids.map(() => null)))),
-    webhookDeliveries: new DataLoader((ids: readonly string[]) => (user ? s.webhooks.deliveriesOf(user, ids) : Promise.resolve(ids.map(() => null)))),
-  };
-  return {
-    ...loaders,
-    clearAll() {
-      for (const loader of Object.values(loaders)) loader.clearAll();
-    },
-  };
+  get profiles() { return this.once('profiles', (ids) => this.s.users.profiles(ids)); }
+  get credits() { return this.once('credits', (ids) => this.s.users.creditsOf(ids)); }
+  get emailVerified() { return this.once('emailVerified', (ids) => this.s.accounts.emailVerifiedOf(ids)); }
+  get apiTokens() { return this.once('apiTokens', (ids) => this.s.accounts.apiTokensOf(ids)); }
+  get notificationSettings() { return this.once('notificationSettings', (ids) => this.s.accounts.notificationSettingsOf(ids)); }
+  get webhookSettings() { return this.once('webhookSettings', (ids) => this.s.webhooks.settingsOf(ids)); }
+  get progress() { return this.once('progress', (ids) => this.s.generations.currentProgressOf(ids)); }
+  get visibleGenerations() {
+    const user = this.user;
+    return this.once('visibleGenerations', (ids) => (user ? this.s.generations.findVisibleMany(user, ids) : Promise.resolve(ids.map(() => null))));
+  }
+  get webhookDeliveries() {
+    const user = this.user;
+    return this.once('webhookDeliveries', (ids) => (user ? this.s.webhooks.deliveriesOf(user, ids) : Promise.resolve(ids.map(() => null))));
+  }
+
+  clearAll(): void {
+    for (const loader of Object.values(this.made)) loader.clearAll();
+  }
+
+  private once<V>(name: LoaderName, batch: (ids: readonly string[]) => Promise<ReadonlyArray<V | Error>>): DataLoader<string, V> {
+    const loader = (this.made[name] ??= new DataLoader<string, V>(batch) as DataLoader<string, unknown>);
+    return loader as DataLoader<string, V>;
+  }
 }
