@@ -3,33 +3,16 @@
  * that is down, within HEALTH_TIMEOUT_MS, and recovers by itself when it returns. Redis here is a
  * private redis-server the test stops and starts again; the worker's checks add its SD server.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readiness, startHealthServer, type Readiness } from '../../src/health';
 import { WAIT_MS } from '../helpers/budgets';
 import { freePort, startStack, type Stack } from '../helpers/stack';
+import { startRedis, stopRedis } from '../helpers/redisServer';
 import { until } from '../helpers/wait';
 
 const TIMEOUT_MS = 500;
 
-function startRedis(port: number): Promise<ChildProcess> {
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (/Ready to accept connections/.test(out)) resolve(child);
-    });
-    child.once('exit', (code) => reject(new Error(`redis-server exited (${code}): ${out}`)));
-  });
-}
-
-const stop = (child: ChildProcess) =>
-  new Promise<void>((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    child.once('exit', () => resolve());
-    child.kill('SIGKILL');
-  });
 
 async function ready(url: string): Promise<{ status: number; body: Readiness }> {
   const res = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(WAIT_MS) });
@@ -47,7 +30,7 @@ describe('health', () => {
   });
   afterAll(async () => {
     await stack?.close();
-    if (redis) await stop(redis);
+    if (redis) await stopRedis(redis);
   });
 
   it('is ready with every dependency up, on the API and on a worker (its SD server included)', async () => {
@@ -76,7 +59,7 @@ describe('health', () => {
   });
 
   it('names Redis as down within its timeout while it is stopped, stays alive, and recovers when it returns', async () => {
-    await stop(redis);
+    await stopRedis(redis);
     const down = await ready(stack.baseUrl);
     expect(down.status).toBe(503);
     expect(down.body.checks.redis).toMatchObject({ ok: false });

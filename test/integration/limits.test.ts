@@ -5,13 +5,14 @@
  * address with and without TRUST_PROXY, open streams per user across processes and per process,
  * and what happens while Redis is down (a private redis-server this file stops).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../src/accounts/passwords';
 import { waitingKey } from '../../src/jobs/queues';
 import { PROCESSES_TEST_MS, WAIT_MS } from '../helpers/budgets';
 import { freePort, startStack, type Stack } from '../helpers/stack';
+import { startRedis, stopRedis } from '../helpers/redisServer';
 import { until } from '../helpers/wait';
 
 interface Answer {
@@ -293,24 +294,6 @@ describe('sign-in attempts per address and per client address', () => {
   });
 });
 
-function startRedis(port: number): Promise<ChildProcess> {
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (/Ready to accept connections/.test(out)) resolve(child);
-    });
-    child.once('exit', (code) => reject(new Error(`redis-server exited (${code}): ${out}`)));
-  });
-}
-
-const stopRedis = (child: ChildProcess) =>
-  new Promise<void>((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    child.once('exit', () => resolve());
-    child.kill('SIGKILL');
-  });
 
 describe('with Redis down', () => {
   let redisPort: number;
