@@ -36,7 +36,10 @@ export function readBody(req: http.IncomingMessage, maxBytes: number): Promise<B
       ended = true;
       resolve(Buffer.concat(chunks));
     });
-    req.on('error', reject);
+    // An upload the client aborted errors ('aborted') before it closes: the same cut-short body.
+    req.on('error', () => {
+      if (!ended) reject(new BodyError('cut-short', 'The request body was cut short.'));
+    });
     // Before 'end', the client hung up (and hears no answer).
     req.on('close', () => {
       if (!ended) reject(new BodyError('cut-short', 'The request body was cut short.'));

@@ -20,12 +20,13 @@ export interface UnstorableText {
 
 /**
  * The first string inside `value` (a JSON-like value: strings, arrays, plain objects; keys count
- * too) that cannot be stored, with its path below `root`; null when there is none. Visits at most
- * `maxNodes` values and answers null past that: a request's size is capped before it gets here.
+ * too) that cannot be stored, with its path below `root`; null when there is none. Past `maxNodes`
+ * values it stops and refuses the rest unread (a request's size is capped before it gets here).
  */
 export function findUnstorableText(value: unknown, root: string, maxNodes = 100_000): UnstorableText | null {
   const stack: Array<[unknown, string]> = [[value, root]];
-  for (let seen = 0; stack.length > 0 && seen < maxNodes; seen++) {
+  for (let seen = 0; stack.length > 0; seen++) {
+    if (seen >= maxNodes) return { path: root, reason: `holds more than ${maxNodes} values, more than this service reads` };
     const [v, path] = stack.pop()!;
     if (typeof v === 'string') {
       const reason = unstorableReason(v);

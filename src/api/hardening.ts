@@ -84,7 +84,9 @@ export function documentNesting(doc: string, stopAbove = Infinity): number {
       while (i < doc.length && doc[i] !== '\n' && doc[i] !== '\r') i++;
     } else if (c === '"') {
       if (doc.startsWith('"""', i)) {
-        const end = doc.indexOf('"""', i + 3);
+        // A block string ends at the first triple quote not escaped as \""".
+        let end = doc.indexOf('"""', i + 3);
+        while (end !== -1 && doc[end - 1] === '\\') end = doc.indexOf('"""', end + 1);
         if (end === -1) break;
         i = end + 2;
       } else {

@@ -220,6 +220,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
       return {
         user,
         // Credentials that were sent but are not a valid token (unknown, revoked, or not `Bearer <token>`).
+        signal: request.signal,
         tokenRejected: Boolean(header?.trim()) && user === null,
         token: user ? token : null,
         clientIp: clientIp(req, config.http.trustProxy),

@@ -59,8 +59,17 @@ const ARENA_CSP = contentSecurityPolicy({
 function html(res: http.ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
   res.writeHead(status, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store', 'content-security-policy': FORM_PAGE_CSP, ...headers }).end(body);
 }
-function json(res: http.ServerResponse, status: number, body: unknown): void {
-  sendJson(res, status, body, { 'cache-control': 'no-store' });
+function json(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  sendJson(res, status, body, { 'cache-control': 'no-store', ...headers });
+}
+
+/** The host of an Origin header, or null for "null" and anything that is not a URL. */
+function hostOf(origin: string): string | null {
+  try {
+    return new URL(origin).host || null;
+  } catch {
+    return null;
+  }
 }
 
 async function readText(req: http.IncomingMessage): Promise<string> {
@@ -97,6 +106,11 @@ export function createDashboardHandler(deps: DashboardDeps): DashboardHandler {
     const queue = rawQueue;
     let ids: string[];
     if (rawId === 'bulk') {
+      // Only JSON: a form on another page can post text/plain that parses as JSON, but not this.
+      if (!/^application\/json\b/i.test(req.headers['content-type'] ?? '')) {
+        json(res, 415, { error: 'send the job ids as application/json' });
+        return true;
+      }
       const body: unknown = JSON.parse((await readText(req)) || '{}');
       const jobs = (body as { jobs?: unknown } | null)?.jobs;
       if (!Array.isArray(jobs) || !jobs.every((j): j is string => typeof j === 'string')) {
@@ -133,8 +147,10 @@ export function createDashboardHandler(deps: DashboardDeps): DashboardHandler {
     if (!user.isAdmin) return wantsHtml ? html(res, 403, forbiddenPage(DASHBOARD_PATH)) : json(res, 403, { error: 'admins only' });
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       // The cookie is SameSite=Strict already; a request that says where it comes from must come from here.
+      // A program sends none (it signs in with a Bearer header); a browser always does, and sends
+      // "null" after a cross-origin redirect: refused like any origin other than this one.
       const origin = req.headers.origin;
-      if (origin && origin !== 'null' && new URL(origin).host !== req.headers.host) return json(res, 403, { error: 'cross-origin request refused' });
+      if (origin !== undefined && hostOf(origin) !== req.headers.host) return json(res, 403, { error: 'cross-origin request refused' });
       const match = ACTION_ROUTE.exec(path);
       if (match && (await act(req, res, user, match))) return;
       return json(res, 405, { error: 'Only retry and remove change jobs from this dashboard.' });
@@ -148,7 +164,8 @@ export function createDashboardHandler(deps: DashboardDeps): DashboardHandler {
       const url = req.url ?? '/';
       if (!config.dashboard.enabled || (url !== DASHBOARD_PATH && !url.startsWith(`${DASHBOARD_PATH}/`) && !url.startsWith(`${DASHBOARD_PATH}?`))) return false;
       serve(req, res).catch((err: unknown) => {
-        if (err instanceof BodyError) return json(res, err.reason === 'too-large' ? 413 : 400, { error: err.message });
+        // The rest of a body too large is not read: the connection closes after the answer.
+        if (err instanceof BodyError) return json(res, err.reason === 'too-large' ? 413 : 400, { error: err.message }, { connection: 'close' });
         if (err instanceof SyntaxError || err instanceof URIError) return json(res, 400, { error: 'malformed request' });
         log.error({ err, url: url.split('?')[0] }, 'queue dashboard request failed');
         if (res.headersSent) res.destroy();

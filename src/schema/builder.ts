@@ -19,6 +19,8 @@ export interface SchemaContext {
   user: AuthUser | null;
   /** A token was sent but is unknown or revoked: `me` says so instead of answering null. */
   tokenRejected: boolean;
+  /** Aborted when the client goes away (its connection closed). */
+  signal: AbortSignal;
   /** The bearer token the request came with (signOut revokes it). */
   token: string | null;
   /** The client's address (src/limits/clientIp.ts: the peer, or X-Forwarded-For behind TRUST_PROXY). */

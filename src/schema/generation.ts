@@ -195,7 +195,12 @@ export function addGenerationTypes(
         const row = await ctx.generations.findVisible(user, String(args.id));
         if (!row) throw notFound('Generation', String(args.id));
         // Before the stream starts: refused here, it never subscribes; taken, the stream gives it back when it ends.
-        return ctx.generations.stream(row.id, await ctx.streamSlots.acquire(user.id));
+        const stream = ctx.generations.stream(row.id, await ctx.streamSlots.acquire(user.id));
+        // A client that went away while this was set up never reads the stream, so nothing else would
+        // end it (and give its slot back): end it when the request is aborted.
+        if (ctx.signal.aborted) void stream.return();
+        else ctx.signal.addEventListener('abort', () => void stream.return(), { once: true });
+        return stream;
       },
       resolve: (event) => event,
     }),

@@ -58,6 +58,13 @@ describe('the queue dashboard', () => {
 
     const list = await open('/', { headers: { cookie: cookie.split(';')[0]! } });
     expect(list.status).toBe(200);
+
+    // Changes from another origin, from the "null" origin of a cross-origin redirect or from an
+    // Origin that is not a URL are refused (403, not a server error); a bulk change must be JSON.
+    const change = (headers: Record<string, string>) =>
+      asAdmin('/api/queue/sdjobs/high_priority/job/bulk', { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify({ jobs: ['x'], queueState: 'failed' }) });
+    for (const origin of ['https://elsewhere.example', 'null', 'not a url']) expect((await change({ origin })).status, origin).toBe(403);
+    expect((await change({ 'content-type': 'text/plain' })).status).toBe(415);
     const page = await list.text();
     for (const q of ['high_priority', 'normal_priority', 'low_priority', 'webhooks']) expect(page).toContain(q);
     expect((await asAdmin('/sdjobs/high_priority')).status).toBe(200);
