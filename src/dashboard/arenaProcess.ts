@@ -54,7 +54,16 @@ export class ArenaProcess {
           resolve();
         });
       });
+      // The admin's browser went away before the answer ended: stop asking the dashboard process too.
+      let gone = false;
+      res.once('close', () => {
+        if (res.writableFinished) return;
+        gone = true;
+        upstream.destroy();
+        resolve();
+      });
       upstream.on('error', (err) => {
+        if (gone) return resolve();
         // The process died with the request (or just before it): this answer is lost, the API is not.
         this.log.warn({ err: err.message, url: req.url }, 'the dashboard process did not answer');
         if (res.headersSent) res.destroy();

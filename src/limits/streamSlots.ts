@@ -17,7 +17,7 @@ import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config';
-import { rateLimited } from '../errors';
+import { DomainError, rateLimited } from '../errors';
 import type { Logger } from '../logger';
 import { OutageLog } from './outage';
 
@@ -63,6 +63,8 @@ export class StreamSlots {
   private readonly processId = randomBytes(6).toString('hex');
   private seq = 0;
   private timer: NodeJS.Timeout | undefined;
+  /** Set by close(): a slot Redis grants after it is not kept. */
+  private closed = false;
   private readonly staleMs: number;
   private readonly outage: OutageLog;
   private readonly commands: SlotCommands;
@@ -106,6 +108,11 @@ export class StreamSlots {
     } catch (err) {
       this.outage.failed(err, 'open streams per user');
     }
+    if (this.closed) {
+      // close() ran while Redis answered: no heartbeat will renew this entry, which goes stale by itself.
+      this.open--;
+      throw new DomainError('SERVICE_UNAVAILABLE', 'This server is shutting down; open the stream again.');
+    }
     if (!taken) {
       this.open--;
       // A stream of a process that died holds its slot up to staleMs: the longest wait that surely helps.
@@ -145,6 +152,7 @@ export class StreamSlots {
 
   /** Stops the heartbeat and gives back the slots still held (the streams should have ended first). */
   async close(): Promise<void> {
+    this.closed = true;
     clearInterval(this.timer);
     this.timer = undefined;
     const left = [...this.held];
