@@ -12,7 +12,9 @@
  *   `succeeded` and `failed` (sets of the ended jobs that are kept, their records in `jobs` with
  *   that status), `stalling` and `stallBlock`; so a dashboard reading Bee-Queue's keys (bull-arena)
  *   lists our jobs in every state. Ours besides: `succeededAt` and `failedAt`, when each kept job
- *   ended, so that only the newest `keep` of each are kept;
+ *   ended, so that only the newest `keep` of each are kept; and `stalls`, how often a stall check put
+ *   each job back, so that the end of a run re-queued while it still ran (its vouching stopped, its
+ *   worker did not die) never clears or rewrites the copy another worker took since;
  * - retries and backoff as Bee-Queue's `Job#computeDelay` reads them from the record's options;
  * - stall detection: every STALL_INTERVAL_MS some worker moves the jobs that no worker vouched for
  *   since the last check from `active` back to `waiting` (task_acks_late: a job whose worker died
@@ -56,6 +58,11 @@ export interface QueuedJob {
   saveOptions?: () => Promise<boolean>;
   /** Aborted when the consumer stops waiting for its jobs (close() timed out): work still going on is cut short. */
   stopping?: AbortSignal;
+  /**
+   * How often a stall check put this job back in the queue before this delivery took it (ours, kept
+   * beside Bee-Queue's record): with the stack traces of its failed tries, the tries before this one.
+   */
+  stalls?: number;
 }
 
 export type JobEnd = 'succeeded' | 'retrying' | 'failed';
@@ -68,7 +75,19 @@ export type JobEnd = 'succeeded' | 'retrying' | 'failed';
  * that resolves with anything else succeeded; one that rejects is retried while retries last, as
  * with Bee-Queue's own `process()`.
  */
-export type JobVerdict = { end: 'retry'; error: unknown } | { end: 'failed'; error: unknown } | { end: 'abandon'; error: unknown };
+export type JobVerdict =
+  | { end: 'retry'; error: unknown }
+  | {
+      end: 'failed';
+      error: unknown;
+      /**
+       * Work of the job that was given up on but has not stopped (it ignored its abort): the end is
+       * written now, and the job's slot stays taken until this settles, so it never runs beside a
+       * copy of itself and never holds more than its share of the worker.
+       */
+      stillRunning?: Promise<unknown>;
+    }
+  | { end: 'abandon'; error: unknown };
 
 const VERDICT_ENDS: ReadonlySet<unknown> = new Set(['retry', 'failed', 'abandon']);
 const isVerdict = (v: unknown): v is JobVerdict => typeof v === 'object' && v !== null && VERDICT_ENDS.has((v as JobVerdict).end);
@@ -112,6 +131,11 @@ export interface JobConsumerStats {
   calls: number;
   /** Jobs of dead workers this consumer's stall checks put back in the queue. */
   requeued: number;
+  /**
+   * Ends not written because a stall check had put the job back and another delivery had taken it
+   * while this one still ran (its vouching had stopped): that copy owns the job.
+   */
+  superseded: number;
 }
 
 
@@ -125,7 +149,7 @@ const COMMAND_TIMEOUT_MS = 10_000;
 
 type ScriptArg = string | number;
 interface ConsumerScripts {
-  sdjobsTakeJobs(...args: ScriptArg[]): Promise<string[]>;
+  sdjobsTakeJobs(...args: ScriptArg[]): Promise<Array<string | number>>;
   sdjobsGuardJobs(...args: ScriptArg[]): Promise<string[]>;
   sdjobsRaiseDelayed(...args: ScriptArg[]): Promise<[number, string]>;
   sdjobsSaveRecord(...args: ScriptArg[]): Promise<number>;
@@ -142,6 +166,8 @@ interface Running {
   ended: boolean;
   /** Ended by the safety net while its handler still runs: it keeps its slot until the handler returns. */
   timedOut: boolean;
+  /** The job's stall count when it was taken: its end is written only if no stall check re-queued it since. */
+  stalls: number;
 }
 
 /**
@@ -180,6 +206,9 @@ interface Ended {
 const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Parses a job record, or says what is wrong with it. */
+/** Bee-Queue's backoff strategies (lib/backoff.js); a record naming another cannot be retried as it asks. */
+const BACKOFF_STRATEGIES: ReadonlySet<unknown> = new Set(['immediate', 'fixed', 'exponential']);
+
 function parseRecord(raw: string): JobRecord | string {
   let record: unknown;
   try {
@@ -192,6 +221,12 @@ function parseRecord(raw: string): JobRecord | string {
   const options = record.options ?? {};
   if (!isPlainObject(options)) return 'its options are not an object';
   if (options.stacktraces !== undefined && !Array.isArray(options.stacktraces)) return 'its stacktraces are not a list';
+  // Checked before the job runs: found only at its first failure, the job would be told "retry"
+  // (its watchers too) and then be failed for good, with nothing recording that end.
+  if (options.backoff !== undefined) {
+    if (!isPlainObject(options.backoff)) return 'its backoff is not an object';
+    if (!BACKOFF_STRATEGIES.has(options.backoff.strategy)) return `its backoff strategy ${JSON.stringify(options.backoff.strategy)} is unknown`;
+  }
   return { ...record, options: options as QueuedJobOptions };
 }
 
@@ -219,13 +254,14 @@ function retryDelay(options: QueuedJobOptions): number {
 
 const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
-/** A queue's Redis keys, as Bee-Queue names them (`succeededAt` and `failedAt` are ours). */
+/** A queue's Redis keys, as Bee-Queue names them (`succeededAt`, `failedAt` and `stalls` are ours). */
 export function queueKeys(prefix: string, queue: string) {
   const base = `${prefix}:${queue}:`;
   return {
     waiting: `${base}waiting`,
     active: `${base}active`,
     stalling: `${base}stalling`,
+    stalls: `${base}stalls`,
     jobs: `${base}jobs`,
     delayed: `${base}delayed`,
     earlierDelayed: `${base}earlierDelayed`,
@@ -238,7 +274,7 @@ export function queueKeys(prefix: string, queue: string) {
 }
 
 export class JobConsumer {
-  readonly stats: JobConsumerStats = { taken: 0, succeeded: 0, retried: 0, failed: 0, calls: 0, requeued: 0 };
+  readonly stats: JobConsumerStats = { taken: 0, succeeded: 0, retried: 0, failed: 0, calls: 0, requeued: 0, superseded: 0 };
   private readonly commands: Redis & ConsumerScripts;
   private readonly blocking: Redis;
   private readonly keys: ReturnType<typeof queueKeys>;
@@ -275,10 +311,10 @@ export class JobConsumer {
     // with other commands would only add an event-loop turn to every round trip.
     // (No commandTimeout: it costs a timer per call. The guard replaces a connection whose call hangs.)
     const commands = opts.redis.duplicate({ connectionName: `${name}:jobs`, enableAutoPipelining: false, lazyConnect: true });
-    commands.defineCommand('sdjobsTakeJobs', { numberOfKeys: 10, lua: script('take') });
-    commands.defineCommand('sdjobsGuardJobs', { numberOfKeys: 4, lua: script('guard') });
+    commands.defineCommand('sdjobsTakeJobs', { numberOfKeys: 11, lua: script('take') });
+    commands.defineCommand('sdjobsGuardJobs', { numberOfKeys: 5, lua: script('guard') });
     commands.defineCommand('sdjobsRaiseDelayed', { numberOfKeys: 2, lua: script('raise') });
-    commands.defineCommand('sdjobsSaveRecord', { numberOfKeys: 2, lua: script('save') });
+    commands.defineCommand('sdjobsSaveRecord', { numberOfKeys: 3, lua: script('save') });
     this.commands = commands as Redis & ConsumerScripts;
     // A blocked connection can do nothing else, so the wait gets one of its own. It holds a wait
     // across an outage (no retry limit); a socket silent for longer than a wait is dead and replaced.
@@ -403,10 +439,10 @@ export class JobConsumer {
     const k = this.keys;
     const keep = this.opts.keep;
     const args: ScriptArg[] = [
-      k.waiting, k.active, k.stalling, k.jobs, k.delayed, k.earlierDelayed, k.succeeded, k.failed, k.succeededAt, k.failedAt,
+      k.waiting, k.active, k.stalling, k.jobs, k.delayed, k.earlierDelayed, k.succeeded, k.failed, k.succeededAt, k.failedAt, k.stalls,
       sending.since, Math.max(0, want), sending.ended.length, sending.released.length, keep?.succeeded ?? 0, keep?.failed ?? 0,
     ];
-    for (const e of sending.ended) args.push(e.run.job.id, e.end === 'retrying' ? 'r' : e.end === 'failed' ? 'f' : 's', e.record, e.delayMs);
+    for (const e of sending.ended) args.push(e.run.job.id, e.end === 'retrying' ? 'r' : e.end === 'failed' ? 'f' : 's', e.record, e.delayMs, e.run.stalls);
     for (const id of sending.released) args.push(id);
     for (const id of sending.claimed) args.push(id);
     this.link = { mode: 'sending', batch: sending };
@@ -414,13 +450,23 @@ export class JobConsumer {
     this.call(this.commands.sdjobsTakeJobs(...args)).then(
       (out) => {
         this.failures = 0;
-        for (const e of sending.ended) this.reportEnd(e);
+        const stale = new Set(out.slice(2, 2 + Number(out[1])).map(String));
+        for (const e of sending.ended) {
+          if (!stale.has(e.run.job.id)) this.reportEnd(e);
+          else {
+            this.stats.superseded++;
+            this.opts.log.warn(
+              { job: e.run.job.id, queue: this.opts.queue, end: e.end },
+              'a stall check put this job back while it ran, and another delivery took it: that copy owns the job, this end was not written',
+            );
+          }
+        }
         // A take that wanted nothing learns nothing about the queue.
         if (want > 0) this.intake = Number(out[0]) < want ? 'wait' : 'take';
-        for (let i = 1; i + 1 < out.length; i += 2) {
+        for (let i = 2 + stale.size; i + 2 < out.length; i += 3) {
           if (this.phase === 'closed') break; // the ids stay in `active`: a stall check re-queues them
-          if (this.phase === 'draining') this.released.push(out[i]!);
-          else this.run(out[i]!, out[i + 1]!);
+          if (this.phase === 'draining') this.released.push(String(out[i]));
+          else this.run(String(out[i]), String(out[i + 1]), Number(out[i + 2]));
         }
         // Only now: a job that ends while the batch is being started (an unusable record) must
         // not start another take that counts slots without the rest of the batch.
@@ -500,7 +546,7 @@ export class JobConsumer {
     );
   }
 
-  private run(id: string, raw: string): void {
+  private run(id: string, raw: string, stalls: number): void {
     this.stats.taken++;
     const parsed = parseRecord(raw);
     const record: JobRecord = typeof parsed === 'string' ? { options: {} } : parsed;
@@ -508,11 +554,12 @@ export class JobConsumer {
     options.stacktraces ??= [];
     const timeout = options.timeout;
     const run: Running = {
-      job: { id, data: record.data as JobEnvelope, options, saveOptions: () => this.save(run), stopping: this.stopping.signal },
+      job: { id, data: record.data as JobEnvelope, options, saveOptions: () => this.save(run), stopping: this.stopping.signal, stalls },
       record,
       deadline: typeof timeout === 'number' && timeout > 0 ? Date.now() + timeout : Infinity,
       ended: false,
       timedOut: false,
+      stalls,
     };
     this.running.add(run);
     if (typeof parsed === 'string') {
@@ -531,6 +578,7 @@ export class JobConsumer {
       (result) => {
         if (!isVerdict(result)) this.settle(run, undefined, false);
         else if (result.end === 'abandon') this.abandon(run);
+        else if (result.end === 'failed' && result.stillRunning) this.giveUp(run, result.error ?? new Error('job failed'), result.stillRunning);
         else this.settle(run, result.error ?? new Error('job failed'), result.end === 'retry');
       },
       (err: unknown) => this.settle(run, err ?? new Error('job failed'), true),
@@ -546,6 +594,20 @@ export class JobConsumer {
       return;
     }
     this.end(run, err, retryable);
+  }
+
+  /**
+   * Writes the end of a job its handler gave up on while its work goes on, and keeps the slot as
+   * the safety net does (a "zombie") until that work settles.
+   */
+  private giveUp(run: Running, err: unknown, stillRunning: Promise<unknown>): void {
+    if (!run.timedOut) {
+      run.timedOut = true;
+      this.zombies++;
+      this.end(run, err, false);
+    }
+    const release = () => this.settle(run, undefined, false);
+    stillRunning.then(release, release);
   }
 
   /** Lets go of a job without writing its end: it stays in `active`, unvouched, for a stall check to re-deliver. */
@@ -566,7 +628,7 @@ export class JobConsumer {
   /** Writes a running job's options (as its handler changed them) back to its record. */
   private async save(run: Running): Promise<boolean> {
     if (run.ended || this.phase === 'closed') return false;
-    const stored = await this.commands.sdjobsSaveRecord(this.keys.active, this.keys.jobs, run.job.id, JSON.stringify(run.record));
+    const stored = await this.commands.sdjobsSaveRecord(this.keys.active, this.keys.jobs, this.keys.stalls, run.job.id, JSON.stringify(run.record), run.stalls);
     return stored === 1;
   }
 
@@ -652,7 +714,7 @@ export class JobConsumer {
       this.end(run, new Error(`Job ${run.job.id} timed out (${run.job.options.timeout} ms)`), false);
     }
     const k = this.keys;
-    this.call(this.commands.sdjobsGuardJobs(k.stallBlock, k.stalling, k.waiting, k.active, this.opts.stallIntervalMs, ...this.heldIds())).then(
+    this.call(this.commands.sdjobsGuardJobs(k.stallBlock, k.stalling, k.waiting, k.active, k.stalls, this.opts.stallIntervalMs, ...this.heldIds())).then(
       (stalled) => {
         if (stalled.length === 0) return;
         this.stats.requeued += stalled.length;

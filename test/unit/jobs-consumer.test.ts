@@ -7,7 +7,10 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig, type Config } from '../../src/config';
-import { JobConsumer, type JobConsumerOptions, type JobEnd, type QueuedJob } from '../../src/jobs/consumer';
+import { JobConsumer, queueKeys, type JobConsumerOptions, type JobEnd, type QueuedJob } from '../../src/jobs/consumer';
+import type { JobSnapshot } from '../../src/jobs/jobState';
+import { luaScript } from '../../src/jobs/luaScripts';
+import { createJobHandler } from '../../src/jobs/runner';
 import { JobProducer } from '../../src/jobs/queues';
 import { createLogger } from '../../src/logger';
 import { WAIT_MS } from '../helpers/budgets';
@@ -307,7 +310,17 @@ describe('job consumer on Bee-Queue keys, against real Redis', () => {
   });
 
   it('drops unusable records and a job removed while it waited, and goes on with the rest', async () => {
-    const bad = ['{not json', '"a string"', '{"options":1,"data":{}}', '{"options":{"stacktraces":"x","retries":2},"data":{}}'].map((raw) => [randomUUID(), raw] as const);
+    const data = '"data":{"kind":"generateImage","payload":{"generationId":"g"}}';
+    const bad = [
+      '{not json',
+      '"a string"',
+      '{"options":1,"data":{}}',
+      '{"options":{"stacktraces":"x","retries":2},"data":{}}',
+      // A backoff the record cannot be retried by: refused before the job runs (and publishes
+      // anything), not found out at its first failure after its watchers were told "retrying".
+      `{"options":{"retries":3,"backoff":{"strategy":"fibonacci","delay":100}},${data}}`,
+      `{"options":{"retries":3,"backoff":"fixed"},${data}}`,
+    ].map((raw) => [randomUUID(), raw] as const);
     const removed = randomUUID();
     const good = randomUUID();
     for (const [id, raw] of bad) {
@@ -400,6 +413,102 @@ describe('job consumer on Bee-Queue keys, against real Redis', () => {
     await sleep(200);
     await c.close(3_600_000);
     expect(c.stats.calls).toBeGreaterThan(0);
+  });
+
+  /**
+   * What another worker's stall check does to a job whose worker stopped vouching for it (a long
+   * event-loop pause, a network split: the worker did not die), with the real guard script: one
+   * check marks the active jobs, the next puts back those nobody vouched for in between.
+   */
+  async function stallCheckWithoutVouching(): Promise<string[]> {
+    const k = queueKeys(prefix, QUEUE);
+    const check = () => redis.eval(luaScript('guard'), 5, k.stallBlock, k.stalling, k.waiting, k.active, k.stalls, 60_000) as Promise<string[]>;
+    await redis.del(k.stallBlock);
+    await check();
+    await redis.del(k.stallBlock);
+    return check();
+  }
+
+  it('a job put back by a stall check while it still ran: the copy is the next attempt and owns the job, the first run\'s end changes nothing', async () => {
+    const id = randomUUID();
+    await enqueue(id);
+    const snapshots: JobSnapshot[] = [];
+    const started = () => snapshots.filter((s) => s.state === 'active').length;
+    let endFirstRun!: () => void;
+    const firstRunMayEnd = new Promise<void>((resolve) => (endFirstRun = resolve));
+    let endCopy!: () => void;
+    const copyMayEnd = new Promise<void>((resolve) => (endCopy = resolve));
+    const runner = createJobHandler(
+      {
+        generateImage: {
+          run: async () => {
+            const n = started();
+            if (n === 1) await firstRunMayEnd; // the first run outlives its vouching
+            if (n === 2) await copyMayEnd;
+            if (n <= 2) throw Object.assign(new Error('SD is away'), { code: 'ECONNREFUSED' }); // transient: retried
+          },
+          onFinalFailure: async () => {},
+        },
+      },
+      { timeLimitMs: 60_000, softTimeLimitMs: 59_000 },
+      log,
+      { sink: { record: (s) => snapshots.push(s) } },
+    );
+    const stallsSeen: Array<number | undefined> = [];
+    const ends: JobEnd[] = [];
+    const options = { stallIntervalMs: 600_000, handler: (job: QueuedJob) => (stallsSeen.push(job.stalls), runner.handle(job)), onEnd: (_job: QueuedJob, end: JobEnd) => ends.push(end) };
+    // Long stall intervals: neither consumer's own guard runs a stall check during the test.
+    const first = consumer(options);
+    await until(() => started() === 1, 'the first run to start');
+    expect(await stallCheckWithoutVouching()).toEqual([id]);
+    const second = consumer(options);
+    await until(() => started() === 2, 'the copy to start');
+    const stored = await redis.hget(key('jobs'), id);
+    endFirstRun();
+    await until(() => first.stats.superseded === 1, 'the first run to end');
+    // The copy's entry and the record are as they were: the first run's retry was not written.
+    expect(await redis.lrange(key('active'), 0, -1)).toEqual([id]);
+    expect(await redis.hget(key('jobs'), id)).toBe(stored);
+    expect(await redis.zcard(key('delayed'))).toBe(0);
+    expect(ends).toEqual([]);
+    // The copy's retry is stored as usual, and the try after it succeeds.
+    endCopy();
+    await until(() => ends.length === 2, 'the copy\'s retry and the third try');
+    expect(ends).toEqual(['retrying', 'succeeded']);
+    // Either consumer may take the third try; only the copy's retry and that try were written.
+    expect(first.stats.superseded + second.stats.superseded).toBe(1);
+    expect(first.stats.retried + second.stats.retried).toBe(1);
+    expect(first.stats.succeeded + second.stats.succeeded).toBe(1);
+    expect(first.stats.failed + second.stats.failed).toBe(0);
+    expect(stallsSeen).toEqual([0, 1, 1]);
+    // Attempts: 1, the copy (a stall) 2, the copy's retry 3.
+    expect(snapshots.filter((s) => s.state === 'active').map((s) => s.attempt)).toEqual([1, 2, 3]);
+    await until(async () => (await redis.hlen(key('jobs'))) === 0, 'the job to be gone');
+    expect(await redis.llen(key('active'))).toBe(0);
+    expect(await redis.exists(key('stalls'))).toBe(0);
+  });
+
+  it('the first run\'s success still drops a copy put back but not taken yet, unrun', async () => {
+    const id = randomUUID();
+    await enqueue(id);
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let runs = 0;
+    const ends: JobEnd[] = [];
+    const c = consumer({ stallIntervalMs: 600_000, handler: async () => (++runs === 1 ? held : undefined), onEnd: (_job, end) => ends.push(end) });
+    await until(() => runs === 1, 'the run to start');
+    expect(await stallCheckWithoutVouching()).toEqual([id]);
+    expect(await redis.lrange(key('waiting'), 0, -1)).toEqual([id]);
+    // Only this consumer, with its one slot taken: the copy waits until the run ends.
+    release();
+    await until(() => ends.length === 1, 'the end');
+    await until(async () => (await redis.llen(key('waiting'))) === 0, 'the copy to be taken');
+    await sleep(200);
+    expect(runs).toBe(1);
+    expect(ends).toEqual(['succeeded']);
+    expect(c.stats.superseded).toBe(0);
+    expect(await redis.hlen(key('jobs'))).toBe(0);
+    expect(await redis.exists(key('stalls'))).toBe(0);
   });
 
   it('refuses a concurrency that is not a positive integer', () => {
