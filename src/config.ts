@@ -145,12 +145,19 @@ const envSchema = z.object({
   WORKER_QUEUES: z.string().default(QUEUE_NAMES.join(',')),
   TASK_TIME_LIMIT_S: int(600, 1, 86_400),
   TASK_SOFT_TIME_LIMIT_S: int(540, 1, 86_400),
+  /**
+   * How long past the hard limit a processor that ignores its abort is waited for before the job is
+   * given up (ended FAILED with TIME_LIMIT_EXCEEDED, credits back; its slot stays taken until the
+   * processor returns). Below 30: the queue's safety net fails the job 30 s past the hard limit
+   * without recording anything.
+   */
+  TASK_ABORT_GRACE_S: num(10, 0, 25),
   TASK_MAX_RETRIES: int(3, 0, 100),
   TASK_RETRY_DELAY_S: num(60, 0, 86_400),
   RESULT_EXPIRES_S: int(3600, 1, 30 * 86_400),
   /**
-   * Celery's worker_max_tasks_per_child for the post-processing threads: all of them are replaced
-   * after POSTPROCESS_THREADS × this many tasks (Piscina picks the thread, so it is an average).
+   * Celery's worker_max_tasks_per_child for the post-processing threads: each thread is replaced
+   * after this many tasks of its own (the one it runs last finishes first).
    */
   WORKER_MAX_TASKS_PER_CHILD: int(50, 1, 1_000_000),
   STALL_INTERVAL_MS: int(5000, 500, 600_000),
@@ -159,6 +166,12 @@ const envSchema = z.object({
   /** On SIGTERM, how long running jobs may take to finish before they are left to be re-delivered. */
   WORKER_SHUTDOWN_TIMEOUT_MS: int(30_000, 0, 3_600_000),
   POSTPROCESS_THREADS: int(Math.max(1, Math.min(4, os.availableParallelism())), 1, 64),
+  /**
+   * The JavaScript heap of one post-processing thread (Node's resourceLimits.maxOldGenerationSizeMb):
+   * a thread past it is stopped and replaced, its task retried once on a fresh thread, instead of
+   * running the whole worker out of memory. (libvips' pixel buffers are native memory, outside it.)
+   */
+  POSTPROCESS_THREAD_HEAP_MB: int(256, 32, 16_384),
   WEBP_QUALITY: int(90, 1, 100),
   THUMBNAIL_SIZE: int(256, 16, 2048),
   /** Job outcomes are counted in Redis (the operators' figures) in batches, at most this long after a job ends. */
@@ -388,6 +401,7 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
       queues: queues as QueueName[],
       timeLimitMs: e.TASK_TIME_LIMIT_S * 1000,
       softTimeLimitMs: e.TASK_SOFT_TIME_LIMIT_S * 1000,
+      abortGraceMs: Math.round(e.TASK_ABORT_GRACE_S * 1000),
       maxRetries: e.TASK_MAX_RETRIES,
       retryDelayMs: Math.round(e.TASK_RETRY_DELAY_S * 1000),
       maxTasksPerChild: e.WORKER_MAX_TASKS_PER_CHILD,
@@ -395,6 +409,7 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
       maxStalls: e.TASK_MAX_STALLS,
       shutdownTimeoutMs: e.WORKER_SHUTDOWN_TIMEOUT_MS,
       postprocessThreads: e.POSTPROCESS_THREADS,
+      postprocessThreadHeapMb: e.POSTPROCESS_THREAD_HEAP_MB,
       webpQuality: e.WEBP_QUALITY,
       thumbnailSize: e.THUMBNAIL_SIZE,
       jobStateFlushMs: e.JOB_STATE_FLUSH_MS,

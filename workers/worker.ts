@@ -108,7 +108,7 @@ export function createWorker(opts: WorkerOptions): Worker {
   });
   const handler = createJobHandler(
     processors,
-    { timeLimitMs: config.worker.timeLimitMs, softTimeLimitMs: config.worker.softTimeLimitMs },
+    { timeLimitMs: config.worker.timeLimitMs, softTimeLimitMs: config.worker.softTimeLimitMs, abortGraceMs: config.worker.abortGraceMs },
     log,
     { sink: tracker },
   );

@@ -45,6 +45,13 @@ export type Processors = { [K in JobKind]?: Processor<K> };
 export interface RunnerLimits {
   timeLimitMs: number;
   softTimeLimitMs: number;
+  /**
+   * TASK_ABORT_GRACE_S: how long past the hard limit a processor that ignores its abort is waited
+   * for. Then it is given up: its final failure (TIME_LIMIT_EXCEEDED) is recorded while it still
+   * runs, and the consumer keeps its slot until it returns. Unset: waited for as long as it runs
+   * (only the queue's safety net then ends the job, recording nothing).
+   */
+  abortGraceMs?: number;
   /** Waits between tries of recording a final failure (tests shorten them). Default 0.5 s doubling to 30 s. */
   landingDelayMs?: (attempt: number) => number;
 }
@@ -95,8 +102,10 @@ class LazyAbort {
 class JobRun<K extends JobKind> implements JobContext<K> {
   readonly hard = new LazyAbort();
   readonly soft = new LazyAbort();
-  /** The soft-limit timer, then the hard-limit one (one timer at a time). */
+  /** The soft-limit timer, then the hard-limit one, then the grace past it (one timer at a time). */
   timer: NodeJS.Timeout | undefined;
+  /** Set while the processor runs: stops waiting for it (see RunnerLimits.abortGraceMs). */
+  giveUp: (() => void) | undefined;
   private logger: Logger | undefined;
 
   constructor(
@@ -141,7 +150,16 @@ function onSoftLimit(run: JobRun<JobKind>, limits: RunnerLimits): void {
 
 function onHardLimit(run: JobRun<JobKind>, limits: RunnerLimits): void {
   run.abort({ code: 'TIME_LIMIT_EXCEEDED', message: `The job ran past its ${limits.timeLimitMs / 1000} s time limit.`, retryable: false });
+  if (limits.abortGraceMs !== undefined) run.timer = setTimeout(onIgnoredAbort, limits.abortGraceMs, run);
 }
+
+function onIgnoredAbort(run: JobRun<JobKind>): void {
+  run.timer = undefined;
+  run.giveUp?.();
+}
+
+/** What the runner races a processor's run against once the processor ignored its abort. */
+const GIVEN_UP = Symbol('given up');
 
 /** Waits before trying again to record a final failure: 0.5 s, doubling up to 30 s. */
 const landingDelayMs = (attempt: number) => Math.min(30_000, 500 * 2 ** attempt);
@@ -239,7 +257,9 @@ export function createJobHandler(processors: Processors, limits: RunnerLimits, l
     const processor = processors[kind] as Processor<JobKind> | undefined;
     const options = job.options;
     // Bee-Queue keeps one stack trace per failed try in the job's options: the count is the tries so far.
-    const attempt = (options.stacktraces?.length ?? 0) + 1;
+    // A stall check's re-delivery is a try too (the job's worker stopped vouching for it): counted
+    // from the consumer's stall count, so a copy re-queued while the first still ran is attempt 2.
+    const attempt = (options.stacktraces?.length ?? 0) + (job.stalls ?? 0) + 1;
     if (!processor) {
       // A job this worker does not know cannot succeed by retrying here.
       log.error({ job: job.id, kind }, 'no processor for this job kind; dropping it');
@@ -270,6 +290,8 @@ export function createJobHandler(processors: Processors, limits: RunnerLimits, l
     // How the attempt ended, recorded once in `finally` (after the processor's retry/failure hooks).
     let outcome: JobOutcome = 'failed';
     let errorCode: string | null = 'INTERNAL';
+    /** The processor's run, when it was given up on while it still ran. */
+    let stillRunning: Promise<unknown> | undefined;
     try {
       let failure: JobFailure;
       let cause: unknown;
@@ -278,8 +300,17 @@ export function createJobHandler(processors: Processors, limits: RunnerLimits, l
         failure = options.finalFailure;
       } else {
         try {
+          const running = processor.run(run);
+          const givenUp = limits.abortGraceMs === undefined ? undefined : new Promise<typeof GIVEN_UP>((resolve) => (run.giveUp = () => resolve(GIVEN_UP)));
           // A run that finished is done, even if a limit fired as it ended: its work is recorded.
-          await processor.run(run);
+          if ((await (givenUp ? Promise.race([running, givenUp]) : running)) === GIVEN_UP) {
+            // It ignored the abort for the whole grace: give up on it. The abort's failure is
+            // recorded below while it still runs; its slot stays taken until it returns.
+            stillRunning = running;
+            running.catch(() => undefined);
+            run.log.error({ graceMs: limits.abortGraceMs }, 'the job ignored its hard time limit; giving up on it while it still runs');
+            throw run.hard.reason;
+          }
           counters.succeeded++;
           outcome = 'succeeded';
           errorCode = null;
@@ -296,7 +327,7 @@ export function createJobHandler(processors: Processors, limits: RunnerLimits, l
           }
           const reason: unknown = run.hard.aborted ? run.hard.reason : err;
           failure = reason instanceof AbortedWith ? reason.failure : toJobFailure(reason);
-          cause = err;
+          cause = stillRunning ? undefined : err;
           if (failure.code === 'INTERNAL') run.log.error({ err }, 'job failed with an unexpected error');
         }
       }
@@ -312,11 +343,16 @@ export function createJobHandler(processors: Processors, limits: RunnerLimits, l
       }
       counters.failed++;
       run.log.warn({ failure }, 'job failed for good');
-      if ((await landFinalFailure(run, job, processor, failure, limits.landingDelayMs)) === 'abandon') return { end: 'abandon', error };
-      return { end: 'failed', error };
+      if ((await landFinalFailure(run, job, processor, failure, limits.landingDelayMs)) === 'abandon') {
+        // Left to a re-delivery, which only records the saved verdict. (A processor given up on
+        // that still runs then no longer holds its slot: rare, it takes a database down for minutes.)
+        return { end: 'abandon', error };
+      }
+      return stillRunning ? { end: 'failed', error, stillRunning } : { end: 'failed', error };
     } finally {
       counters.active--;
       clearTimeout(run.timer);
+      run.giveUp = undefined;
       const durationMs = Math.round((performance.now() - started) * 1000) / 1000;
       metrics.ended(kind, outcome, durationMs);
       record({ ...start, state: outcome, finishedAt: Date.now(), durationMs, errorCode });

@@ -309,6 +309,45 @@ describe('job consumer on Bee-Queue keys, against real Redis', () => {
     expect(ends).toEqual([[stuck, 'failed'], [next, 'succeeded']]);
   });
 
+  it('gives up on a processor that ignores its abort past the hard limit: its final failure is recorded while it runs, and it keeps its slot until it returns', async () => {
+    const stuck = randomUUID();
+    const next = randomUUID();
+    await enqueue(stuck);
+    await enqueue(next);
+    const recorded: Array<[string, string]> = [];
+    const started: string[] = [];
+    let release!: () => void;
+    const ignoresAbort = new Promise<void>((resolve) => (release = resolve));
+    const runner = createJobHandler(
+      {
+        generateImage: {
+          run: async (ctx) => {
+            started.push(ctx.payload.generationId);
+            if (ctx.payload.generationId === stuck) await ignoresAbort; // never looks at ctx.signal
+          },
+          onFinalFailure: async (ctx, failure) => void recorded.push([ctx.payload.generationId, failure.code]),
+        },
+      },
+      // TASK_TIME_LIMIT_S, TASK_SOFT_TIME_LIMIT_S, TASK_ABORT_GRACE_S in small.
+      { timeLimitMs: 100, softTimeLimitMs: 50, abortGraceMs: 100 },
+      log,
+    );
+    const ends: Array<[string, JobEnd]> = [];
+    consumer({ handler: runner.handle, onEnd: (job, end) => ends.push([(job.data.payload as { generationId: string }).generationId, end]) });
+    await until(() => ends.length === 1, 'the stuck job to be given up');
+    // Failed for good (no retry, though retries were left), its end recorded (for a generation:
+    // FAILED, credits back) while the processor still runs.
+    expect(ends).toEqual([[stuck, 'failed']]);
+    expect(recorded).toEqual([[stuck, 'TIME_LIMIT_EXCEEDED']]);
+    expect(await redis.hexists(key('jobs'), stuck)).toBe(0);
+    await sleep(300);
+    expect(started).toEqual([stuck]); // concurrency 1: the stuck processor still holds the slot
+    release();
+    await until(() => ends.length === 2, 'the next job');
+    expect(ends[1]).toEqual([next, 'succeeded']);
+    expect(recorded).toHaveLength(1);
+  });
+
   it('drops unusable records and a job removed while it waited, and goes on with the rest', async () => {
     const data = '"data":{"kind":"generateImage","payload":{"generationId":"g"}}';
     const bad = [

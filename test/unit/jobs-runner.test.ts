@@ -74,6 +74,46 @@ describe('the job wrapper', () => {
   });
 });
 
+describe('a processor that ignores its abort', () => {
+  const limits = { timeLimitMs: 40, softTimeLimitMs: 20, abortGraceMs: 40 };
+
+  it('is given up once the grace past the hard limit is over: its final failure is recorded while it still runs', async () => {
+    let release!: () => void;
+    const recorded: string[] = [];
+    const verdict = await handler(
+      {
+        run: () => new Promise<void>((resolve) => (release = resolve)), // never looks at ctx.signal
+        onFinalFailure: async (_ctx, failure) => void recorded.push(failure.code),
+      },
+      limits,
+    ).handle(job({ retries: 3 }));
+    expect(verdict).toMatchObject({ end: 'failed', error: { code: 'TIME_LIMIT_EXCEEDED' } });
+    expect(recorded).toEqual(['TIME_LIMIT_EXCEEDED']);
+    // The work that goes on is handed to the consumer, which keeps the slot until it settles.
+    const stillRunning = (verdict as { stillRunning?: Promise<unknown> }).stillRunning;
+    expect(stillRunning).toBeInstanceOf(Promise);
+    let settled = false;
+    void stillRunning!.then(() => (settled = true));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(settled).toBe(false);
+    release();
+    await expect.poll(() => settled).toBe(true);
+  });
+
+  it('is not given up when it stops within the grace: it fails with the limit, and nothing is left running', async () => {
+    const verdict = await handler(
+      {
+        run: (ctx) =>
+          new Promise<void>((_resolve, reject) => ctx.signal.addEventListener('abort', () => setTimeout(() => reject(new Error('stopped')), 5), { once: true })),
+        onFinalFailure: async () => {},
+      },
+      { ...limits, abortGraceMs: 60_000 },
+    ).handle(job());
+    expect(verdict).toMatchObject({ end: 'failed', error: { code: 'TIME_LIMIT_EXCEEDED' } });
+    expect((verdict as { stillRunning?: unknown }).stillRunning).toBeUndefined();
+  });
+});
+
 describe('recording a final failure that keeps failing', () => {
   const refused = (): Processor<'generateImage'> & { tries: number } => {
     const p = {
