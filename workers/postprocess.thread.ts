@@ -6,11 +6,14 @@
  * A failed task rejects (Piscina sends the error back to the caller); nothing here exits or
  * throws outside the task, so a bad image never takes the thread or the process down.
  */
+import { threadId, workerData } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { configureSharp, postprocessImage, previewImage } from '../src/imaging/transform';
-import type { ImagingResult, ImagingTask, PostprocessResult } from '../src/imaging/tasks';
+import type { FaultResult, FaultTask, ImagingResult, ImagingTask, PostprocessResult } from '../src/imaging/tasks';
 
 let sharpConfigured = false;
+/** Tasks this thread has run (what the pool's per-thread limit is about). */
+let tasksRun = 0;
 
 /**
  * Resolves with the task's `ImagingResult`; a postprocess result is wrapped by `Piscina.move`,
@@ -23,11 +26,16 @@ export default async function runImagingTask(task: ImagingTask): Promise<Imaging
     configureSharp();
     sharpConfigured = true;
   }
+  tasksRun += 1;
   switch (task.kind) {
     case 'postprocess':
       return transferResult(await postprocessImage(task));
     case 'preview':
       return previewImage(task);
+    case 'fault':
+      // Registered only when the pool was created for tests (faultTasksForTests).
+      if ((workerData as { faultTasksForTests?: unknown } | null)?.faultTasksForTests !== true) throw new Error('Unknown imaging task kind: "fault"');
+      return runFault(task);
     default: {
       const unknownTask: never = task;
       throw new Error(`Unknown imaging task kind: ${JSON.stringify((unknownTask as { kind?: unknown }).kind)}`);
@@ -49,4 +57,28 @@ function transferResult(result: PostprocessResult): MovedResult {
     [Piscina.valueSymbol]: result,
   };
   return Piscina.move(transferable as unknown as Parameters<typeof Piscina.move>[0]);
+}
+
+/** Tests only (see FaultTask): reports on this thread, or kills it the way `task.mode` says. */
+function runFault(task: FaultTask): FaultResult | Promise<never> {
+  const armed = task.armed;
+  if (task.mode !== 'probe' && armed !== undefined && Atomics.sub(armed, 0, 1) > 0) {
+    switch (task.mode) {
+      case 'crash':
+        // An error thrown outside any task: the thread's 'error' event, as a native crash would be.
+        setImmediate(() => {
+          throw new Error('post-processing thread crashed (a fault task)');
+        });
+        return new Promise<never>(() => {});
+      case 'exit':
+        process.exit(3);
+      // falls through (process.exit does not return)
+      case 'oom': {
+        // Grows the JavaScript heap until Node stops the thread (resourceLimits).
+        const hoard: number[][] = [];
+        for (;;) hoard.push(Array.from({ length: 100_000 }, (_, i) => i + hoard.length));
+      }
+    }
+  }
+  return { threadId, tasksRun };
 }

@@ -230,9 +230,12 @@ function generationParts(opts: WorkerOptions, metrics: WorkerMetrics) {
   const pool = PostprocessPool.create({
     threads: config.worker.postprocessThreads,
     maxTasksPerThread: config.worker.maxTasksPerChild,
+    threadHeapMb: config.worker.postprocessThreadHeapMb,
     webpQuality: config.worker.webpQuality,
     thumbnailSize: config.worker.thumbnailSize,
     onTaskDone: metrics.postprocessDone,
+    // A thread that died (its task is retried once on a fresh thread) or crashed while idle.
+    onError: (err) => log.warn({ err, component: 'postprocess' }, 'post-processing thread error'),
   });
   return { pool, sd };
 }

@@ -3,10 +3,12 @@
  *
  * Retry guidance for whoever owns the job's retry table: IMAGE_DECODE_FAILED is permanent (the same
  * bytes will fail again); IMAGING_ABORTED means the caller gave up; IMAGING_POOL_CLOSED only happens
- * during shutdown, so the job can run again on another worker.
+ * during shutdown, so the job can run again on another worker. IMAGING_THREAD_DIED is permanent
+ * too: the pool already ran the task a second time on a fresh thread, and that one died as well,
+ * so the input itself is the likely cause; retrying the job would only repeat the SD call.
  */
 
-export type ImagingErrorCode = 'IMAGE_DECODE_FAILED' | 'IMAGING_ABORTED' | 'IMAGING_POOL_CLOSED';
+export type ImagingErrorCode = 'IMAGE_DECODE_FAILED' | 'IMAGING_ABORTED' | 'IMAGING_POOL_CLOSED' | 'IMAGING_THREAD_DIED';
 
 export class ImagingError extends Error {
   readonly code: ImagingErrorCode;
@@ -56,5 +58,30 @@ export class PoolClosedError extends ImagingError {
 
   constructor() {
     super('IMAGING_POOL_CLOSED', 'The post-processing pool is closed');
+  }
+}
+
+/**
+ * A post-processing thread died under a task (an uncaught error in it, an exit, or its heap past
+ * POSTPROCESS_THREAD_HEAP_MB). Reported through the pool's onError for each death; a task gets it
+ * only when its second run's thread died too.
+ */
+export class ImagingThreadDiedError extends ImagingError {
+  override name = 'ImagingThreadDiedError';
+
+  constructor(
+    readonly taskKind: string,
+    readonly runs: number,
+    /** The node:worker_threads id of the thread that died last. */
+    readonly threadId: number | undefined,
+    options?: ErrorOptions,
+  ) {
+    super(
+      'IMAGING_THREAD_DIED',
+      runs > 1
+        ? `Post-processing the image failed: its thread stopped (crashed or ran out of memory) on each of ${runs} tries.`
+        : 'A post-processing thread stopped (crashed or ran out of memory) under a task; the task runs again on a fresh thread.',
+      options,
+    );
   }
 }

@@ -1,36 +1,47 @@
 /**
  * The owner of the post-processing thread pool: it starts the Piscina threads, queues tasks,
- * replaces threads after a number of tasks, and closes everything in `close()`.
+ * replaces each thread after its own `maxTasksPerThread` tasks or when it dies, retries the task a
+ * dying thread was running, and closes everything in `close()`.
  *
  * Glossary:
- * - generation: one Piscina instance. Recycling starts a new generation and retires the old one.
+ * - thread: one Piscina instance with exactly one worker thread, in one of `threads` slots. One
+ *   Piscina per thread because Piscina picks the thread for a task and has no per-thread task
+ *   limit (piscina#512): with one thread each, this class knows which thread runs what, so it can
+ *   count tasks per thread, like Celery's worker_max_tasks_per_child, and tell a thread that died
+ *   from a task that failed. Recycling starts a fresh thread in the slot and retires the old one.
  * - started: a task handed to a thread. Until then it waits in this class's own queue, which is
  *   what lets an abort remove a task that has not started without touching any thread.
  * - running: started and not yet finished in the thread (even if its caller stopped waiting).
+ * - died: the thread ended under its task: an uncaught error in it, an exit, or its heap past
+ *   `threadHeapMb` (Node stops such a thread; the process lives on). Only that task is affected:
+ *   the thread is replaced, and the task runs once more, first in line, on the next free thread
+ *   (another live one or the replacement; inside the same job, so the Stable Diffusion call is
+ *   not repeated); a second death fails it with IMAGING_THREAD_DIED.
  *
  * Threads are never terminated while they run a task. sharp runs libvips on libuv's thread pool;
  * terminating a worker thread in the middle of a sharp operation has crashed the whole process
  * (lovell/sharp#2263), and Piscina terminates the thread when a running task's signal aborts or
  * when `close()` times out. So this class never passes a signal to Piscina, and it only closes a
- * generation once nothing runs on it.
+ * thread once nothing runs on it.
  */
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import type { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import { ImageDecodeError, ImagingAbortError, PoolClosedError } from './errors';
-import type { ImagingResult, ImagingTask } from './tasks';
+import { ImageDecodeError, ImagingAbortError, ImagingThreadDiedError, PoolClosedError } from './errors';
+import type { FaultMode, FaultResult, ImagingResult, ImagingTask } from './tasks';
 
 export interface PostprocessOptions {
   /**
-   * Threads per generation; each runs one task at a time. sharp's work runs on libuv's thread
-   * pool, which is shared by the whole process and has UV_THREADPOOL_SIZE slots (default 4):
-   * above 4 threads, start the process with a larger UV_THREADPOOL_SIZE or the extra threads wait.
+   * Threads; each runs one task at a time. sharp's work runs on libuv's thread pool, which is
+   * shared by the whole process and has UV_THREADPOOL_SIZE slots (default 4): above 4 threads,
+   * start the process with a larger UV_THREADPOOL_SIZE or the extra threads wait.
    */
   threads: number;
   /**
-   * Replace the threads after threads × maxTasksPerThread tasks, like Celery's
-   * worker_max_tasks_per_child (Piscina has no such option, piscina#512). Counted per generation,
-   * not per thread: Piscina picks the thread, so one thread may run more than this.
+   * Each thread is replaced after this many tasks of its own (WORKER_MAX_TASKS_PER_CHILD, Celery's
+   * worker_max_tasks_per_child): its replacement starts as it takes its last task, and it closes
+   * once that task is done, so no task fails or waits for it.
    */
   maxTasksPerThread: number;
   /** WebP quality of the image and its thumbnail, 1–100. */
@@ -38,7 +49,18 @@ export interface PostprocessOptions {
   /** The thumbnail fits inside thumbnailSize×thumbnailSize. */
   thumbnailSize: number;
   /**
-   * Errors that belong to no task, e.g. a thread that crashed while idle (Piscina replaces it).
+   * POSTPROCESS_THREAD_HEAP_MB: a thread's JavaScript heap (resourceLimits.maxOldGenerationSizeMb).
+   * A thread past it dies alone (see the glossary) instead of the process. Unset: Node's default.
+   */
+  threadHeapMb?: number;
+  /**
+   * Tests only: registers the `fault` task kind (runFaultForTests) in the threads, which can kill
+   * its thread on purpose. Never set by the worker; without it the threads refuse that kind.
+   */
+  faultTasksForTests?: boolean;
+  /**
+   * Errors that belong to no task, e.g. a thread that crashed while idle (Piscina replaces it), and
+   * each thread that died under a task (the task is retried or failed as described above).
    * Default: `process.emitWarning`.
    */
   onError?: (error: Error) => void;
@@ -66,9 +88,13 @@ export interface ProcessedImage {
 export interface PostprocessStats {
   /** Tasks that finished in a thread, successfully or not (aborted ones included once they end). */
   completed: number;
-  /** Generations replaced because they reached threads × maxTasksPerThread tasks. */
+  /** Threads replaced because they reached maxTasksPerThread tasks. */
   recycled: number;
-  /** Live threads, counting a retiring generation's threads until it has closed. */
+  /** Threads that died under a task (each replaced; the task run once more). */
+  died: number;
+  /** Tasks run again on another thread because their thread died. */
+  retried: number;
+  /** Live threads, counting retiring ones until they have closed. */
   threads: number;
   /** Tasks waiting for a free thread. */
   queued: number;
@@ -80,11 +106,16 @@ export interface PostprocessStats {
  */
 const THREAD_FILE = fileURLToPath(new URL('../../workers/postprocess.thread.cjs', import.meta.url));
 
-interface Generation {
+/** Runs of one task: the first, and one more on a fresh thread if its thread died under it. */
+const RUNS_PER_TASK = 2;
+
+interface Thread {
   readonly piscina: Piscina<ImagingTask, unknown>;
-  /** Tasks handed to this generation; it retires when this reaches the recycling threshold. */
+  /** Its slot in #current while it is current. */
+  readonly slot: number;
+  /** Tasks handed to it; it retires when this reaches maxTasksPerThread. */
   started: number;
-  running: number;
+  running: boolean;
   retired: boolean;
   /** Set once Piscina's close() was called, which only happens when nothing runs on it. */
   closed: Promise<void> | null;
@@ -93,8 +124,9 @@ interface Generation {
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
 interface QueuedTask {
-  readonly task: ImagingTask;
-  readonly transferList: ArrayBuffer[];
+  /** The message for the next run, and the memory it transfers. `last`: no run follows it, so the task's own bytes may go. */
+  readonly message: (last: boolean) => { task: ImagingTask; transferList: ArrayBuffer[] };
+  readonly kind: ImagingTask['kind'];
   readonly resolve: (result: unknown) => void;
   readonly reject: (error: unknown) => void;
   /** True once the caller's promise is settled (by the result, an error or an abort). */
@@ -103,17 +135,21 @@ interface QueuedTask {
   detach: () => void;
   /** performance.now() when a thread took it. */
   startedAt: number;
+  /** Runs so far. */
+  runs: number;
 }
 
 export class PostprocessPool {
   readonly #options: Readonly<PostprocessOptions>;
-  readonly #recycleAfter: number;
-  readonly #generations = new Set<Generation>();
-  #current: Generation;
+  /** The thread of each slot; retiring threads are only in #threads. */
+  readonly #current: Thread[];
+  readonly #threads = new Set<Thread>();
   readonly #queue: QueuedTask[] = [];
   #running = 0;
   #completed = 0;
   #recycled = 0;
+  #died = 0;
+  #retried = 0;
   #closing: Promise<void> | null = null;
   #onIdle: Array<() => void> = [];
 
@@ -129,31 +165,31 @@ export class PostprocessPool {
 
   private constructor(options: PostprocessOptions) {
     this.#options = Object.freeze({ ...options });
-    this.#recycleAfter = options.threads * options.maxTasksPerThread;
-    this.#current = this.#startGeneration();
+    this.#current = Array.from({ length: options.threads }, (_, slot) => this.#startThread(slot));
   }
 
   /**
    * Strips metadata, encodes WebP and a thumbnail, computes a blurhash and the SHA-256.
    *
-   * Takes ownership of `png`: if it is the only view of its memory, that memory moves to the
-   * thread and `png` is left empty (length 0); a slice of a larger buffer (such as Node's shared
-   * pool for small Buffers) is copied first, so other Buffers are never detached.
+   * Takes ownership of `png`: if it is the only view of its memory, that memory moves to the pool
+   * and `png` is left empty (length 0); a slice of a larger buffer (such as Node's shared pool for
+   * small Buffers) is copied first, so other Buffers are never detached. The pool keeps the bytes
+   * until the task is done, for a second run if the first one's thread dies: the first run gets a
+   * copy (one more PNG in memory while it runs), a second run the bytes themselves.
    *
    * Abort: before the task starts, it is dropped and the promise rejects at once. Once it runs,
    * the promise still rejects at once with an AbortError, but the thread finishes the task and its
    * result is thrown away: killing the thread mid-operation can crash the process (sharp#2263).
    */
   async process(png: Buffer, signal?: AbortSignal): Promise<ProcessedImage> {
-    const { bytes, transferList } = takeBytes(png);
-    const result = await this.#submit(
-      {
-        kind: 'postprocess',
-        png: bytes,
-        webpQuality: this.#options.webpQuality,
-        thumbnailSize: this.#options.thumbnailSize,
+    const bytes = takeBytes(png);
+    const { webpQuality, thumbnailSize } = this.#options;
+    const result = await this.#submit<'postprocess'>(
+      'postprocess',
+      (last) => {
+        const sent = last ? bytes : bytes.slice();
+        return { task: { kind: 'postprocess', png: sent, webpQuality, thumbnailSize }, transferList: [sent.buffer as ArrayBuffer] };
       },
-      transferList,
       signal,
     );
     return {
@@ -170,15 +206,32 @@ export class PostprocessPool {
    */
   async preview(image: Buffer, size: number, signal?: AbortSignal): Promise<string> {
     if (!Number.isInteger(size) || size < 1) throw new RangeError(`preview size must be a positive integer, got ${size}`);
-    const { bytes, transferList } = takeBytes(image);
-    const { dataUri } = await this.#submit({ kind: 'preview', image: bytes, size }, transferList, signal);
+    const bytes = takeBytes(image);
+    const { dataUri } = await this.#submit<'preview'>(
+      'preview',
+      (last) => {
+        const sent = last ? bytes : bytes.slice();
+        return { task: { kind: 'preview', image: sent, size }, transferList: [sent.buffer as ArrayBuffer] };
+      },
+      signal,
+    );
     return dataUri;
+  }
+
+  /**
+   * Tests only (a pool created with `faultTasksForTests`): a task that reports its thread and how
+   * many tasks that thread has run, or first kills its thread (`mode`) while `armed[0]` > 0,
+   * counting it down: an armed count of 1 kills the first run only.
+   */
+  runFaultForTests(mode: FaultMode, armed?: Int32Array): Promise<FaultResult> {
+    if (this.#options.faultTasksForTests !== true) return Promise.reject(new Error('fault tasks are off in this pool (faultTasksForTests)'));
+    return this.#submit<'fault'>('fault', () => ({ task: { kind: 'fault', mode, armed }, transferList: [] }), undefined);
   }
 
   get stats(): PostprocessStats {
     let threads = 0;
-    for (const generation of this.#generations) threads += generation.piscina.threads.length;
-    return { completed: this.#completed, recycled: this.#recycled, threads, queued: this.#queue.length };
+    for (const thread of this.#threads) threads += thread.piscina.threads.length;
+    return { completed: this.#completed, recycled: this.#recycled, died: this.#died, retried: this.#retried, threads, queued: this.#queue.length };
   }
 
   /**
@@ -195,29 +248,30 @@ export class PostprocessPool {
   async #shutdown(): Promise<void> {
     for (const queued of this.#queue.splice(0)) this.#settle(queued, { ok: false, error: new PoolClosedError() });
     if (this.#running > 0) await new Promise<void>((resolve) => this.#onIdle.push(resolve));
-    // Every generation is idle now, so closing them terminates no running task.
-    for (const generation of this.#generations) this.#retire(generation);
-    await Promise.all([...this.#generations].map((generation) => generation.closed));
+    // Every thread is idle now, so closing them terminates no running task.
+    for (const thread of this.#threads) this.#retire(thread);
+    await Promise.all([...this.#threads].map((thread) => thread.closed));
   }
 
-  #submit<T extends ImagingTask>(
-    task: T,
-    transferList: ArrayBuffer[],
+  #submit<K extends ImagingTask['kind']>(
+    kind: K,
+    message: QueuedTask['message'],
     signal: AbortSignal | undefined,
-  ): Promise<ImagingResult<T['kind']>> {
+  ): Promise<ImagingResult<K>> {
     if (this.#closing !== null) return Promise.reject(new PoolClosedError());
     if (signal?.aborted) return Promise.reject(new ImagingAbortError(signal.reason));
-    return new Promise<ImagingResult<T['kind']>>((resolve, reject) => {
+    return new Promise<ImagingResult<K>>((resolve, reject) => {
       const queued: QueuedTask = {
-        task,
-        transferList,
+        message,
+        kind,
         // The thread's handler maps each task kind to its result type (tasks.ts); the value that
         // comes back through Piscina is typed unknown, so this is the one place it is trusted.
-        resolve: (result) => resolve(result as ImagingResult<T['kind']>),
+        resolve: (result) => resolve(result as ImagingResult<K>),
         reject,
         settled: false,
         detach: () => {},
         startedAt: 0,
+        runs: 0,
       };
       if (signal !== undefined) {
         const onAbort = () => this.#abort(queued, signal.reason);
@@ -234,46 +288,73 @@ export class PostprocessPool {
     // Not started: drop it, it never reaches a thread.
     if (index !== -1) this.#queue.splice(index, 1);
     // Started: reject now and let the thread finish (see the class comment); #finish ignores the
-    // result, and the task keeps its thread slot until it really ends.
+    // result, and the task keeps its thread until it really ends.
     this.#settle(queued, { ok: false, error: new ImagingAbortError(reason) });
   }
 
   #startQueued(): void {
-    while (this.#running < this.#options.threads) {
-      const queued = this.#queue.shift();
-      if (queued === undefined) return;
-      this.#start(queued);
+    for (const thread of this.#current) {
+      if (this.#queue.length === 0) return;
+      if (!thread.running) this.#start(thread, this.#queue.shift()!);
     }
   }
 
-  #start(queued: QueuedTask): void {
-    const generation = this.#current;
-    generation.started += 1;
-    generation.running += 1;
+  #start(thread: Thread, queued: QueuedTask): void {
+    thread.started += 1;
+    thread.running = true;
     this.#running += 1;
+    queued.runs += 1;
     queued.startedAt = performance.now();
+    // Its one worker, to tell afterwards whether it died under the task (Piscina drops a worker
+    // that errored or exited, and starts another in its place).
+    const worker: Worker | undefined = thread.piscina.threads[0];
+    // Read now: an exited Worker's threadId is -1.
+    const threadId = worker?.threadId;
     let run: Promise<unknown>;
     try {
-      run = generation.piscina.run(queued.task, { transferList: queued.transferList });
+      const { task, transferList } = queued.message(queued.runs >= RUNS_PER_TASK);
+      run = thread.piscina.run(task, { transferList });
     } catch (error) {
       // postMessage can throw synchronously (e.g. a value that cannot be cloned).
       run = Promise.reject(error);
     }
     run.then(
-      (value) => this.#finish(generation, queued, { ok: true, value }),
-      (error: unknown) => this.#finish(generation, queued, { ok: false, error: ImageDecodeError.fromThread(error) ?? error }),
+      (value) => this.#finish(thread, queued, { ok: true, value }, undefined),
+      (error: unknown) => {
+        const died = worker !== undefined && !thread.piscina.threads.includes(worker) ? threadId : undefined;
+        this.#finish(thread, queued, { ok: false, error: ImageDecodeError.fromThread(error) ?? error }, died);
+      },
     );
-    if (generation.started >= this.#recycleAfter && this.#closing === null) this.#recycle();
+    if (thread.started >= this.#options.maxTasksPerThread && this.#closing === null) {
+      this.#recycled += 1;
+      this.#replace(thread);
+    }
   }
 
-  #finish(generation: Generation, queued: QueuedTask, outcome: Outcome): void {
+  /** `died`: the id of the thread that died under the task, if it did. */
+  #finish(thread: Thread, queued: QueuedTask, outcome: Outcome, died: number | undefined): void {
     // Counters first, so a caller that reads `stats` right after its await sees this task done.
-    generation.running -= 1;
+    thread.running = false;
     this.#running -= 1;
+    if (died !== undefined) {
+      this.#died += 1;
+      const cause = outcome.ok ? undefined : outcome.error;
+      this.#reportError(new ImagingThreadDiedError(queued.kind, queued.runs, died, { cause }));
+      this.#replace(thread);
+      if (!queued.settled && queued.runs < RUNS_PER_TASK && this.#closing === null) {
+        // Ahead of the waiting tasks: it has waited once already.
+        this.#retried += 1;
+        this.#queue.unshift(queued);
+        this.#closeIfDrained(thread);
+        this.#startQueued();
+        return;
+      }
+      outcome = { ok: false, error: new ImagingThreadDiedError(queued.kind, queued.runs, died, { cause }) };
+    }
     this.#completed += 1;
-    this.#options.onTaskDone?.(queued.task.kind, (performance.now() - queued.startedAt) / 1000, outcome.ok);
+    this.#options.onTaskDone?.(queued.kind, (performance.now() - queued.startedAt) / 1000, outcome.ok);
     this.#settle(queued, outcome);
-    this.#closeIfDrained(generation);
+    this.#closeIfDrained(thread);
     if (this.#running === 0) for (const resolve of this.#onIdle.splice(0)) resolve();
     this.#startQueued();
   }
@@ -286,43 +367,44 @@ export class PostprocessPool {
     else queued.reject(outcome.error);
   }
 
-  /** Starts the next generation now, so its threads boot while the old one finishes its tasks. */
-  #recycle(): void {
-    const old = this.#current;
-    this.#current = this.#startGeneration();
-    this.#recycled += 1;
-    this.#retire(old);
+  /** Starts a fresh thread in the slot now (it boots while the old one finishes its task) and retires the old one. */
+  #replace(thread: Thread): void {
+    if (this.#current[thread.slot] === thread && this.#closing === null) this.#current[thread.slot] = this.#startThread(thread.slot);
+    this.#retire(thread);
   }
 
-  #retire(generation: Generation): void {
-    generation.retired = true;
-    this.#closeIfDrained(generation);
+  #retire(thread: Thread): void {
+    thread.retired = true;
+    this.#closeIfDrained(thread);
   }
 
-  #closeIfDrained(generation: Generation): void {
-    if (!generation.retired || generation.running > 0 || generation.closed !== null) return;
-    // Nothing runs on it and nothing will be started on it (it is no longer #current), so
-    // Piscina's close() only terminates idle threads.
-    generation.closed = generation.piscina
+  #closeIfDrained(thread: Thread): void {
+    if (!thread.retired || thread.running || thread.closed !== null) return;
+    // Nothing runs on it and nothing will be started on it (it is no longer current), so
+    // Piscina's close() only terminates an idle thread (or the one Piscina started in place of
+    // a thread that died).
+    thread.closed = thread.piscina
       .close()
       .catch((error: unknown) => this.#reportError(error))
-      .finally(() => this.#generations.delete(generation));
+      .finally(() => this.#threads.delete(thread));
   }
 
-  #startGeneration(): Generation {
-    const { threads } = this.#options;
+  #startThread(slot: number): Thread {
+    const { threadHeapMb, faultTasksForTests } = this.#options;
     const piscina = new Piscina<ImagingTask, unknown>({
       filename: THREAD_FILE,
-      minThreads: threads,
-      maxThreads: threads,
+      minThreads: 1,
+      maxThreads: 1,
       // One task per thread: concurrency inside a thread would only compete for libuv slots.
       concurrentTasksPerWorker: 1,
+      ...(threadHeapMb === undefined ? {} : { resourceLimits: { maxOldGenerationSizeMb: threadHeapMb } }),
+      workerData: { faultTasksForTests: faultTasksForTests === true },
     });
     // Without a listener, an 'error' event (a thread that dies while idle) would crash the process.
     piscina.on('error', (error: unknown) => this.#reportError(error));
-    const generation: Generation = { piscina, started: 0, running: 0, retired: false, closed: null };
-    this.#generations.add(generation);
-    return generation;
+    const thread: Thread = { piscina, slot, started: 0, running: false, retired: false, closed: null };
+    this.#threads.add(thread);
+    return thread;
   }
 
   #reportError(error: unknown): void {
@@ -339,6 +421,7 @@ function validateOptions(options: PostprocessOptions): void {
     ['webpQuality', 1, 100],
     ['thumbnailSize', 1, 16_383],
   ];
+  if (options.threadHeapMb !== undefined) checks.push(['threadHeapMb', 16, 1_048_576]);
   for (const [name, min, max] of checks) {
     const value = options[name];
     if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
@@ -348,16 +431,15 @@ function validateOptions(options: PostprocessOptions): void {
 }
 
 /**
- * The bytes to send and the memory to transfer with them. A Buffer that is the only view of a
- * plain ArrayBuffer moves as is; anything else (a slice of Node's shared Buffer pool or of a larger
- * buffer, a SharedArrayBuffer) is copied into a fresh ArrayBuffer first, because transferring would
- * detach memory that other Buffers still use.
+ * The bytes of a task, owned by the pool. A Buffer that is the only view of a plain ArrayBuffer
+ * gives its memory up (moved, not copied: the caller's Buffer is left empty); anything else (a
+ * slice of Node's shared Buffer pool or of a larger buffer, a SharedArrayBuffer) is copied, because
+ * moving it would detach memory that other Buffers still use.
  */
-function takeBytes(input: Buffer): { bytes: Uint8Array; transferList: ArrayBuffer[] } {
+function takeBytes(input: Buffer): Uint8Array {
   const backing = input.buffer;
-  const bytes =
-    backing instanceof ArrayBuffer && input.byteOffset === 0 && input.byteLength === backing.byteLength
-      ? new Uint8Array(backing)
-      : new Uint8Array(input);
-  return { bytes, transferList: [bytes.buffer] };
+  if (backing instanceof ArrayBuffer && input.byteOffset === 0 && input.byteLength === backing.byteLength) {
+    return new Uint8Array(structuredClone(backing, { transfer: [backing] }));
+  }
+  return new Uint8Array(input);
 }

@@ -44,10 +44,32 @@ export interface PreviewResult {
   dataUri: string;
 }
 
+/** How a fault task ends its thread: an uncaught error, process.exit(), or a heap that outgrows its limit. */
+export type FaultMode = 'probe' | 'crash' | 'exit' | 'oom';
+
+/**
+ * Tests only: the threads handle it only in a pool created with `faultTasksForTests` (never the
+ * worker's), so nothing in production can send one that does anything but fail.
+ */
+export interface FaultTask {
+  kind: 'fault';
+  mode: FaultMode;
+  /** Over a SharedArrayBuffer: the fault happens while [0] > 0, counted down; absent, or a 'probe': no fault. */
+  armed?: Int32Array | undefined;
+}
+
+export interface FaultResult {
+  /** The worker thread's id (node:worker_threads). */
+  threadId: number;
+  /** Tasks of any kind this thread has run, this one included. */
+  tasksRun: number;
+}
+
 /** Task kind → payload and result. */
 export interface ImagingTasks {
   postprocess: { task: PostprocessTask; result: PostprocessResult };
   preview: { task: PreviewTask; result: PreviewResult };
+  fault: { task: FaultTask; result: FaultResult };
 }
 
 export type ImagingTaskKind = keyof ImagingTasks;

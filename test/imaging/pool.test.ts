@@ -164,7 +164,7 @@ describe('PostprocessPool.process', () => {
 });
 
 describe('recycling', () => {
-  it('replaces the threads after threads × maxTasksPerThread tasks and keeps working', async () => {
+  it('replaces a thread after maxTasksPerThread tasks of its own and keeps working', async () => {
     const pool = createPool({ maxTasksPerThread: 2 });
     await pool.process(a1111Png(16, 16));
     expect(pool.stats.recycled).toBe(0);
@@ -177,7 +177,7 @@ describe('recycling', () => {
     expect(after.map((out) => out.width)).toEqual([20, 21, 22]);
     expect(pool.stats).toMatchObject({ completed: 5, recycled: 2 });
 
-    // Retired generations close once idle; only the current one keeps its thread.
+    // Retired threads close once idle; only the current one is left.
     await vi.waitFor(() => expect(pool.stats.threads).toBe(1), { timeout: 10_000, interval: 20 });
   });
 });
