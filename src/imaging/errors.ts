@@ -80,7 +80,7 @@ export class ImagingThreadDiedError extends ImagingError {
       'IMAGING_THREAD_DIED',
       runs > 1
         ? `Post-processing the image failed: its thread stopped (crashed or ran out of memory) on each of ${runs} tries.`
-        : 'A post-processing thread stopped (crashed or ran out of memory) under a task; the task runs again on a fresh thread.',
+        : 'A post-processing thread stopped (crashed or ran out of memory) under a task; the task runs again on another thread unless its caller gave up.',
       options,
     );
   }

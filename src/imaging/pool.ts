@@ -349,7 +349,8 @@ export class PostprocessPool {
         this.#startQueued();
         return;
       }
-      outcome = { ok: false, error: new ImagingThreadDiedError(queued.kind, queued.runs, died, { cause }) };
+      // Closing: no second run here; the job may run again on another worker.
+      outcome = { ok: false, error: this.#closing !== null && queued.runs < RUNS_PER_TASK ? new PoolClosedError() : new ImagingThreadDiedError(queued.kind, queued.runs, died, { cause }) };
     }
     this.#completed += 1;
     this.#options.onTaskDone?.(queued.kind, (performance.now() - queued.startedAt) / 1000, outcome.ok);
