@@ -205,10 +205,10 @@ interface Ended {
 
 const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-/** Parses a job record, or says what is wrong with it. */
 /** Bee-Queue's backoff strategies (lib/backoff.js); a record naming another cannot be retried as it asks. */
 const BACKOFF_STRATEGIES: ReadonlySet<unknown> = new Set(['immediate', 'fixed', 'exponential']);
 
+/** Parses a job record, or says what is wrong with it. */
 function parseRecord(raw: string): JobRecord | string {
   let record: unknown;
   try {
