@@ -8,6 +8,7 @@
  */
 import { threadId, workerData } from 'node:worker_threads';
 import { Piscina } from 'piscina';
+import { keepInput } from '../src/imaging/keptInput';
 import { configureSharp, postprocessImage, previewImage } from '../src/imaging/transform';
 import type { FaultResult, FaultTask, ImagingResult, ImagingTask, PostprocessResult } from '../src/imaging/tasks';
 
@@ -29,8 +30,11 @@ export default async function runImagingTask(task: ImagingTask): Promise<Imaging
   tasksRun += 1;
   switch (task.kind) {
     case 'postprocess':
+      // First a copy the pool can run the task again from, should this thread die under it.
+      if (task.keep) keepInput(task.keep, task.png);
       return transferResult(await postprocessImage(task));
     case 'preview':
+      if (task.keep) keepInput(task.keep, task.image);
       return previewImage(task);
     case 'fault':
       // Registered only when the pool was created for tests (faultTasksForTests).
@@ -60,7 +64,8 @@ function transferResult(result: PostprocessResult): MovedResult {
 }
 
 /** Tests only (see FaultTask): reports on this thread, or kills it the way `task.mode` says. */
-function runFault(task: FaultTask): FaultResult | Promise<never> {
+async function runFault(task: FaultTask): Promise<FaultResult> {
+  if (task.png && task.keep) keepInput(task.keep, task.png);
   const armed = task.armed;
   if (task.mode !== 'probe' && armed !== undefined && Atomics.sub(armed, 0, 1) > 0) {
     switch (task.mode) {
@@ -80,5 +85,8 @@ function runFault(task: FaultTask): FaultResult | Promise<never> {
       }
     }
   }
-  return { threadId, tasksRun };
+  const png = task.png;
+  if (!png) return { threadId, tasksRun };
+  const image = await postprocessImage({ kind: 'postprocess', png, webpQuality: 80, thumbnailSize: 64 });
+  return { threadId, tasksRun, image: { width: image.width, height: image.height, sha256: image.sha256 } };
 }

@@ -125,7 +125,7 @@ export const scenario: Scenario = {
       ],
       notes: [
         `${count} distinct ${SIZE}×${SIZE} PNGs (noisy, with A1111's parameters text chunk), ${rounds} round(s) alternating the three ways, medians.`,
-        `Like for like: ${threads} images in flight on both sides. The work is mostly inside libvips, which runs off the event loop either way, so throughput is about the same; what the pool adds is that nothing of it (decoding checks, blurhash, hashing, copies) touches the worker's event loop (p99 ${pool_['event-loop delay p99 ms']} ms against ${main['event-loop delay p99 ms']} ms), and threads that are replaced after WORKER_MAX_TASKS_PER_CHILD tasks on average.`,
+        `Like for like: ${threads} images in flight on both sides. The work is mostly inside libvips, which runs off the event loop either way, so throughput is about the same; what the pool adds is that nothing of it (decoding checks, blurhash, hashing, copies) touches the worker's event loop (p99 ${pool_['event-loop delay p99 ms']} ms against ${main['event-loop delay p99 ms']} ms), and threads that are replaced after WORKER_MAX_TASKS_PER_CHILD tasks each.`,
         `Event-loop delay p99 measures when timers wake up, which on a machine with no more cores than pool threads is set by the operating system's scheduling while libvips keeps every core busy, whichever thread runs it; event-loop busy time (utilization) measures what the work itself costs the worker's loop: ${pool_['event-loop busy %']}% with the pool against ${main['event-loop busy %']}% without.`,
         `For context, one image at a time on the main thread: ${summary[oneName]!['images/s']} images/s.`,
       ],

@@ -29,6 +29,7 @@ import { fileURLToPath } from 'node:url';
 import type { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { ImageDecodeError, ImagingAbortError, ImagingThreadDiedError, PoolClosedError } from './errors';
+import { keepFor, keptInput } from './keptInput';
 import type { FaultMode, FaultResult, ImagingResult, ImagingTask } from './tasks';
 
 export interface PostprocessOptions {
@@ -124,8 +125,8 @@ interface Thread {
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
 interface QueuedTask {
-  /** The message for the next run, and the memory it transfers. `last`: no run follows it, so the task's own bytes may go. */
-  readonly message: (last: boolean) => { task: ImagingTask; transferList: ArrayBuffer[] };
+  /** The message for the next run and the memory it transfers; null when there is nothing to run it again from. */
+  readonly message: (run: number) => { task: ImagingTask; transferList: ArrayBuffer[] } | null;
   readonly kind: ImagingTask['kind'];
   readonly resolve: (result: unknown) => void;
   readonly reject: (error: unknown) => void;
@@ -173,23 +174,19 @@ export class PostprocessPool {
    *
    * Takes ownership of `png`: if it is the only view of its memory, that memory moves to the pool
    * and `png` is left empty (length 0); a slice of a larger buffer (such as Node's shared pool for
-   * small Buffers) is copied first, so other Buffers are never detached. The pool keeps the bytes
-   * until the task is done, for a second run if the first one's thread dies: the first run gets a
-   * copy (one more PNG in memory while it runs), a second run the bytes themselves.
+   * small Buffers) is copied first, so other Buffers are never detached. The thread keeps a copy in
+   * shared memory until the task is done (./keptInput.ts: one more PNG in memory, copied off the
+   * main thread), for a second run if it dies under the task.
    *
    * Abort: before the task starts, it is dropped and the promise rejects at once. Once it runs,
    * the promise still rejects at once with an AbortError, but the thread finishes the task and its
    * result is thrown away: killing the thread mid-operation can crash the process (sharp#2263).
    */
   async process(png: Buffer, signal?: AbortSignal): Promise<ProcessedImage> {
-    const bytes = takeBytes(png);
     const { webpQuality, thumbnailSize } = this.#options;
     const result = await this.#submit<'postprocess'>(
       'postprocess',
-      (last) => {
-        const sent = last ? bytes : bytes.slice();
-        return { task: { kind: 'postprocess', png: sent, webpQuality, thumbnailSize }, transferList: [sent.buffer as ArrayBuffer] };
-      },
+      runsFrom(takeBytes(png), (input, keep) => ({ kind: 'postprocess', png: input, webpQuality, thumbnailSize, keep })),
       signal,
     );
     return {
@@ -206,13 +203,9 @@ export class PostprocessPool {
    */
   async preview(image: Buffer, size: number, signal?: AbortSignal): Promise<string> {
     if (!Number.isInteger(size) || size < 1) throw new RangeError(`preview size must be a positive integer, got ${size}`);
-    const bytes = takeBytes(image);
     const { dataUri } = await this.#submit<'preview'>(
       'preview',
-      (last) => {
-        const sent = last ? bytes : bytes.slice();
-        return { task: { kind: 'preview', image: sent, size }, transferList: [sent.buffer as ArrayBuffer] };
-      },
+      runsFrom(takeBytes(image), (input, keep) => ({ kind: 'preview', image: input, size, keep })),
       signal,
     );
     return dataUri;
@@ -221,11 +214,16 @@ export class PostprocessPool {
   /**
    * Tests only (a pool created with `faultTasksForTests`): a task that reports its thread and how
    * many tasks that thread has run, or first kills its thread (`mode`) while `armed[0]` > 0,
-   * counting it down: an armed count of 1 kills the first run only.
+   * counting it down: an armed count of 1 kills the first run only. With `png`, the thread keeps
+   * it as it keeps a real task's input before the fault, and then post-processes it (thumbnails of
+   * 64 px, WebP quality 80): the second run of a real task, from the kept copy.
    */
-  runFaultForTests(mode: FaultMode, armed?: Int32Array): Promise<FaultResult> {
+  runFaultForTests(mode: FaultMode, armed?: Int32Array, png?: Buffer): Promise<FaultResult> {
     if (this.#options.faultTasksForTests !== true) return Promise.reject(new Error('fault tasks are off in this pool (faultTasksForTests)'));
-    return this.#submit<'fault'>('fault', () => ({ task: { kind: 'fault', mode, armed }, transferList: [] }), undefined);
+    const message: QueuedTask['message'] = png
+      ? runsFrom(takeBytes(png), (input, keep) => ({ kind: 'fault', mode, armed, png: input, keep }))
+      : () => ({ task: { kind: 'fault', mode, armed }, transferList: [] });
+    return this.#submit<'fault'>('fault', message, undefined);
   }
 
   get stats(): PostprocessStats {
@@ -312,8 +310,10 @@ export class PostprocessPool {
     const threadId = worker?.threadId;
     let run: Promise<unknown>;
     try {
-      const { task, transferList } = queued.message(queued.runs >= RUNS_PER_TASK);
-      run = thread.piscina.run(task, { transferList });
+      const message = queued.message(queued.runs);
+      // Checked before a second run is queued (#finish); a first run always has its message.
+      if (message === null) throw new Error('the task has nothing left to run from');
+      run = thread.piscina.run(message.task, { transferList: message.transferList });
     } catch (error) {
       // postMessage can throw synchronously (e.g. a value that cannot be cloned).
       run = Promise.reject(error);
@@ -341,7 +341,8 @@ export class PostprocessPool {
       const cause = outcome.ok ? undefined : outcome.error;
       this.#reportError(new ImagingThreadDiedError(queued.kind, queued.runs, died, { cause }));
       this.#replace(thread);
-      if (!queued.settled && queued.runs < RUNS_PER_TASK && this.#closing === null) {
+      // A second run needs the input the thread kept (it died after copying it, as it does in sharp).
+      if (!queued.settled && queued.runs < RUNS_PER_TASK && this.#closing === null && queued.message(queued.runs + 1) !== null) {
         // Ahead of the waiting tasks: it has waited once already.
         this.#retried += 1;
         this.#queue.unshift(queued);
@@ -429,6 +430,19 @@ function validateOptions(options: PostprocessOptions): void {
       throw new RangeError(`PostprocessOptions.${name} must be an integer from ${min} to ${max}, got ${String(value)}`);
     }
   }
+}
+
+/**
+ * The messages of a task whose input moves to the thread on its first run (with an empty buffer the
+ * thread copies it into first, see ./keptInput.ts) and comes from that copy on a second run.
+ */
+function runsFrom(bytes: Uint8Array, build: (input: Uint8Array, keep: SharedArrayBuffer | undefined) => ImagingTask): QueuedTask['message'] {
+  const keep = keepFor(bytes.byteLength);
+  return (run) => {
+    if (run === 1) return { task: build(bytes, keep), transferList: [bytes.buffer as ArrayBuffer] };
+    const kept = keptInput(keep);
+    return kept && { task: build(kept, undefined), transferList: [] };
+  };
 }
 
 /**

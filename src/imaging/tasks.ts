@@ -14,6 +14,8 @@ export interface PostprocessTask {
   webpQuality: number;
   /** The thumbnail fits inside thumbnailSize×thumbnailSize (never enlarged). */
   thumbnailSize: number;
+  /** Where the thread keeps a copy of `png` for a second run (./keptInput.ts); absent on a second run. */
+  keep?: SharedArrayBuffer | undefined;
 }
 
 export interface PostprocessResult {
@@ -37,6 +39,8 @@ export interface PreviewTask {
   image: ArrayBuffer | Uint8Array;
   /** The preview fits inside size×size (never enlarged). */
   size: number;
+  /** As PostprocessTask.keep. */
+  keep?: SharedArrayBuffer | undefined;
 }
 
 export interface PreviewResult {
@@ -56,6 +60,9 @@ export interface FaultTask {
   mode: FaultMode;
   /** Over a SharedArrayBuffer: the fault happens while [0] > 0, counted down; absent, or a 'probe': no fault. */
   armed?: Int32Array | undefined;
+  /** An image kept (as PostprocessTask.png) before the fault, and post-processed after it. */
+  png?: Uint8Array | undefined;
+  keep?: SharedArrayBuffer | undefined;
 }
 
 export interface FaultResult {
@@ -63,6 +70,8 @@ export interface FaultResult {
   threadId: number;
   /** Tasks of any kind this thread has run, this one included. */
   tasksRun: number;
+  /** What became of `png`. */
+  image?: { width: number; height: number; sha256: string } | undefined;
 }
 
 /** Task kind → payload and result. */

@@ -84,6 +84,18 @@ describe('a thread that dies under a task', () => {
     expect(pool.stats.died).toBe(1);
   });
 
+  it('runs a real image again from the copy its first thread kept before dying, with the same result', async () => {
+    const { pool } = createPool();
+    const input = png(200);
+    const expected = await pool.process(Buffer.from(input));
+    const caller = Buffer.from(input);
+    const again = await pool.runFaultForTests('crash', armed(1), caller);
+    // The caller's bytes moved to the first thread (gone with it); the second run used the copy.
+    expect(caller.byteLength).toBe(0);
+    expect(pool.stats).toMatchObject({ died: 1, retried: 1 });
+    expect(again.image).toEqual({ width: 200, height: 200, sha256: expected.sha256 });
+  });
+
   it('fails the task with IMAGING_THREAD_DIED when its second thread dies too: a permanent failure, the job is not retried', async () => {
     const { pool, errors } = createPool({ threads: 1 });
     const error: unknown = await pool.runFaultForTests('crash', armed(2)).then(
