@@ -494,14 +494,26 @@ describe('job consumer on Bee-Queue keys, against real Redis', () => {
       { sink: { record: (s) => snapshots.push(s) } },
     );
     const stallsSeen: Array<number | undefined> = [];
+    const jobs: QueuedJob[] = [];
     const ends: JobEnd[] = [];
-    const options = { stallIntervalMs: 600_000, handler: (job: QueuedJob) => (stallsSeen.push(job.stalls), runner.handle(job)), onEnd: (_job: QueuedJob, end: JobEnd) => ends.push(end) };
+    const options = {
+      stallIntervalMs: 600_000,
+      handler: (job: QueuedJob) => (stallsSeen.push(job.stalls), jobs.push(job), runner.handle(job)),
+      onEnd: (_job: QueuedJob, end: JobEnd) => ends.push(end),
+    };
     // Long stall intervals: neither consumer's own guard runs a stall check during the test.
     const first = consumer(options);
     await until(() => started() === 1, 'the first run to start');
     expect(await stallCheckWithoutVouching()).toEqual([id]);
     const second = consumer(options);
     await until(() => started() === 2, 'the copy to start');
+    // The first run can no longer write the record either; the copy can.
+    const before = await redis.hget(key('jobs'), id);
+    jobs[0]!.options.finalFailure = { code: 'X', message: 'stale', retryable: false };
+    expect(await jobs[0]!.saveOptions?.()).toBe(false);
+    expect(await redis.hget(key('jobs'), id)).toBe(before);
+    delete jobs[0]!.options.finalFailure;
+    expect(await jobs[1]!.saveOptions?.()).toBe(true);
     const stored = await redis.hget(key('jobs'), id);
     endFirstRun();
     await until(() => first.stats.superseded === 1, 'the first run to end');
