@@ -35,13 +35,13 @@ const SOCKET_CODES: ReadonlySet<string> = new Set([
 /** SQLSTATEs of a server that is there but will not serve now. */
 const UNAVAILABLE_SQLSTATE = /^(08[0-9A-Z]{3}|53300|57P0[123])$/;
 
-/** node-postgres' messages for a connection that broke or never came up (it gives them no code). */
-const CONNECTION_MESSAGES = [
-  /^Connection terminated\b/,
-  /connection error and is not queryable/,
-  /^Client was closed and is not queryable/,
-  /^Query read timeout/,
-];
+/**
+ * node-postgres' messages for a connection that broke or never came up (it gives them no code). knex
+ * puts the statement before a query's error ("select 1 - Connection terminated unexpectedly"), so
+ * each is matched at the start or after that " - ", never inside a statement's text.
+ */
+const CONNECTION_MESSAGE =
+  /(?:^| - )(?:Connection terminated\b|Client has encountered a connection error and is not queryable|Client was closed and is not queryable|Query read timeout)/;
 
 /** How far down `cause` (and the wrappers' own fields) to look: errors are wrapped a few times at most. */
 const MAX_DEPTH = 6;
@@ -53,7 +53,7 @@ export function isDatabaseUnavailable(err: unknown, depth = 0): boolean {
   // knex: no connection could be had from the pool in time.
   if (e.name === 'KnexTimeoutError') return true;
   if (typeof e.code === 'string' && (SOCKET_CODES.has(e.code) || UNAVAILABLE_SQLSTATE.test(e.code))) return true;
-  if (typeof e.message === 'string' && CONNECTION_MESSAGES.some((m) => m.test(e.message as string))) return true;
+  if (typeof e.message === 'string' && CONNECTION_MESSAGE.test(e.message)) return true;
   // One socket error per address tried (localhost: ::1 and 127.0.0.1).
   if (Array.isArray(e.errors) && e.errors.length > 0 && e.errors.every((inner) => isDatabaseUnavailable(inner, depth + 1))) return true;
   // Objection's DBError keeps the driver's error as nativeError; graphql-js keeps a resolver's as originalError.
