@@ -21,7 +21,7 @@ import { startTcpProxy } from '../helpers/tcpProxy';
 const log = createLogger('silent');
 
 /** What `work` rejects with (it must reject). */
-async function errorOf(work: () => Promise<unknown>): Promise<unknown> {
+async function errorOf(work: () => PromiseLike<unknown>): Promise<unknown> {
   try {
     await work();
   } catch (err) {
