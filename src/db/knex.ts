@@ -2,6 +2,7 @@ import path from 'node:path';
 import knexFactory, { type Knex } from 'knex';
 import pg from 'pg';
 import type { Config } from '../config';
+import type { Logger } from '../logger';
 
 // bigint columns (seeds up to 4294967295) come back as JS numbers: every value we store is below 2^53.
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => Number(v));
@@ -23,7 +24,23 @@ export type DatabaseTarget =
   /** Embedded PGlite (real Postgres compiled to WASM, in-process) for `npm run dev` without a server. */
   | { kind: 'pglite'; dir: string };
 
-export async function createDb(target: DatabaseTarget): Promise<Db> {
+/**
+ * knex's own messages through the process's logger, as JSON lines like every other (knex prints
+ * them to the console otherwise). A connection that failed or broke is said once per request by
+ * whoever met it (src/db/unavailable.ts's callers), so knex's word for each try is debug detail.
+ */
+function knexLog(log: Logger): Knex.Config['log'] {
+  const connectionTrouble = /^(Acquire connection error|Connection Error)\b/;
+  return {
+    warn: (message: unknown) => (typeof message === 'string' && connectionTrouble.test(message) ? log.debug({ knex: message }, 'knex: connection trouble') : log.warn({ knex: message }, 'knex warning')),
+    error: (message: unknown) => log.error({ knex: message }, 'knex error'),
+    deprecate: (message: unknown) => log.warn({ knex: message }, 'knex: deprecated call'),
+    debug: (message: unknown) => log.debug({ knex: message }, 'knex debug'),
+  };
+}
+
+/** Opens the database; with `log`, knex's own messages go there (else to the console, as knex does). */
+export async function createDb(target: DatabaseTarget, log?: Logger): Promise<Db> {
   if (target.kind === 'postgres') {
     const acquireTimeoutMs = target.acquireTimeoutMs ?? 10_000;
     return knexFactory({
@@ -38,6 +55,7 @@ export async function createDb(target: DatabaseTarget): Promise<Db> {
       },
       pool: { min: 0, max: target.poolMax },
       acquireConnectionTimeout: acquireTimeoutMs,
+      ...(log ? { log: knexLog(log) } : {}),
     });
   }
   // Loaded lazily: production never needs the WASM build.

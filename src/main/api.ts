@@ -22,7 +22,7 @@ async function main() {
   const { databaseUrl: url } = assertNeededSettings('api', config);
   const imageUrls = createImageUrls(config);
   const target = { kind: 'postgres' as const, url, poolMax: config.database.poolMax, acquireTimeoutMs: config.database.acquireTimeoutMs };
-  const db = await createDb(target);
+  const db = await createDb(target, log);
   let api: ApiServer;
   try {
     await assertSchemaCurrent(db);

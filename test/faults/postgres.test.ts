@@ -201,6 +201,9 @@ describe('Postgres dropped under a running generation', { timeout: PROCESSES_TES
     expect(JSON.parse(status.text)).toMatchObject({ task_id: id, status: 'SUCCESS' });
     const restCreated = await rest('generate-image/', { method: 'POST', body: JSON.stringify({ prompt: 'a fox', steps: 3, width: 64, height: 64 }) });
     expect(restCreated.status, restCreated.text).toBe(200);
+    // The outage was logged as JSON lines like everything else (knex's own messages included), not console text.
+    const lines = worker.output().split('\n').filter((line) => line.trim() !== '');
+    for (const line of lines) expect(() => JSON.parse(line), line).not.toThrow();
     console.info(`answer times while Postgres was away (ms): ${JSON.stringify(figures)}`);
   });
 
