@@ -166,7 +166,7 @@ function codeFor(error: GraphQLError): string {
  * yoga's, 200, so every GraphQL client still reads the errors, and graphql-sse does not take the
  * stream's answer for a network failure), and `extensions.retryAfterSeconds` in each error.
  */
-function markUnavailable(errors: GraphQLError[]): void {
+export function markUnavailable(errors: GraphQLError[]): void {
   const codeOf = (e: GraphQLError) => (e.extensions as { code?: unknown } | undefined)?.code;
   if (errors.length === 0 || !errors.every((e) => e instanceof GraphQLError && codeOf(e) === 'SERVICE_UNAVAILABLE')) return;
   for (const error of errors) {
