@@ -9,7 +9,7 @@
  *   sometimes as an AggregateError of one per address tried;
  * - node-postgres' plain Errors when the socket ends under a client ("Connection terminated
  *   unexpectedly", "Connection terminated due to connection timeout", "Client has encountered a
- *   connection error and is not queryable");
+ *   connection error and is not queryable") or a connect gets no answer in time ("timeout expired");
  * - knex's KnexTimeoutError when no pooled connection could be had within DATABASE_ACQUIRE_TIMEOUT_MS;
  * - a server that answers but will not serve: SQLSTATE class 08 (connection exception), 53300
  *   (too many connections), 57P01–57P03 (shutting down, crashed, starting up).
@@ -41,7 +41,7 @@ const UNAVAILABLE_SQLSTATE = /^(08[0-9A-Z]{3}|53300|57P0[123])$/;
  * each is matched at the start or after that " - ", never inside a statement's text.
  */
 const CONNECTION_MESSAGE =
-  /(?:^| - )(?:Connection terminated\b|Client has encountered a connection error and is not queryable|Client was closed and is not queryable|Query read timeout)/;
+  /(?:^| - )(?:Connection terminated\b|Client has encountered a connection error and is not queryable|Client was closed and is not queryable|Query read timeout|timeout expired$)/;
 
 /** How far down `cause` (and the wrappers' own fields) to look: errors are wrapped a few times at most. */
 const MAX_DEPTH = 6;

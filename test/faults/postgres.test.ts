@@ -10,6 +10,7 @@
  *   charged, and /health, /readyz (the API's and the worker's) say postgres is down.
  * - Afterwards everything works again without a restart.
  */
+import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { SERVICE_UNAVAILABLE_RETRY_AFTER_S } from '../../src/errors';
 import { PROCESSES_TEST_MS } from '../helpers/budgets';
@@ -205,6 +206,36 @@ describe('Postgres dropped under a running generation', { timeout: PROCESSES_TES
     const lines = worker.output().split('\n').filter((line) => line.trim() !== '');
     for (const line of lines) expect(() => JSON.parse(line), line).not.toThrow();
     console.info(`answer times while Postgres was away (ms): ${JSON.stringify(figures)}`);
+  });
+
+  it('answers SERVICE_UNAVAILABLE within DATABASE_ACQUIRE_TIMEOUT_MS (2 s) when Postgres accepts connections and never answers', async () => {
+    const user = await stack.createUser(2);
+    const unknownId = randomUUID();
+    // Its token is cached by this answer, so what follows meets the silent Postgres in the resolvers.
+    expect(JSON.parse((await graphql(api.baseUrl, GENERATION, { id: unknownId }, user.token)).text)).toEqual({ data: { generation: null } });
+    await proxy.hang();
+    const [created, read, status, ready] = await Promise.all([
+      graphql(api.baseUrl, GENERATE, { input: SMALL }, user.token),
+      graphql(api.baseUrl, GENERATION, { id: unknownId }, user.token),
+      ask(`${api.baseUrl}/api/v1/generation-status/${unknownId}`, { headers: { authorization: `Bearer ${user.token}` } }),
+      ask(`${api.baseUrl}/readyz`),
+    ]);
+    expectUnavailable('generateImage', created);
+    expectUnavailable('generation(id)', read);
+    expect(status.status, status.text).toBe(503);
+    expect(status.retryAfter).toBe(RETRY_AFTER);
+    expect(ready.status).toBe(503);
+    // Its own HEALTH_TIMEOUT_MS and the pool's acquire timeout are both 2 s: either may say it first.
+    expect(JSON.parse(ready.text)).toMatchObject({ down: ['postgres'], checks: { redis: { ok: true }, database: { ok: false } } });
+    // Bounded by the setting, not by the kernel or knex's own minute (a generous margin for a busy machine).
+    for (const answer of [created, read, status]) expect(answer.ms).toBeGreaterThanOrEqual(1900);
+    for (const answer of [created, read, status, ready]) expect(answer.ms).toBeLessThan(10_000);
+    console.info(`answer times with Postgres silent (ms): ${[created, read, status, ready].map((a) => a.ms).join(', ')}`);
+
+    await proxy.restore();
+    await until(async () => (await ask(`${api.baseUrl}/readyz`)).status === 200, 'the API to be ready again');
+    expect(JSON.parse((await graphql(api.baseUrl, GENERATION, { id: unknownId }, user.token)).text)).toEqual({ data: { generation: null } });
+    expect(await stack.credits(user.userId)).toBe(2);
   });
 
   it('keeps an ordinary database error (a bug, not an outage) a masked INTERNAL error, without Retry-After', async () => {

@@ -1,8 +1,10 @@
 /**
  * A TCP proxy in front of a server (Postgres, for the fault tests), for outages that start and end
  * on the test's word: `drop()` cuts every open connection and refuses new ones (the listening socket
- * is closed, so a connect gets ECONNREFUSED at once), `restore()` listens again on the same port.
- * Processes given `urlThrough(url)` reach the server only through it.
+ * is closed, so a connect gets ECONNREFUSED at once); `hang()` cuts them too but then accepts new
+ * connections and never answers on them (a server that is there and silent); `restore()` passes
+ * connections through again, on the same port. Processes given `urlThrough(url)` reach the server
+ * only through it.
  */
 import net from 'node:net';
 
@@ -14,6 +16,8 @@ export interface TcpProxy {
   readonly accepted: number;
   /** Cuts every connection and refuses new ones; resolves once the port is closed. */
   drop(): Promise<void>;
+  /** Cuts every connection, then accepts new ones and says nothing on them. */
+  hang(): Promise<void>;
   /** Accepts connections again, on the same port. */
   restore(): Promise<void>;
   close(): Promise<void>;
@@ -23,11 +27,19 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
   const open = new Set<net.Socket>();
   let accepted = 0;
   let server: net.Server | null = null;
+  let silent = false;
 
   const listen = (port: number) =>
     new Promise<net.Server>((resolve, reject) => {
       const s = net.createServer((client) => {
         accepted++;
+        if (silent) {
+          // Held open, never answered; cut by restore() or close().
+          open.add(client);
+          client.on('error', () => client.destroy());
+          client.on('close', () => open.delete(client));
+          return;
+        }
         const upstream = net.connect(target.port, target.host);
         open.add(client).add(upstream);
         const end = () => {
@@ -71,7 +83,14 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
       return accepted;
     },
     drop: closeServer,
+    async hang() {
+      await closeServer();
+      silent = true;
+      server = await listen(port);
+    },
     async restore() {
+      if (silent) await closeServer();
+      silent = false;
       server ??= await listen(port);
     },
     close: closeServer,

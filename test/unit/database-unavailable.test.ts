@@ -7,6 +7,7 @@
 import net from 'node:net';
 import { GraphQLError } from 'graphql';
 import type { Knex } from 'knex';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { domainErrorOf } from '../../src/api/graphqlErrors';
 import { createDb } from '../../src/db/knex';
@@ -90,6 +91,9 @@ describe('database errors: unavailable or a bug', () => {
     const silent = await silentServer();
     try {
       unavailable['no answer to the connect'] = await withDb(urlAt(tdb.url, silent.port), { acquireTimeoutMs: 300 }, (dead) => errorOf(() => dead.raw('select 1')));
+      // node-postgres' own connect timeout, which can reach a query first when it fires with the pool's.
+      const client = new pg.Client({ connectionString: urlAt(tdb.url, silent.port), connectionTimeoutMillis: 100 });
+      unavailable['no answer to the connect, node-postgres alone'] = await errorOf(() => client.connect());
     } finally {
       await silent.close();
     }
@@ -146,6 +150,7 @@ describe('database errors: unavailable or a bug', () => {
     expect(String((unavailable['connection cut mid-query'] as Error).message)).toMatch(/Connection terminated|ECONNRESET/);
     expect(unavailable['session terminated by the server']).toMatchObject({ code: '57P01' });
     expect(String((unavailable['no answer to the connect'] as Error).message)).toMatch(/timeout|Timeout/);
+    expect(String((unavailable['no answer to the connect, node-postgres alone'] as Error).message)).toBe('timeout expired');
   });
 
   it('reads every way Postgres can be unreachable as unavailable, and no bug as one', () => {
