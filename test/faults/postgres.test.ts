@@ -16,6 +16,7 @@ import { SERVICE_UNAVAILABLE_RETRY_AFTER_S } from '../../src/errors';
 import { PROCESSES_TEST_MS } from '../helpers/budgets';
 import { ADMIN_URL } from '../helpers/database';
 import { gql } from '../helpers/graphql';
+import { ask, errorsOf, graphql, type Answer } from '../helpers/httpAnswer';
 import type { Watched } from '../helpers/run';
 import { freePort, startStack, type Stack } from '../helpers/stack';
 import { startTcpProxy, type TcpProxy } from '../helpers/tcpProxy';
@@ -28,44 +29,6 @@ const GENERATION = 'query($id: ID!) { generation(id: $id) { id status } }';
 const PROGRESS = 'subscription($id: ID!) { generationProgress(id: $id) { status } }';
 const SMALL = { prompt: 'a lighthouse in fog', steps: 3, width: 64, height: 64 };
 const RETRY_AFTER = String(SERVICE_UNAVAILABLE_RETRY_AFTER_S);
-
-interface Answer {
-  status: number;
-  retryAfter: string | null;
-  text: string;
-  /** How long the answer took, whole. */
-  ms: number;
-}
-
-async function ask(url: string, init: RequestInit = {}): Promise<Answer> {
-  const started = performance.now();
-  const res = await fetch(url, init);
-  const text = await res.text();
-  return { status: res.status, retryAfter: res.headers.get('retry-after'), text, ms: Math.round(performance.now() - started) };
-}
-
-/** A GraphQL operation over HTTP; `stream` asks for an event stream, as a subscription does. */
-function graphql(baseUrl: string, query: string, variables: Record<string, unknown>, token: string, stream = false): Promise<Answer> {
-  return ask(`${baseUrl}/graphql`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, ...(stream ? { accept: 'text/event-stream' } : {}) },
-    body: JSON.stringify({ query, variables }),
-  });
-}
-
-interface GraphQLErrorBody {
-  message: string;
-  extensions?: { code?: string; retryAfterSeconds?: number };
-}
-
-/** The errors of a JSON answer, or of every `next` event of an event stream. */
-function errorsOf(answer: Answer): GraphQLErrorBody[] {
-  if (!answer.text.includes('event: ')) return (JSON.parse(answer.text) as { errors?: GraphQLErrorBody[] }).errors ?? [];
-  return answer.text
-    .split('\n')
-    .filter((line) => line.startsWith('data: '))
-    .flatMap((line) => (JSON.parse(line.slice('data: '.length)) as { errors?: GraphQLErrorBody[] }).errors ?? []);
-}
 
 /** The answer of a request that met the outage: SERVICE_UNAVAILABLE, when to try again, no internals. */
 function expectUnavailable(what: string, answer: Answer) {
