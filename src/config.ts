@@ -119,6 +119,11 @@ const envSchema = z.object({
   DATABASE_URL: optionalString.pipe(url(['postgres:', 'postgresql:']).optional()),
   APP_DATABASE_URL: optionalString.pipe(url(['postgres:', 'postgresql:']).optional()),
   DATABASE_POOL_MAX: int(10, 1, 1000),
+  /**
+   * How long a query may wait for a pooled connection (connecting a new one included) before it
+   * fails: with Postgres unreachable, requests answer SERVICE_UNAVAILABLE within this instead of hanging.
+   */
+  DATABASE_ACQUIRE_TIMEOUT_MS: int(2000, 100, 600_000),
 
   APP_SD_API_URL: optionalString.pipe(url(['http:', 'https:']).optional()),
   /** HTTP basic auth for a server started with --api-auth, as user:pass. */
@@ -379,7 +384,7 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
       maxErrors: e.GRAPHQL_MAX_ERRORS,
     },
     redis: { url: e.REDIS_URL, prefix: e.REDIS_PREFIX, enqueueTimeoutMs: e.ENQUEUE_TIMEOUT_MS },
-    database: { url: e.DATABASE_URL ?? e.APP_DATABASE_URL, poolMax: e.DATABASE_POOL_MAX },
+    database: { url: e.DATABASE_URL ?? e.APP_DATABASE_URL, poolMax: e.DATABASE_POOL_MAX, acquireTimeoutMs: e.DATABASE_ACQUIRE_TIMEOUT_MS },
     sd: {
       url: e.APP_SD_API_URL?.replace(/\/+$/, ''),
       auth: sdUser ? { username: sdUser, password: sdPass.join(':') } : undefined,

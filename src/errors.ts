@@ -34,3 +34,15 @@ export const notFound = (what: string, id: string) => new DomainError('NOT_FOUND
 /** A limit was reached; `retryAfterSeconds` (whole seconds, at least 1) says when to try again. */
 export const rateLimited = (message: string, retryAfterSeconds: number) =>
   new DomainError('RATE_LIMITED', message, { retryAfterSeconds: Math.max(1, Math.ceil(retryAfterSeconds)) });
+
+/**
+ * Seconds a client should wait before trying again after SERVICE_UNAVAILABLE (the `Retry-After` of
+ * HTTP answers, `extensions.retryAfterSeconds` in GraphQL). A constant, not a setting: it is a hint,
+ * and what comes back (Postgres, Redis) is used again by the very next request, with no reconnect
+ * delay of ours to match.
+ */
+export const SERVICE_UNAVAILABLE_RETRY_AFTER_S = 5;
+
+/** A dependency (Postgres, Redis) cannot be reached: nothing was done; try again after a few seconds. */
+export const serviceUnavailable = (message: string) =>
+  new DomainError('SERVICE_UNAVAILABLE', message, { retryAfterSeconds: SERVICE_UNAVAILABLE_RETRY_AFTER_S });

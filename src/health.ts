@@ -3,7 +3,8 @@
  * - `/healthz`: the process is alive and serving (no dependency is asked);
  * - `/readyz`: every dependency it needs answers (Redis, Postgres with the schema current; a
  *   worker that generates also its SD server), each check bounded by HEALTH_TIMEOUT_MS, so a
- *   dependency that hangs is reported as down within that time instead of holding the answer.
+ *   dependency that hangs is reported as down within that time instead of holding the answer;
+ *   `down` names the dependencies that are not there (`["postgres"]`), beside each check's result.
  * The API serves both on its own port (and `/health`, the older name of `/readyz`); a worker serves
  * them, with its /metrics, on WORKER_METRICS_PORT when that is set.
  */
@@ -16,11 +17,15 @@ import { sendJson } from './http';
 
 export interface HealthCheck {
   name: string;
+  /** The dependency the check asks (`postgres` for the database and its schema); its name when not given. */
+  dependency?: string;
   run(signal: AbortSignal): Promise<unknown>;
 }
 
 export interface Readiness {
   ok: boolean;
+  /** The dependencies that are down (`["postgres"]`), each named once: what an operator looks at first. */
+  down: string[];
   checks: Record<string, { ok: boolean; ms: number; error?: string }>;
 }
 
@@ -47,15 +52,16 @@ export async function readiness(checks: readonly HealthCheck[], timeoutMs: numbe
       }
     }),
   );
-  return { ok: results.every(([, r]) => r.ok), checks: Object.fromEntries(results) };
+  const down = [...new Set(checks.filter((_c, i) => !results[i]![1].ok).map((c) => c.dependency ?? c.name))];
+  return { ok: down.length === 0, down, checks: Object.fromEntries(results) };
 }
 
 /** The checks both process kinds make: Redis answers, Postgres answers with the schema current. */
 export function coreChecks(redis: Redis, db: Knex): HealthCheck[] {
   return [
     { name: 'redis', run: () => redis.ping() },
-    { name: 'database', run: () => db.raw('select 1') },
-    { name: 'migrations', run: () => assertSchemaCurrent(db) },
+    { name: 'database', dependency: 'postgres', run: () => db.raw('select 1') },
+    { name: 'migrations', dependency: 'postgres', run: () => assertSchemaCurrent(db) },
   ];
 }
 

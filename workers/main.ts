@@ -36,7 +36,7 @@ async function main() {
   const { databaseUrl: dbUrl } = assertNeededSettings('worker', config);
   // Only generations talk to Stable Diffusion: an upload or mail-and-history worker runs without it.
   const sdUrl = config.worker.queues.includes(JOB_QUEUES.generateImage) ? config.sd.url : undefined;
-  const db = await createDb({ kind: 'postgres', url: dbUrl, poolMax: config.database.poolMax });
+  const db = await createDb({ kind: 'postgres', url: dbUrl, poolMax: config.database.poolMax, acquireTimeoutMs: config.database.acquireTimeoutMs }, log);
   try {
     await assertSchemaCurrent(db);
   } catch (err) {

@@ -20,6 +20,7 @@ import { useDisableIntrospection } from '@graphql-yoga/plugin-disable-introspect
 import { GraphQLError, visit, type DocumentNode } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import type { Config } from '../config';
+import { SERVICE_UNAVAILABLE_RETRY_AFTER_S } from '../errors';
 import { findUnstorableText, unstorableReason, type UnstorableText } from '../text';
 
 /** What yoga's CSRF prevention asks of a request a browser could send cross-site without a preflight. */
@@ -159,6 +160,23 @@ function codeFor(error: GraphQLError): string {
   return 'GRAPHQL_VALIDATION_FAILED';
 }
 
+/**
+ * An answer whose every error is SERVICE_UNAVAILABLE (a dependency is down: nothing was done) tells
+ * when to try again, as a REST 503 does: `Retry-After` on the HTTP answer (the GraphQL status stays
+ * yoga's, 200, so every GraphQL client still reads the errors, and graphql-sse does not take the
+ * stream's answer for a network failure), and `extensions.retryAfterSeconds` in each error.
+ */
+export function markUnavailable(errors: GraphQLError[]): void {
+  const codeOf = (e: GraphQLError) => (e.extensions as { code?: unknown } | undefined)?.code;
+  if (errors.length === 0 || !errors.every((e) => e instanceof GraphQLError && codeOf(e) === 'SERVICE_UNAVAILABLE')) return;
+  for (const error of errors) {
+    const extensions = { retryAfterSeconds: SERVICE_UNAVAILABLE_RETRY_AFTER_S, ...error.extensions } as Record<string, unknown>;
+    // yoga sets the answer's headers from this and leaves it out of the JSON.
+    extensions.http = { headers: { 'retry-after': String(extensions.retryAfterSeconds) } };
+    (error as { extensions: unknown }).extensions = extensions;
+  }
+}
+
 /** Gives every error a code and a bounded message, and bounds how many errors an answer lists. */
 function shapeErrors({ maxErrors, maxBodyBytes }: Pick<Config['graphql'], 'maxErrors' | 'maxBodyBytes'>): AnyPlugin {
   const shape = <R extends { errors?: ReadonlyArray<GraphQLError> }>(result: R): R => {
@@ -192,6 +210,7 @@ function shapeErrors({ maxErrors, maxBodyBytes }: Pick<Config['graphql'], 'maxEr
       (error as { extensions: unknown }).extensions = extensions;
       if (error.message.length > MAX_MESSAGE_LENGTH) error.message = `${error.message.slice(0, MAX_MESSAGE_LENGTH)}… (cut)`;
     }
+    markUnavailable(kept);
     const left = result.errors.length - kept.length;
     if (left > 0) {
       const last = kept[kept.length - 1]!;

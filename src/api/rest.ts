@@ -9,7 +9,7 @@ import type http from 'node:http';
 import type { TokenAuthenticator } from '../auth/cache';
 import { bearerToken, type AuthUser } from '../auth/tokens';
 import type { Config } from '../config';
-import { DomainError, notFound, unauthenticated, type PublicErrorCode } from '../errors';
+import { notFound, SERVICE_UNAVAILABLE_RETRY_AFTER_S, unauthenticated, type DomainError, type PublicErrorCode } from '../errors';
 import type { generationInputSchema } from '../generation/input';
 import type { GenerationService } from '../generation/service';
 import { BodyError, readBody } from '../http';
@@ -17,14 +17,15 @@ import type { Logger } from '../logger';
 import type { ImageUrls } from '../storage/storage';
 import type { CorsPolicy } from './cors';
 import { taskStatus } from './celeryState';
+import { domainErrorOf } from './graphqlErrors';
 import { GENERATE_PATH, OPENAPI_PATH, openApiDocument, REST_BASE } from './openapi';
 import { parseGenerateBody } from './restSchema';
 
 /** A generation request is a few hundred bytes; a body past this is refused unread (413). */
 export const REST_MAX_BODY_BYTES = 64 * 1024;
 
-/** How long a client should wait before asking again after a 503. */
-const RETRY_AFTER_S = 5;
+/** How long a client should wait before asking again after a 503 (SERVICE_UNAVAILABLE_RETRY_AFTER_S). */
+const RETRY_AFTER_S = SERVICE_UNAVAILABLE_RETRY_AFTER_S;
 
 /** Each public error code's HTTP status; a code added to PublicErrorCode must be given one here. */
 export const HTTP_STATUS_OF = {
@@ -153,15 +154,20 @@ const methodNotAllowed = (allow: string) => new HttpAnswer(405, { detail: 'Metho
 /** A CORS preflight (or a plain OPTIONS): the methods; the CORS headers come from the policy, for allowed origins only. */
 const preflight = (allow: string) => new HttpAnswer(204, null, { allow: `${allow}, OPTIONS` });
 
-/** The one place errors become HTTP answers: domain errors by HTTP_STATUS_OF, anything else a logged 500. */
-function answerFor(err: unknown, deps: Pick<RestDeps, 'log' | 'clientIp'>, req: http.IncomingMessage): HttpAnswer {
-  if (err instanceof HttpAnswer) return err;
-  if (err instanceof DomainError) {
+/**
+ * The one place errors become HTTP answers: domain errors (a database that cannot be reached among
+ * them, as GraphQL reads them: domainErrorOf) by HTTP_STATUS_OF, anything else a logged 500.
+ */
+function answerFor(thrown: unknown, deps: Pick<RestDeps, 'log' | 'clientIp'>, req: http.IncomingMessage): HttpAnswer {
+  if (thrown instanceof HttpAnswer) return thrown;
+  const err = domainErrorOf(thrown);
+  if (err) {
+    if (err !== thrown && err.code === 'SERVICE_UNAVAILABLE') deps.log.warn({ err: thrown }, 'database unavailable; a REST request answered 503');
     const status = HTTP_STATUS_OF[err.code];
     if (err.code === 'BAD_USER_INPUT') return new HttpAnswer(status, { detail: [{ loc: ['body'], msg: err.message, type: 'value_error' }] });
     return new HttpAnswer(status, { detail: err.message }, headersFor(err, deps, req));
   }
-  deps.log.error({ err }, 'unexpected error in a REST request');
+  deps.log.error({ err: thrown }, 'unexpected error in a REST request');
   return new HttpAnswer(500, { detail: 'Internal Server Error' });
 }
 

@@ -53,6 +53,7 @@ import { GRAPHIQL_ASSETS_PATH, graphiqlCsp, readGraphiQLAsset, renderLocalGraphi
 import { CorsPolicy } from './cors';
 import { setSecurityHeaders } from './securityHeaders';
 import { domainErrorOf, toGraphQLError } from './graphqlErrors';
+import { isDatabaseUnavailable } from '../db/unavailable';
 
 export interface ApiOptions {
   config: Config;
@@ -207,7 +208,10 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
       // Errors with a public code pass through; everything else is logged whole and masked.
       maskError: (error, message, isDev) => {
         const domain = domainErrorOf(error);
-        if (domain) return toGraphQLError(domain, error);
+        if (domain) {
+          if (domain.code === 'SERVICE_UNAVAILABLE' && isDatabaseUnavailable(error)) log.warn({ err: error }, 'database unavailable; answered SERVICE_UNAVAILABLE');
+          return toGraphQLError(domain, error);
+        }
         const masked = maskError(error, message, isDev);
         if (masked !== error) log.error({ err: error }, 'unexpected error in a GraphQL operation');
         return masked;

@@ -51,8 +51,9 @@ export const TRANSITIONS: Readonly<Record<Transition, { to: GenerationStatus; fr
   // A new attempt: the first, a retry, or a re-delivery after its worker died mid-way.
   start: { to: 'STARTED', from: ['QUEUED', 'RETRYING', 'STARTED', 'GENERATING', 'POST_PROCESSING'] },
   generate: { to: 'GENERATING', from: ['STARTED'] },
-  // SD may answer before any progress reading showed it sampling.
-  postProcess: { to: 'POST_PROCESSING', from: ['STARTED', 'GENERATING'] },
+  // SD may answer before any progress reading showed it sampling. POST_PROCESSING again: the worker
+  // writes it again when the connection dropped before it heard whether the first write committed.
+  postProcess: { to: 'POST_PROCESSING', from: ['STARTED', 'GENERATING', 'POST_PROCESSING'] },
   // UPLOADING again: a re-delivery (or retry) finds the images staged and only re-queues the upload.
   stage: { to: 'UPLOADING', from: ['STARTED', 'GENERATING', 'POST_PROCESSING', 'UPLOADING', 'RETRYING'] },
   // A try failed before it started (QUEUED), while it ran, or after staging (queuing the upload).

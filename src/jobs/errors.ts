@@ -3,6 +3,8 @@
  * errors (a server down, a 5xx, a garbled answer) are retried up to TASK_MAX_RETRIES times,
  * TASK_RETRY_DELAY_S apart; everything else fails at once, as in the old Celery service.
  */
+import { isDatabaseUnavailable } from '../db/unavailable';
+
 export interface JobFailure {
   code: string;
   /** Shown to the generation's owner: clear, and without internals. */
@@ -38,6 +40,8 @@ export const RETRYABLE_CODES: ReadonlySet<string> = new Set([
   'SD_BAD_RESPONSE',
   'STORAGE_UNAVAILABLE',
   'QUEUE_UNAVAILABLE',
+  // Postgres could not be reached (src/db/unavailable.ts): a write the job did not wait out itself.
+  'DATABASE_UNAVAILABLE',
   // The worker is shutting down; another worker will pick the job up.
   'IMAGING_POOL_CLOSED',
   'UNAVAILABLE',
@@ -67,6 +71,11 @@ export function toJobFailure(err: unknown): JobFailure {
     if (err instanceof JobError || /^(SD|STORAGE|IMAGE|IMAGING|MAIL|WEBHOOK)_[A-Z0-9_]+$/.test(err.code)) {
       return { code: err.code, message: err.message, retryable: RETRYABLE_CODES.has(err.code) };
     }
+  }
+  // After our own kinds (which may wrap one as their cause): node-postgres' and knex's own shapes of
+  // a database that cannot be reached (a bare socket error above is already UNAVAILABLE).
+  if (isDatabaseUnavailable(err)) {
+    return { code: 'DATABASE_UNAVAILABLE', message: 'The database could not be reached.', retryable: true };
   }
   return { code: 'INTERNAL', message: 'The worker hit an unexpected error; it has been logged.', retryable: false };
 }

@@ -9,6 +9,7 @@
  */
 import os from 'node:os';
 import type { Logger } from '../logger';
+import { sleep } from '../sleep';
 import type { JobVerdict, QueuedJob } from './consumer';
 import type { JobFailure } from './errors';
 import { JobError, JobOvertaken, toJobFailure } from './errors';
@@ -207,21 +208,6 @@ async function landFinalFailure(
       if (stopping?.aborted) return 'abandon';
     }
   }
-}
-
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  if (signal?.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    timer.unref();
-    signal?.addEventListener('abort', done, { once: true });
-  });
 }
 
 export interface JobTracking {

@@ -21,8 +21,8 @@ async function main() {
   const log = createLogger(config.logLevel, 'api', undefined, config.logFormat);
   const { databaseUrl: url } = assertNeededSettings('api', config);
   const imageUrls = createImageUrls(config);
-  const target = { kind: 'postgres' as const, url, poolMax: config.database.poolMax };
-  const db = await createDb(target);
+  const target = { kind: 'postgres' as const, url, poolMax: config.database.poolMax, acquireTimeoutMs: config.database.acquireTimeoutMs };
+  const db = await createDb(target, log);
   let api: ApiServer;
   try {
     await assertSchemaCurrent(db);

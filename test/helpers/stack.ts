@@ -19,6 +19,7 @@ import { createImageUrls, createObjectStorage } from '../../src/storage/fromConf
 import type { ImageUrls, ObjectStorage } from '../../src/storage/storage';
 import { createWorker, type Worker } from '../../workers/worker';
 import { PROCESS_START_MS } from './budgets';
+import { spawnWatched, type Watched } from './run';
 import { createTestDatabase, type TestDatabase } from './database';
 
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379/0';
@@ -56,8 +57,16 @@ export interface Stack {
    * (e.g. a short IMAGE_URL_TTL_S); it builds its image URLs from its own config. Closed by close().
    */
   startApi(env: Record<string, string>): Promise<{ baseUrl: string; config: Config }>;
-  /** Starts another API process (a real `node` child) against the same Redis and Postgres. */
-  spawnApi(): Promise<{ baseUrl: string; stop(): Promise<void> }>;
+  /**
+   * Starts another API process (a real `node` child) against the same Redis and Postgres, with
+   * `env` over the stack's (e.g. a DATABASE_URL through a proxy).
+   */
+  spawnApi(env?: Record<string, string>): Promise<{ baseUrl: string; stop(): Promise<void> }>;
+  /**
+   * Starts a worker process (`node workers/main.ts`, as its container does) on the stack's Redis,
+   * Postgres and simulator, with `env` over the stack's; resolves once it says it started. Killed by close().
+   */
+  spawnWorker(env?: Record<string, string>): Promise<Watched>;
   close(): Promise<void>;
 }
 
@@ -185,10 +194,10 @@ async function start(
       cleanups.push(() => more.close());
       return { baseUrl: await more.listen(0, '127.0.0.1'), config: other };
     },
-    async spawnApi() {
+    async spawnApi(overrides = {}) {
       const p = await freePort();
       const child = spawn(process.execPath, ['--import', 'tsx', 'src/main/api.ts'], {
-        env: { ...process.env, ...env, PORT: String(p), PUBLIC_URL: `http://127.0.0.1:${p}` },
+        env: { ...process.env, ...env, PORT: String(p), PUBLIC_URL: `http://127.0.0.1:${p}`, ...overrides },
         stdio: ['ignore', 'ignore', 'pipe'],
       });
       children.add(child);
@@ -209,6 +218,14 @@ async function start(
           children.delete(child);
         },
       };
+    },
+    async spawnWorker(overrides = {}) {
+      const worker = spawnWatched(process.execPath, ['--import', 'tsx', 'workers/main.ts'], {
+        env: { ...process.env, ...env, LOG_LEVEL: 'info', ...overrides },
+      });
+      children.add(worker.child);
+      await worker.waitFor(/worker started/);
+      return worker;
     },
     async close() {
       await closeAll();

@@ -2,7 +2,8 @@
 import { GraphQLError } from 'graphql';
 import { describe, expect, it } from 'vitest';
 import { domainErrorOf, toGraphQLError } from '../../src/api/graphqlErrors';
-import { DomainError, notFound } from '../../src/errors';
+import { markUnavailable } from '../../src/api/hardening';
+import { DomainError, notFound, serviceUnavailable } from '../../src/errors';
 
 describe('the GraphQL edge of domain errors', () => {
   it('finds a domain error as graphql-js wraps it, or as a cause, and nothing else', () => {
@@ -23,5 +24,20 @@ describe('the GraphQL edge of domain errors', () => {
     // The code is the error's own, whatever its details say.
     expect(out.extensions).toEqual({ issues: [{ path: 'steps', message: 'too many' }], code: 'BAD_USER_INPUT' });
     expect(toGraphQLError(notFound('Generation', 'x')).extensions).toEqual({ code: 'NOT_FOUND' });
+  });
+
+  it('tells when to try again only when every error of an answer is SERVICE_UNAVAILABLE', () => {
+    const unavailable = () => toGraphQLError(serviceUnavailable('The service cannot reach its database right now; try again shortly.'));
+    // One without retryAfterSeconds among its details (a queue that did not take a job) gets it too.
+    const all = [unavailable(), toGraphQLError(new DomainError('SERVICE_UNAVAILABLE', 'The job queue is unavailable.'))];
+    markUnavailable(all);
+    for (const e of all) expect(e.extensions).toEqual({ code: 'SERVICE_UNAVAILABLE', retryAfterSeconds: 5, http: { headers: { 'retry-after': '5' } } });
+    // Beside any other error the answer is not only "come back later": no Retry-After, nothing added.
+    const mixed = [unavailable(), toGraphQLError(new DomainError('FORBIDDEN', 'Only an admin may read queues.'))];
+    markUnavailable(mixed);
+    expect(mixed.map((e) => e.extensions.http)).toEqual([undefined, undefined]);
+    const masked = [new GraphQLError('Unexpected error.', { extensions: { code: 'INTERNAL_SERVER_ERROR' } })];
+    markUnavailable(masked);
+    expect(masked[0]!.extensions).toEqual({ code: 'INTERNAL_SERVER_ERROR' });
   });
 });

@@ -2,12 +2,15 @@
  * generateImage: the Stable Diffusion call and post-processing. Idempotent under re-delivery,
  * keyed by the generation id: a final generation is left alone, one whose images are already
  * staged only has its upload queued again, and the upload job's id is derived from the generation.
+ * Its reads and writes wait for Postgres when it cannot be reached (untilDatabaseAnswers) instead
+ * of failing the job: once SD has answered, a retry would call the GPU a second time.
  */
 import type { Knex } from 'knex';
 import type { CreditMeter } from '../../src/credits/meter';
 import type { Redis } from 'ioredis';
 import type { PostprocessPool } from '../../src/imaging/pool';
 import type { JobProducer } from '../../src/jobs/queues';
+import { untilDatabaseAnswers } from '../../src/db/unavailable';
 import { JobError } from '../../src/jobs/errors';
 import type { Processor } from '../../src/jobs/runner';
 import type { Logger } from '../../src/logger';
@@ -57,25 +60,28 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
   return {
     async run(ctx) {
       const id = ctx.payload.generationId;
-      const existing = await findGeneration(db, id);
+      // Each of these is safe to run twice (a dropped connection leaves a commit's outcome unknown).
+      const untilDb = <T>(what: string, write: () => Promise<T>) => untilDatabaseAnswers(write, { signal: ctx.signal, log: ctx.log, what });
+      const existing = await untilDb('read the generation', () => findGeneration(db, id));
       if (!existing) {
         ctx.log.warn({ generationId: id }, 'generation row is gone; nothing to do');
         return;
       }
       if (isTerminal(existing.status)) {
         // Re-delivered after the end was recorded: make sure the watchers heard of it too.
-        await republishFinal(db, publisher, existing);
+        await untilDb('publish its end', () => republishFinal(db, publisher, existing));
         return;
       }
-      if (await hasStagedImages(db, id)) {
+      if (await untilDb('look for staged images', () => hasStagedImages(db, id))) {
         // A re-delivery (or a retry) after the images were staged: the GPU work is done, only the
         // upload may be missing. Its job id is derived from the generation, so this is idempotent.
-        if (!(await transitionGeneration(db, id, 'stage', { progress: PHASE_PROGRESS.uploading }))) return;
+        if (!(await untilDb('mark it uploading', () => transitionGeneration(db, id, 'stage', { progress: PHASE_PROGRESS.uploading })))) return;
         await enqueueUpload(id);
         return;
       }
 
-      const row = await transitionGeneration(db, id, 'start', { newAttempt: true });
+      // Written twice, it counts one attempt too many: a dropped commit costs at most one of the margin.
+      const row = await untilDb('start an attempt', () => transitionGeneration(db, id, 'start', { newAttempt: true }));
       if (!row) return;
       if (row.attempts > deps.maxAttempts) {
         // Each retry and each re-delivery after a worker died counts; Bee-Queue itself would re-run a
@@ -171,7 +177,7 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
           ctx.softSignal.removeEventListener('abort', onSoftLimit);
         }
 
-        if (!(await transitionGeneration(db, id, 'postProcess', { progress: PHASE_PROGRESS.postProcessing }))) return;
+        if (!(await untilDb('mark it post-processing', () => transitionGeneration(db, id, 'postProcess', { progress: PHASE_PROGRESS.postProcessing })))) return;
         reporter.report({ status: 'POST_PROCESSING', progress: PHASE_PROGRESS.postProcessing });
         const processed = await Promise.all(result.images.map((png) => pool.process(png, ctx.signal)));
         const staged: StagedImage[] = processed.map((p, index) => ({
@@ -184,7 +190,7 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
           seed: result.seeds[index] ?? null,
           sha256: p.sha256,
         }));
-        if (!(await stageImagesForUpload(db, id, staged))) return;
+        if (!(await untilDb('stage the images', () => stageImagesForUpload(db, id, staged)))) return;
         reporter.report({ status: 'UPLOADING', progress: PHASE_PROGRESS.uploading });
         // Everything this job reports must be out before the upload job can report SUCCEEDED.
         await reporter.flush();

@@ -4,7 +4,8 @@
  * unique per (generation, index) and the final transaction refuses a generation that already
  * ended, so a re-delivered upload changes nothing; it only queues the follow-ups again, in case the
  * delivery before it died between recording the success and queuing them (their job ids derive
- * from the generation, and what they write is unique per generation).
+ * from the generation, and what they write is unique per generation). Its reads and writes wait for
+ * Postgres when it cannot be reached (untilDatabaseAnswers) rather than failing the upload.
  */
 import type { Knex } from 'knex';
 import type { CreditMeter } from '../../src/credits/meter';
@@ -13,6 +14,7 @@ import { failGeneration, republishFinal } from '../../src/generation/outcomes';
 import { progressFromRow } from '../../src/generation/progressOf';
 import { findGeneration } from '../../src/generation/repository';
 import { isTerminal } from '../../src/generation/lifecycle';
+import { untilDatabaseAnswers } from '../../src/db/unavailable';
 import { JobError } from '../../src/jobs/errors';
 import type { JobProducer } from '../../src/jobs/queues';
 import type { Processor } from '../../src/jobs/runner';
@@ -37,7 +39,8 @@ export function uploadToCloudProcessor(deps: UploadDeps): Processor<'uploadToClo
   return {
     async run(ctx) {
       const id = ctx.payload.generationId;
-      const row = await findGeneration(db, id);
+      const untilDb = <T>(what: string, write: () => Promise<T>) => untilDatabaseAnswers(write, { signal: ctx.signal, log: ctx.log, what });
+      const row = await untilDb('read the generation', () => findGeneration(db, id));
       if (!row) return;
       if (isTerminal(row.status)) {
         // Ended meanwhile (cancelled, failed): its staged copies are of no use any more.
@@ -47,7 +50,7 @@ export function uploadToCloudProcessor(deps: UploadDeps): Processor<'uploadToClo
         await republishFinal(db, publisher, row);
         return;
       }
-      const staged = await loadStagedImages(db, id);
+      const staged = await untilDb('read the staged images', () => loadStagedImages(db, id));
       if (staged.length === 0) {
         throw new JobError('STAGED_IMAGES_MISSING', 'The generated images were lost before they could be stored.');
       }
@@ -71,17 +74,25 @@ export function uploadToCloudProcessor(deps: UploadDeps): Processor<'uploadToClo
           bytes: image.webp.length,
         });
       }
-      const done = await completeGeneration(db, id, stored);
+      let done = await untilDb('record the images', () => completeGeneration(db, id, stored));
       if (!done) {
-        // It ended while its images were being stored (a cancel): drop the staged copies.
-        await discardStagedImages(db, id);
-        return;
+        const now = await untilDb('read the generation', () => findGeneration(db, id));
+        if (now?.status !== 'SUCCEEDED') {
+          // It ended while its images were being stored (a cancel): drop the staged copies.
+          await untilDb('drop the staged images', () => discardStagedImages(db, id));
+          return;
+        }
+        // Succeeded already: this write's first try committed but its answer was lost with the
+        // connection (or another delivery got there first). What follows a success is still owed.
+        done = now;
       }
+      const succeeded = done;
       // Queued before SUCCEEDED is told: whoever sees it can count on what follows being queued.
-      await queueImagesReadyMail(db, producer, done, ctx.log);
-      await queueChatHistory(producer, done);
+      // Best effort (each logs what it could not queue), as before an outage.
+      await queueImagesReadyMail(db, producer, succeeded, ctx.log);
+      await queueChatHistory(producer, succeeded);
       await queueWebhook({ db, producer, log: ctx.log }, id, 'SUCCEEDED');
-      await publisher.publish(await progressFromRow(db, done));
+      await publisher.publish(await untilDb('read the images', () => progressFromRow(db, succeeded)));
     },
     async onFinalFailure(ctx, failure) {
       await failGeneration(db, publisher, ctx.payload.generationId, failure, { db, producer, log: ctx.log }, deps.credits);
