@@ -21,6 +21,7 @@ import type { ProgressPublisher } from '../../src/progress/publisher';
 import { queueWebhook } from '../../src/webhooks/events';
 import type { SdClient, SdProgress } from '../../src/sd/client';
 import { GenerationReporter } from './generationReporter';
+import { expireIfOverdue } from '../../src/generation/deadlines';
 
 /** How often a running generation checks whether it was cancelled (a cancel may come from any API process). */
 const CANCEL_CHECK_MS = 1000;
@@ -75,6 +76,12 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
         return;
       }
 
+      // A start deadline is checked here, before the start and the GPU: past it, the generation ends
+      // CANCELLED (DEADLINE_EXCEEDED) with its credits back. One statement, only for those with one.
+      if (existing.status === 'QUEUED' && existing.start_deadline_at && (await expireIfOverdue({ db, publisher, producer, log: ctx.log, credits: deps.credits }, id))) {
+        ctx.log.info({ generationId: id }, 'generation past its start deadline was cancelled before it started');
+        return;
+      }
       const row = await transitionGeneration(db, id, 'start', { newAttempt: true });
       if (!row) return;
       if (row.attempts > deps.maxAttempts) {
