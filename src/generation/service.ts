@@ -96,22 +96,30 @@ export class GenerationService {
 
   async create(user: AuthUser, input: GenerationInput, webhook: WebhookTarget | null = null, opts: SubmitOptions = {}): Promise<Submitted> {
     const { db, producer, log, emailVerification, webhooks, credits, rateLimits } = this.deps;
-    // First, before any work: a client past its rate is refused with nothing reserved or queued.
-    await rateLimits?.generation(user.id);
+    const key = opts.idempotencyKey ?? null;
+    const startDeadlineSeconds = opts.startDeadlineSeconds ?? null;
+    const hash = key === null ? '' : requestHash({ input, startDeadlineSeconds, webhook });
+    // First, before any work: a client past its rate is refused with nothing reserved or queued;
+    // but a retry with a live key gets its generation (it asks for no new work).
+    try {
+      await rateLimits?.generation(user.id);
+    } catch (err) {
+      const replay = key !== null && err instanceof DomainError && err.code === 'RATE_LIMITED' ? await this.replayOf(user.id, key, hash) : null;
+      if (!replay) throw err;
+      return { row: replay, replayed: true };
+    }
     if (emailVerification && !user.emailVerified && !(await emailVerification.isEmailVerified(user.id))) {
       throw new DomainError('EMAIL_NOT_VERIFIED', 'Confirm your email address first: follow the link in the mail sent at sign-up (signUp again sends a new one).');
     }
     // Before anything is reserved: a receiver that could never be delivered to is refused now.
     if (webhook) await webhooks.checkTarget(user.id, webhook);
     const id = randomUUID();
-    const generation: NewGeneration = { id, userId: user.id, input, startDeadlineSeconds: opts.startDeadlineSeconds ?? null };
-    const key = opts.idempotencyKey ?? null;
+    const generation: NewGeneration = { id, userId: user.id, input, startDeadlineSeconds };
     let row: GenerationRow | null;
     if (key === null) {
       // The hot path: batched with other requests, no statement more than before keys existed.
       row = await this.inserter.insert(generation);
     } else {
-      const hash = requestHash({ input, startDeadlineSeconds: generation.startDeadlineSeconds ?? null, webhook });
       const claimed = await this.insertKeyed(generation, key, hash);
       if (claimed.replayed && claimed.row) return { row: claimed.row, replayed: true };
       row = claimed.row;
@@ -156,30 +164,46 @@ export class GenerationService {
    * key already names. The race of two requests with one key (on two API processes) is settled by
    * the key's primary key in Postgres: the second statement waits for the first, fails on the key and
    * charges nothing; it then reads the winner's generation (a second statement, only on this path).
+   * A statement refused for credits or unfinished generations reads the key too: a retry of a request
+   * that spent the user's last credits answers with its generation, not INSUFFICIENT_CREDITS.
    * A key whose TTL has passed is deleted by that read and claimed again.
    */
   private async insertKeyed(generation: NewGeneration, key: string, hash: string): Promise<{ row: GenerationRow | null; replayed: boolean }> {
     const { db } = this.deps;
     const claim = { key, inputHash: hash, ttlS: this.deps.idempotencyTtlS ?? 86_400 };
     for (let tries = 1; ; tries++) {
+      let refused = false;
       try {
-        return { row: await insertKeyedGenerationReservingCredits(db, generation, claim, this.deps.maxUnfinishedPerUser ?? 0), replayed: false };
+        const row = await insertKeyedGenerationReservingCredits(db, generation, claim, this.deps.maxUnfinishedPerUser ?? 0);
+        if (row) return { row, replayed: false };
+        refused = true;
       } catch (err) {
         if (!isKeyTaken(err)) throw err;
-        if (tries >= KEY_CLAIM_TRIES) throw new DomainError('SERVICE_UNAVAILABLE', 'The idempotency key is in use by requests being created and ended right now; try again shortly.');
       }
-      const found = await readIdempotencyKey(db, generation.userId, key);
-      // Released (its request failed) or past its TTL (deleted by this read): claim it again.
-      if (!found || found.expired) continue;
-      if (found.inputHash !== hash) {
-        throw new DomainError(
-          'IDEMPOTENCY_CONFLICT',
-          'This idempotency key was already used with a different request; send a new key for a new generation.',
-          { generationId: found.generation.id },
-        );
-      }
-      return { row: found.generation, replayed: true };
+      const found = await this.replayOf(generation.userId, key, hash);
+      if (found) return { row: found, replayed: true };
+      if (refused) return { row: null, replayed: false };
+      // Released (its request failed) or past its TTL (deleted by the read): claim it again.
+      if (tries >= KEY_CLAIM_TRIES) throw new DomainError('SERVICE_UNAVAILABLE', 'The idempotency key is being taken and released by other requests right now; try again shortly.');
     }
+  }
+
+  /**
+   * The generation a live key of the user names when `hash` is its request's; IDEMPOTENCY_CONFLICT
+   * when the key was used for another request; null when there is no live key (one past its TTL is
+   * deleted, so it may be claimed again).
+   */
+  private async replayOf(userId: string, key: string, hash: string): Promise<GenerationRow | null> {
+    const found = await readIdempotencyKey(this.deps.db, userId, key);
+    if (!found || found.expired) return null;
+    if (found.inputHash !== hash) {
+      throw new DomainError(
+        'IDEMPOTENCY_CONFLICT',
+        'This idempotency key was already used with a different request; send a new key for a new generation.',
+        { generationId: found.generation.id },
+      );
+    }
+    return found.generation;
   }
 
   /** The generation if `user` may see it (owner or admin), else null: others' ids look missing. */
