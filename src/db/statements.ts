@@ -183,6 +183,24 @@ export async function readIdempotencyKey(db: Knex, userId: string, key: string):
   return { inputHash: input_hash, expired: key_expired, generation };
 }
 
+/**
+ * QUEUED generations past their start deadline (by Postgres's clock), oldest deadline first, over the
+ * partial index of migration 011. Every API process runs it every START_DEADLINE_SWEEP_MS, so it is
+ * prepared and sent straight to a pooled connection like the hot statements: cheap, and out of
+ * knex's query events, which count a request's own statements (test/integration/batching.test.ts).
+ */
+export async function findOverdueGenerationIds(db: Knex, limit: number): Promise<string[]> {
+  const rows = await runPrepared<{ id: string }>(
+    db,
+    'sdjobs_find_overdue_generations_v1',
+    `SELECT id FROM generations
+     WHERE status = 'QUEUED' AND start_deadline_at IS NOT NULL AND start_deadline_at <= now()
+     ORDER BY start_deadline_at LIMIT $1`,
+    [limit],
+  );
+  return rows.map((r) => r.id);
+}
+
 /** Frees the key claimed for a generation that could not be queued: a retry with it creates a new one. */
 export async function releaseIdempotencyKey(db: Knex, generationId: string): Promise<void> {
   await db('idempotency_keys').where({ generation_id: generationId }).delete();

@@ -15,6 +15,7 @@ import type { Logger } from '../logger';
 import type { JobProducer } from '../jobs/queues';
 import type { ProgressPublisher } from '../progress/publisher';
 import { queueWebhook } from '../webhooks/events';
+import { findOverdueGenerationIds } from '../db/statements';
 import { progressFromRow } from './progressOf';
 import { endGenerationWithRefund, type GenerationRow } from './repository';
 
@@ -51,16 +52,8 @@ export async function expireIfOverdue(deps: DeadlineDeps, id: string): Promise<G
 
 /** Ends every QUEUED generation past its start deadline (up to SWEEP_LIMIT, oldest deadline first); returns their ids. */
 export async function sweepOverdueGenerations(deps: DeadlineDeps): Promise<string[]> {
-  // The partial index of migration 011 holds only queued rows with a deadline.
-  const overdue: Array<{ id: string }> = await deps.db('generations')
-    .where({ status: 'QUEUED' })
-    .whereNotNull('start_deadline_at')
-    .where('start_deadline_at', '<=', deps.db.fn.now())
-    .orderBy('start_deadline_at')
-    .limit(SWEEP_LIMIT)
-    .select('id');
   const ended: string[] = [];
-  for (const { id } of overdue) {
+  for (const id of await findOverdueGenerationIds(deps.db, SWEEP_LIMIT)) {
     if (await expireIfOverdue(deps, id)) ended.push(id);
   }
   return ended;
