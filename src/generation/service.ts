@@ -3,7 +3,6 @@
  * cancel. Resolvers call this; it knows nothing of GraphQL except the public error kinds.
  */
 import { randomUUID } from 'node:crypto';
-import pg from 'pg';
 import { parseUuid } from '../ids';
 import type { Knex } from 'knex';
 import type { AuthUser } from '../auth/tokens';
@@ -81,8 +80,11 @@ export interface Submitted {
 /** Claiming a key that keeps being taken and expiring between our tries: give up after this many. */
 const KEY_CLAIM_TRIES = 3;
 
-const isKeyTaken = (err: unknown): boolean =>
-  err instanceof pg.DatabaseError && err.code === '23505' && err.constraint === IDEMPOTENCY_KEY_CONSTRAINT;
+/** A unique violation on the key. Duck-typed: PGlite (dev) raises its own error class with the same fields as node-postgres. */
+function isKeyTaken(err: unknown): boolean {
+  const e = err as { code?: unknown; constraint?: unknown } | null;
+  return typeof e === 'object' && e !== null && e.code === '23505' && e.constraint === IDEMPOTENCY_KEY_CONSTRAINT;
+}
 
 /** How soon to try again after MAX_UNFINISHED_GENERATIONS_PER_USER: a guess, about one generation on a mid-range GPU. */
 const UNFINISHED_RETRY_S = 10;
