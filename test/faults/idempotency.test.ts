@@ -4,11 +4,13 @@
  * generation and one charge. Without a worker: every generation stays QUEUED, nothing else moves
  * the credits.
  */
+import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { graphql } from '../gql';
 import { codeOf, gql } from '../helpers/graphql';
 import { PROCESSES_TEST_MS } from '../helpers/budgets';
-import { startStack, type Stack } from '../helpers/stack';
+import { startRedis, stopRedis } from '../helpers/redisServer';
+import { freePort, startStack, type Stack } from '../helpers/stack';
 import { until } from '../helpers/wait';
 
 const KeyedGenerateDoc = graphql(`
@@ -16,6 +18,9 @@ const KeyedGenerateDoc = graphql(`
     generateImage(input: $input) { id status creditsReserved startDeadlineAt }
   }
 `);
+
+const generationsOfUser = async (stack: Stack, userId: string): Promise<string[]> =>
+  (await stack.tdb.db('generations').where({ user_id: userId }).orderBy('created_at').select('id')).map((r: { id: string }) => r.id);
 
 const INPUT = { prompt: 'a lighthouse at dusk', steps: 4, width: 64, height: 64, batchSize: 2 };
 
@@ -41,7 +46,7 @@ describe('idempotent submit', () => {
       amount: number;
       generation_id: string;
     }>;
-  const generationsOf = async (userId: string) => (await stack.tdb.db('generations').where({ user_id: userId }).select('id')).map((r: { id: string }) => r.id);
+  const generationsOf = (userId: string) => generationsOfUser(stack, userId);
 
   it('one key raced many times at once on two API processes makes one generation and one charge', async () => {
     const user = await stack.createUser(100);
@@ -186,4 +191,54 @@ describe('idempotent submit', () => {
     expect((await generationsOf(user.userId)).sort()).toEqual([id, newId].sort());
     expect(await stack.credits(user.userId)).toBe(6);
   });
+});
+
+describe('idempotent submit when the job cannot be queued', () => {
+  let redisPort: number;
+  let redis: ChildProcess;
+  let stack: Stack;
+  beforeAll(async () => {
+    redisPort = await freePort();
+    redis = await startRedis(redisPort);
+    stack = await startStack({ worker: false, env: { REDIS_URL: `redis://127.0.0.1:${redisPort}/0`, ENQUEUE_TIMEOUT_MS: '300', RATE_LIMIT_REDIS_TIMEOUT_MS: '200', RATE_LIMIT_GENERATIONS_PER_MINUTE: '0' } });
+  }, PROCESSES_TEST_MS);
+  afterAll(async () => {
+    redis?.kill('SIGCONT');
+    await stack?.close();
+    if (redis) await stopRedis(redis);
+  });
+
+  it('frees the key of a request refused with SERVICE_UNAVAILABLE, so the retry creates the generation', async () => {
+    const user = await stack.createUser(7);
+    // The job queue has been used while Redis was up (its connection and scripts are ready).
+    expect((await gql(stack.baseUrl, KeyedGenerateDoc, { input: { ...INPUT, idempotencyKey: 'before' } }, user.token)).errors).toBeUndefined();
+    // Redis frozen (not restarted: a restarted Redis has lost Bee-Queue's scripts, which the
+    // producer does not load again): the job is not taken within ENQUEUE_TIMEOUT_MS.
+    redis.kill('SIGSTOP');
+    const failed = await gql(stack.baseUrl, KeyedGenerateDoc, { input: { ...INPUT, idempotencyKey: 'outage' } }, user.token);
+    expect(codeOf(failed)).toBe('SERVICE_UNAVAILABLE');
+    expect(await stack.credits(user.userId)).toBe(5);
+    const ended = (await generationsOfUser(stack, user.userId))[1];
+    expect(await stack.tdb.db('idempotency_keys').where({ user_id: user.userId }).select('key')).toEqual([{ key: 'before' }]);
+
+    redis.kill('SIGCONT');
+    // Until the queue takes jobs again, each retry fails the same way (and is refunded).
+    let retry: { errors?: unknown; data?: { generateImage: { id: string; status: string } } | null } = {};
+    await until(async () => {
+      retry = await gql(stack.baseUrl, KeyedGenerateDoc, { input: { ...INPUT, idempotencyKey: 'outage' } }, user.token);
+      return codeOf(retry as Parameters<typeof codeOf>[0]) !== 'SERVICE_UNAVAILABLE';
+    }, 'the job queue to take jobs again');
+    expect(retry.errors).toBeUndefined();
+    const id = retry.data?.generateImage.id;
+    expect(id).not.toBe(ended);
+    // Now the key holds: the same generation again.
+    const again = await gql(stack.baseUrl, KeyedGenerateDoc, { input: { ...INPUT, idempotencyKey: 'outage' } }, user.token);
+    expect(again.data?.generateImage.id).toBe(id);
+    // Charged once, for the generation that was queued; every one that could not be queued was refunded.
+    expect(await stack.credits(user.userId)).toBe(3);
+    const rows = (await stack.tdb.db('generations').where({ user_id: user.userId }).select('id', 'status', 'error_code')) as Array<{ id: string; status: string; error_code: string | null }>;
+    const before = (await generationsOfUser(stack, user.userId))[0];
+    expect(rows.filter((r) => r.status === 'QUEUED').map((r) => r.id).sort()).toEqual([before, id].sort());
+    for (const r of rows.filter((x) => x.id !== id && x.id !== before)) expect(r).toMatchObject({ status: 'FAILED', error_code: 'ENQUEUE_FAILED' });
+   }, PROCESSES_TEST_MS);
 });
