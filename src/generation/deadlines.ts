@@ -7,7 +7,9 @@
  * generateImage.ts), and every API process sweeps the overdue QUEUED rows now and then, so it ends
  * on time even with no worker running or every slot busy. Each end is one conditional statement
  * (the `expire` transition: QUEUED, deadline passed, not refunded), so exactly one of them writes it,
- * refunds it and tells its watchers; the others change nothing.
+ * refunds it and tells its watchers; the others change nothing. The sweep looks at QUEUED rows only:
+ * a generation whose first try failed before it started (RETRYING) has a worker that checks again
+ * when it retries it.
  */
 import type { Knex } from 'knex';
 import type { CreditMeter } from '../credits/meter';
@@ -38,7 +40,7 @@ export interface DeadlineDeps {
 }
 
 /**
- * Ends the generation if it is QUEUED and past its start deadline: refunded, its webhook queued and
+ * Ends the generation if it never started and is past its start deadline: refunded, its webhook queued and
  * its final state published (progress subscribers get CANCELLED with DEADLINE_EXCEEDED). Returns the
  * ended row, or null when it was not overdue or something else ended or started it first.
  */

@@ -89,8 +89,8 @@ export interface GenerationFailure {
 /**
  * Ends a live generation as FAILED or CANCELLED and gives its reserved credits back with a refund
  * row in the credit ledger, in one statement. Returns null when the generation was already final (nothing changes, nothing refunded).
- * `expire` ends only a QUEUED generation whose start deadline has passed by Postgres's clock (null
- * otherwise): the worker about to start it and every API's sweep may race on it, and one wins.
+ * `expire` ends only a generation that never started whose start deadline has passed by Postgres's
+ * clock (null otherwise): the worker about to start it and every API's sweep may race on it, and one wins.
  * The refund is counted on `credits` (this process's metrics) once the statement has run.
  */
 export async function endGenerationWithRefund(
@@ -105,7 +105,7 @@ export async function endGenerationWithRefund(
        UPDATE generations SET status = :status, error_code = :code, error_message = :message,
          error_retryable = :retryable, refunded_at = now(), finished_at = now(), updated_at = now()
        WHERE id = :id AND status IN (${fromStatusesSql(transition)}) AND refunded_at IS NULL
-         ${transition === 'expire' ? 'AND start_deadline_at <= now()' : ''}
+         ${transition === 'expire' ? 'AND started_at IS NULL AND start_deadline_at <= now()' : ''}
        RETURNING *
      ), refunded AS (
        -- The ledger's unique key allows one refund per generation; the balance moves only by the

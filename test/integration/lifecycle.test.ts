@@ -111,4 +111,23 @@ describe('the generation state machine', () => {
     await expect(take(tdb, overtaken, 'postProcess')).rejects.toThrow(IllegalTransitionError);
     expect(await status(overtaken)).toBe('UPLOADING');
   });
+
+  it('expires only a generation that never started, once its deadline has passed by the database clock', async () => {
+    const withDeadline = async (status: GenerationStatus, deadline: string, started: boolean) => {
+      const id = await at(status);
+      await tdb.db('generations').where({ id }).update({ start_deadline_at: tdb.db.raw(deadline), started_at: started ? tdb.db.fn.now() : null });
+      return id;
+    };
+    const notYet = await withDeadline('QUEUED', "now() + interval '1 hour'", false);
+    const none = await at('QUEUED');
+    const retriedAfterStart = await withDeadline('RETRYING', "now() - interval '1 second'", true);
+    for (const id of [notYet, none, retriedAfterStart]) {
+      expect(await endGenerationWithRefund(tdb.db, id, 'expire', FAILURE)).toBeNull();
+    }
+    expect([await status(notYet), await status(none), await status(retriedAfterStart)]).toEqual(['QUEUED', 'QUEUED', 'RETRYING']);
+    const overdue = await withDeadline('QUEUED', "now() - interval '1 second'", false);
+    expect(await endGenerationWithRefund(tdb.db, overdue, 'expire', FAILURE)).toMatchObject({ status: 'CANCELLED', error_code: 'TEST' });
+    // A second expire (another process's sweep, the worker) changes nothing.
+    expect(await endGenerationWithRefund(tdb.db, overdue, 'expire', FAILURE)).toBeNull();
+  });
 });

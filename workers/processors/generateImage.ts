@@ -78,7 +78,7 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
 
       // A start deadline is checked here, before the start and the GPU: past it, the generation ends
       // CANCELLED (DEADLINE_EXCEEDED) with its credits back. One statement, only for those with one.
-      if (existing.status === 'QUEUED' && existing.start_deadline_at && (await expireIfOverdue({ db, publisher, producer, log: ctx.log, credits: deps.credits }, id))) {
+      if (existing.start_deadline_at && !existing.started_at && (await expireIfOverdue({ db, publisher, producer, log: ctx.log, credits: deps.credits }, id))) {
         ctx.log.info({ generationId: id }, 'generation past its start deadline was cancelled before it started');
         return;
       }
