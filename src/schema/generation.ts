@@ -85,7 +85,7 @@ export function addGenerationTypes(
             'Makes the submit safe to retry: the same key from the same user within IDEMPOTENCY_TTL_S answers with the same generation, charged once; the same key with a different input is refused with IDEMPOTENCY_CONFLICT. 1 to 255 printable ASCII characters.',
         }),
         startDeadlineSeconds: t.int({
-          description: `Not started (still QUEUED) this many seconds after the submit, the generation ends CANCELLED with error code DEADLINE_EXCEEDED and its credits back, without reaching the GPU. 1 to ${limits.startDeadlineMaxS} (START_DEADLINE_MAX_S).`,
+          description: `Not started by a worker this many seconds after the submit, the generation ends CANCELLED with error code DEADLINE_EXCEEDED and its credits back, without reaching the GPU. 1 to ${limits.startDeadlineMaxS} (START_DEADLINE_MAX_S).`,
         }),
         webhookUrl: t.string({
           description: 'Where to POST signed webhooks of this generation (http or https, a public address); else the default of updateWebhookSettings.',
