@@ -94,7 +94,7 @@ describe('start deadline, with no worker running', () => {
     const refunds = await stack.tdb.db('credit_ledger').whereIn('generation_id', ids).where({ kind: 'refund' }).select('generation_id');
     expect(refunds.map((r: { generation_id: string }) => r.generation_id).sort()).toEqual([...ids].sort());
     expect(stack.sim.stats.txt2imgCalls).toBe(0);
-  });
+  }, PROCESSES_TEST_MS);
 
   it('refuses a deadline that is not a positive whole number of seconds up to START_DEADLINE_MAX_S', async () => {
     const user = await stack.createUser(5);
@@ -157,7 +157,7 @@ describe('start deadline, with a worker whose only slot waits on a paused SD ser
     const row = await stack.tdb.db('generations').where({ id: late }).first('attempts', 'started_at');
     expect(row).toEqual({ attempts: 0, started_at: null });
     expect(await stack.credits(user.userId)).toBe(4);
-  });
+  }, PROCESSES_TEST_MS);
 
   it('an API that sweeps ends it while the slot is still held', async () => {
     const user = await stack.createUser(5);
@@ -174,5 +174,5 @@ describe('start deadline, with a worker whose only slot waits on a paused SD ser
     await until(async () => (await stack.redis.llen(`${stack.env.REDIS_PREFIX}:high_priority:waiting`)) === 0, 'the late job to be taken');
     expect(stack.sim.stats.txt2imgCalls).toBe(callsBefore);
     expect(await stack.credits(user.userId)).toBe(4);
-  });
+  }, PROCESSES_TEST_MS);
 });
