@@ -13,6 +13,7 @@ import * as m007 from './007_image_urls_made_per_answer';
 import * as m008 from './008_webhooks';
 import * as m009 from './009_unfinished_generations_index';
 import * as m010 from './010_token_last_used';
+import * as m011 from './011_idempotency_keys_and_start_deadline';
 
 export interface Migration {
   up(knex: Knex): Promise<void>;
@@ -32,4 +33,5 @@ export const MIGRATIONS: ReadonlyArray<readonly [name: string, migration: Migrat
   ['008_webhooks', m008],
   ['009_unfinished_generations_index', m009],
   ['010_token_last_used', m010],
+  ['011_idempotency_keys_and_start_deadline', m011],
 ];

@@ -207,6 +207,12 @@ const envSchema = z.object({
   BATCH_SIZE_MAX: int(4, 1, 64),
   /** The most items one page of a list (chatHistory, generations) may ask for with `first`. */
   PAGE_SIZE_MAX: int(100, 1, 10_000),
+  /** The largest startDeadlineSeconds a generateImage may ask for (24 h). */
+  START_DEADLINE_MAX_S: int(86_400, 1, 30 * 86_400),
+  /** How long an idempotencyKey (Idempotency-Key on REST) keeps answering with its generation (24 h). */
+  IDEMPOTENCY_TTL_S: int(86_400, 1, 365 * 86_400),
+  /** How often each API process ends QUEUED generations past their start deadline; 0: this process does not. */
+  START_DEADLINE_SWEEP_MS: int(1000, 0, 3_600_000),
 
   STORAGE_DIR: z.string().trim().min(1).default('.data/files'),
   /**
@@ -433,7 +439,9 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
       cfgScaleMax: e.CFG_SCALE_MAX,
       batchSizeMax: e.BATCH_SIZE_MAX,
       pageSizeMax: e.PAGE_SIZE_MAX,
+      startDeadlineMaxS: e.START_DEADLINE_MAX_S,
     },
+    submit: { idempotencyTtlS: e.IDEMPOTENCY_TTL_S, startDeadlineSweepMs: e.START_DEADLINE_SWEEP_MS },
     storage: {
       dir: e.STORAGE_DIR,
       filesUrlSecret: e.FILES_URL_SECRET,

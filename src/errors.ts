@@ -13,7 +13,9 @@ export type PublicErrorCode =
   | 'EMAIL_NOT_VERIFIED'
   | 'SERVICE_UNAVAILABLE'
   | 'RATE_LIMITED'
-  | 'CONFLICT';
+  | 'CONFLICT'
+  /** An idempotency key sent again with a different request (src/generation/idempotency.ts). */
+  | 'IDEMPOTENCY_CONFLICT';
 
 export class DomainError extends Error {
   override name = 'DomainError';

@@ -74,14 +74,25 @@ export function openApiDocument(limits: Config['limits']) {
           operationId: 'generateImage',
           summary: 'Queue a generation (also without the trailing slash)',
           security: [{ bearer: [] }],
+          parameters: [
+            {
+              name: 'Idempotency-Key',
+              in: 'header',
+              required: false,
+              schema: { type: 'string', minLength: 1, maxLength: 255, pattern: '^[\\x20-\\x7e]+$' },
+              description:
+                'Makes the request safe to retry: the same key from the same user within IDEMPOTENCY_TTL_S answers with the same task_id, charged once; with a different body, 409.',
+            },
+          ],
           requestBody: { required: true, content: { 'application/json': { schema: ref('GenerateImageRequest') } } },
           responses: {
-            '200': json(ref('TaskCreated'), 'Queued: batch_size photo credits are reserved (given back if it fails or is cancelled).'),
+            '200': json(ref('TaskCreated'), 'Queued: batch_size photo credits are reserved (given back if it fails or is cancelled). With an Idempotency-Key sent before: that request\'s task, nothing charged again.'),
             '401': problem('No token, or one that is unknown, revoked or expired (with WWW-Authenticate: Bearer).'),
             '402': problem('Not enough photo credits.'),
             '403': problem('The account’s email address is not confirmed yet.'),
             '413': problem('The body is larger than the endpoint accepts.'),
-            '422': json(ref('HTTPValidationError'), 'A malformed body or a field that breaks a rule; nothing is written.'),
+            '409': problem('The Idempotency-Key was already used with a different body; nothing is charged.'),
+            '422': json(ref('HTTPValidationError'), 'A malformed body, a field that breaks a rule or a malformed Idempotency-Key; nothing is written.'),
             '429': problem('Too many generations a minute, or too many unfinished; nothing is charged. Try again after Retry-After seconds.'),
             '503': problem('The job queue is unavailable; nothing is charged. Try again after Retry-After seconds.'),
           },

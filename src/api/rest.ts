@@ -11,6 +11,7 @@ import { bearerToken, type AuthUser } from '../auth/tokens';
 import type { Config } from '../config';
 import { notFound, SERVICE_UNAVAILABLE_RETRY_AFTER_S, unauthenticated, type DomainError, type PublicErrorCode } from '../errors';
 import type { generationInputSchema } from '../generation/input';
+import { idempotencyKeySchema } from '../generation/idempotency';
 import type { GenerationService } from '../generation/service';
 import { BodyError, readBody } from '../http';
 import type { Logger } from '../logger';
@@ -38,6 +39,7 @@ export const HTTP_STATUS_OF = {
   SERVICE_UNAVAILABLE: 503,
   RATE_LIMITED: 429,
   CONFLICT: 409,
+  IDEMPOTENCY_CONFLICT: 409,
 } as const satisfies Record<PublicErrorCode, number>;
 
 export interface RestDeps {
@@ -108,8 +110,18 @@ async function generate(deps: RestDeps, req: http.IncomingMessage): Promise<Http
   const user = await authenticate(deps, req);
   const parsed = parseGenerateBody(text, deps.rules);
   if (!parsed.ok) return new HttpAnswer(422, { detail: parsed.detail });
-  const row = await deps.generations.create(user, parsed.input);
+  const { row } = await deps.generations.create(user, parsed.input, null, { idempotencyKey: idempotencyKeyOf(req) });
   return new HttpAnswer(200, { task_id: row.id });
+}
+
+/** The Idempotency-Key header, checked by GraphQL's idempotencyKey rule; null when absent. */
+function idempotencyKeyOf(req: http.IncomingMessage): string | null {
+  const raw = req.headers['idempotency-key'];
+  if (raw === undefined) return null;
+  const checked = idempotencyKeySchema.safeParse(raw);
+  if (checked.success) return checked.data;
+  const msg = (checked.error.issues[0]?.message ?? 'invalid').replace('idempotencyKey', 'Idempotency-Key');
+  throw new HttpAnswer(422, { detail: [{ loc: ['header', 'Idempotency-Key'], msg, type: 'value_error' }] });
 }
 
 async function generationStatus(deps: RestDeps, req: http.IncomingMessage, taskId: string): Promise<HttpAnswer> {

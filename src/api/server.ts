@@ -26,6 +26,7 @@ import { QueueInfo } from '../generation/queueInfo';
 import { generationInputSchema } from '../generation/input';
 import { SamplerCatalog } from '../generation/samplers';
 import { GenerationService } from '../generation/service';
+import { startDeadlineSweeper } from '../generation/deadlines';
 import { JobProducer, waitingKey } from '../jobs/queues';
 import { withRequestId, type Logger } from '../logger';
 import { ProgressHub } from '../progress/hub';
@@ -160,7 +161,13 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
     credits: metrics.credits,
     rateLimits,
     maxUnfinishedPerUser: config.rateLimits.unfinishedGenerationsPerUser,
+    idempotencyTtlS: config.submit.idempotencyTtlS,
   });
+  // Overdue queued generations end on time even when no worker runs (src/generation/deadlines.ts).
+  const deadlines =
+    config.submit.startDeadlineSweepMs > 0
+      ? startDeadlineSweeper({ db, publisher, producer, log, credits: metrics.credits }, config.submit.startDeadlineSweepMs)
+      : null;
 
   const cors = new CorsPolicy(config.http.corsOrigins);
   const rest = createRestHandler({
@@ -314,6 +321,8 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
           server.closeAllConnections();
         });
         samplers.close();
+        // Before the producer and Redis close: a sweep under way publishes what it ends.
+        await deadlines?.close();
         // The streams have ended (their slots went back); then the heartbeat stops and its connection closes,
         // and the last-use writes under way end before whoever owns the database closes it.
         await streamSlots.close();

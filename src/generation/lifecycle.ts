@@ -6,6 +6,7 @@
  *
  *   QUEUED ─start→ STARTED ─generate→ GENERATING ─postProcess→ POST_PROCESSING ─stage→ UPLOADING ─succeed→ SUCCEEDED
  *   a failed try ─retry→ RETRYING ─start→ STARTED …       any live status ─fail→ FAILED, ─cancel→ CANCELLED
+ *   never started, past its start deadline ─expire→ CANCELLED (DEADLINE_EXCEEDED)
  *
  * A worker that died is replaced by a new attempt (`start` again from wherever it stopped), and a
  * re-delivered job whose images are already staged goes straight to `stage`.
@@ -44,7 +45,7 @@ export const PHASE_PROGRESS = {
   succeeded: 1,
 } as const;
 
-export type Transition = 'start' | 'generate' | 'postProcess' | 'stage' | 'retry' | 'succeed' | 'fail' | 'cancel';
+export type Transition = 'start' | 'generate' | 'postProcess' | 'stage' | 'retry' | 'succeed' | 'fail' | 'cancel' | 'expire';
 
 /** Each transition's target and the statuses it may be taken from. */
 export const TRANSITIONS: Readonly<Record<Transition, { to: GenerationStatus; from: readonly GenerationStatus[] }>> = {
@@ -63,6 +64,10 @@ export const TRANSITIONS: Readonly<Record<Transition, { to: GenerationStatus; fr
   succeed: { to: 'SUCCEEDED', from: ['UPLOADING', 'RETRYING'] },
   fail: { to: 'FAILED', from: LIVE_STATUSES },
   cancel: { to: 'CANCELLED', from: LIVE_STATUSES },
+  // Not started by its startDeadlineSeconds: the statement also requires that no attempt ever
+  // started (started_at unset) and that the deadline has passed by Postgres's clock. RETRYING: a
+  // first try that failed before it could start. A generation a worker has started is never expired.
+  expire: { to: 'CANCELLED', from: ['QUEUED', 'RETRYING'] },
 };
 
 export const canTransition = (from: GenerationStatus, transition: Transition): boolean => TRANSITIONS[transition].from.includes(from);

@@ -65,7 +65,7 @@ export async function pageGenerations(
 export async function transitionGeneration(
   db: Knex,
   id: string,
-  transition: Exclude<Transition, 'succeed' | 'fail' | 'cancel'>,
+  transition: Exclude<Transition, 'succeed' | 'fail' | 'cancel' | 'expire'>,
   extra: { progress?: number; newAttempt?: boolean } = {},
 ): Promise<GenerationRow | null> {
   const result = await db.raw<{ rows: GenerationRow[] }>(
@@ -89,12 +89,14 @@ export interface GenerationFailure {
 /**
  * Ends a live generation as FAILED or CANCELLED and gives its reserved credits back with a refund
  * row in the credit ledger, in one statement. Returns null when the generation was already final (nothing changes, nothing refunded).
+ * `expire` ends only a generation that never started whose start deadline has passed by Postgres's
+ * clock (null otherwise): the worker about to start it and every API's sweep may race on it, and one wins.
  * The refund is counted on `credits` (this process's metrics) once the statement has run.
  */
 export async function endGenerationWithRefund(
   db: Knex,
   id: string,
-  transition: 'fail' | 'cancel',
+  transition: 'fail' | 'cancel' | 'expire',
   error: GenerationFailure,
   credits?: CreditMeter,
 ): Promise<GenerationRow | null> {
@@ -103,6 +105,7 @@ export async function endGenerationWithRefund(
        UPDATE generations SET status = :status, error_code = :code, error_message = :message,
          error_retryable = :retryable, refunded_at = now(), finished_at = now(), updated_at = now()
        WHERE id = :id AND status IN (${fromStatusesSql(transition)}) AND refunded_at IS NULL
+         ${transition === 'expire' ? 'AND started_at IS NULL AND start_deadline_at <= now()' : ''}
        RETURNING *
      ), refunded AS (
        -- The ledger's unique key allows one refund per generation; the balance moves only by the
@@ -125,6 +128,6 @@ export async function endGenerationWithRefund(
   );
   const ended = result.rows[0] ?? null;
   // An ended row is always refunded: its refunded_at was NULL, and the ledger row goes with it.
-  if (ended && ended.credits_reserved > 0) credits?.refunded(ended.credits_reserved, transition === 'cancel' ? 'cancelled' : 'failed');
+  if (ended && ended.credits_reserved > 0) credits?.refunded(ended.credits_reserved, transition === 'fail' ? 'failed' : 'cancelled');
   return ended;
 }

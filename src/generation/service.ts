@@ -23,6 +23,14 @@ import type { GenerationRow } from './repository';
 import { GenerationInserter } from './inserter';
 import { countUnfinishedGenerations, endGenerationWithRefund, findGeneration, findGenerations, pageGenerations } from './repository';
 import { isTerminal, type GenerationStatus } from './lifecycle';
+import { requestHash } from './idempotency';
+import {
+  IDEMPOTENCY_KEY_CONSTRAINT,
+  insertKeyedGenerationReservingCredits,
+  readIdempotencyKey,
+  releaseIdempotencyKey,
+  type NewGeneration,
+} from '../db/statements';
 import { queueWebhook } from '../webhooks/events';
 import type { WebhookService, WebhookTarget } from '../webhooks/service';
 
@@ -51,6 +59,31 @@ export interface GenerationServiceDeps {
   rateLimits?: Pick<RateLimits, 'generation'>;
   /** MAX_UNFINISHED_GENERATIONS_PER_USER, checked by the statement that creates the generation; 0: none. */
   maxUnfinishedPerUser?: number;
+  /** IDEMPOTENCY_TTL_S: how long an idempotency key answers with its generation. Default 86400. */
+  idempotencyTtlS?: number;
+}
+
+/** What a submit may ask beside the generation's settings (both checked at the edge). */
+export interface SubmitOptions {
+  /** The same key from the same user within IDEMPOTENCY_TTL_S answers with the same generation. */
+  idempotencyKey?: string | null;
+  /** Still QUEUED this long after the insert, the generation is cancelled (DEADLINE_EXCEEDED). */
+  startDeadlineSeconds?: number | null;
+}
+
+export interface Submitted {
+  row: GenerationRow;
+  /** True when an idempotency key answered with the generation an earlier request created (nothing charged or queued now). */
+  replayed: boolean;
+}
+
+/** Claiming a key that keeps being taken and expiring between our tries: give up after this many. */
+const KEY_CLAIM_TRIES = 3;
+
+/** A unique violation on the key. Duck-typed: PGlite (dev) raises its own error class with the same fields as node-postgres. */
+function isKeyTaken(err: unknown): boolean {
+  const e = err as { code?: unknown; constraint?: unknown } | null;
+  return typeof e === 'object' && e !== null && e.code === '23505' && e.constraint === IDEMPOTENCY_KEY_CONSTRAINT;
 }
 
 /** How soon to try again after MAX_UNFINISHED_GENERATIONS_PER_USER: a guess, about one generation on a mid-range GPU. */
@@ -63,17 +96,36 @@ export class GenerationService {
     this.inserter = new GenerationInserter(deps.db, { maxUnfinished: deps.maxUnfinishedPerUser ?? 0 });
   }
 
-  async create(user: AuthUser, input: GenerationInput, webhook: WebhookTarget | null = null): Promise<GenerationRow> {
+  async create(user: AuthUser, input: GenerationInput, webhook: WebhookTarget | null = null, opts: SubmitOptions = {}): Promise<Submitted> {
     const { db, producer, log, emailVerification, webhooks, credits, rateLimits } = this.deps;
-    // First, before any work: a client past its rate is refused with nothing reserved or queued.
-    await rateLimits?.generation(user.id);
+    const key = opts.idempotencyKey ?? null;
+    const startDeadlineSeconds = opts.startDeadlineSeconds ?? null;
+    const hash = key === null ? '' : requestHash({ input, startDeadlineSeconds, webhook });
+    // First, before any work: a client past its rate is refused with nothing reserved or queued;
+    // but a retry with a live key gets its generation (it asks for no new work).
+    try {
+      await rateLimits?.generation(user.id);
+    } catch (err) {
+      const replay = key !== null && err instanceof DomainError && err.code === 'RATE_LIMITED' ? await this.replayOf(user.id, key, hash) : null;
+      if (!replay) throw err;
+      return { row: replay, replayed: true };
+    }
     if (emailVerification && !user.emailVerified && !(await emailVerification.isEmailVerified(user.id))) {
       throw new DomainError('EMAIL_NOT_VERIFIED', 'Confirm your email address first: follow the link in the mail sent at sign-up (signUp again sends a new one).');
     }
     // Before anything is reserved: a receiver that could never be delivered to is refused now.
     if (webhook) await webhooks.checkTarget(user.id, webhook);
     const id = randomUUID();
-    const row = await this.inserter.insert({ id, userId: user.id, input });
+    const generation: NewGeneration = { id, userId: user.id, input, startDeadlineSeconds };
+    let row: GenerationRow | null;
+    if (key === null) {
+      // The hot path: batched with other requests, no statement more than before keys existed.
+      row = await this.inserter.insert(generation);
+    } else {
+      const claimed = await this.insertKeyed(generation, key, hash);
+      if (claimed.replayed && claimed.row) return { row: claimed.row, replayed: true };
+      row = claimed.row;
+    }
     if (!row) {
       // Refused by the statement: too few credits, or too many unfinished. Only this path asks which.
       const max = this.deps.maxUnfinishedPerUser ?? 0;
@@ -102,9 +154,58 @@ export class GenerationService {
       }, credits);
       // Not awaited: with Redis unreachable it would only add ENQUEUE_TIMEOUT_MS to this answer.
       if (ended) void queueWebhook({ db, producer, log }, id, 'FAILED');
+      // The request failed: the same key sent again must create a generation, not answer with this one.
+      if (key !== null) await releaseIdempotencyKey(db, id).catch((e: unknown) => log.error({ err: e, generationId: id }, 'could not release the idempotency key'));
       throw new DomainError('SERVICE_UNAVAILABLE', 'The job queue is unavailable; your credits were returned. Try again shortly.');
     }
-    return row;
+    return { row, replayed: false };
+  }
+
+  /**
+   * Creates the generation claiming `key` in the same statement, or answers with the generation the
+   * key already names. The race of two requests with one key (on two API processes) is settled by
+   * the key's primary key in Postgres: the second statement waits for the first, fails on the key and
+   * charges nothing; it then reads the winner's generation (a second statement, only on this path).
+   * A statement refused for credits or unfinished generations reads the key too: a retry of a request
+   * that spent the user's last credits answers with its generation, not INSUFFICIENT_CREDITS.
+   * A key whose TTL has passed is deleted by that read and claimed again.
+   */
+  private async insertKeyed(generation: NewGeneration, key: string, hash: string): Promise<{ row: GenerationRow | null; replayed: boolean }> {
+    const { db } = this.deps;
+    const claim = { key, inputHash: hash, ttlS: this.deps.idempotencyTtlS ?? 86_400 };
+    for (let tries = 1; ; tries++) {
+      let refused = false;
+      try {
+        const row = await insertKeyedGenerationReservingCredits(db, generation, claim, this.deps.maxUnfinishedPerUser ?? 0);
+        if (row) return { row, replayed: false };
+        refused = true;
+      } catch (err) {
+        if (!isKeyTaken(err)) throw err;
+      }
+      const found = await this.replayOf(generation.userId, key, hash);
+      if (found) return { row: found, replayed: true };
+      if (refused) return { row: null, replayed: false };
+      // Released (its request failed) or past its TTL (deleted by the read): claim it again.
+      if (tries >= KEY_CLAIM_TRIES) throw new DomainError('SERVICE_UNAVAILABLE', 'The idempotency key is being taken and released by other requests right now; try again shortly.');
+    }
+  }
+
+  /**
+   * The generation a live key of the user names when `hash` is its request's; IDEMPOTENCY_CONFLICT
+   * when the key was used for another request; null when there is no live key (one past its TTL is
+   * deleted, so it may be claimed again).
+   */
+  private async replayOf(userId: string, key: string, hash: string): Promise<GenerationRow | null> {
+    const found = await readIdempotencyKey(this.deps.db, userId, key);
+    if (!found || found.expired) return null;
+    if (found.inputHash !== hash) {
+      throw new DomainError(
+        'IDEMPOTENCY_CONFLICT',
+        'This idempotency key was already used with a different request; send a new key for a new generation.',
+        { generationId: found.generation.id },
+      );
+    }
+    return found.generation;
   }
 
   /** The generation if `user` may see it (owner or admin), else null: others' ids look missing. */

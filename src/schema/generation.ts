@@ -3,6 +3,7 @@ import type { Config } from '../config';
 import { WEBHOOK_EVENTS } from '../webhooks/events';
 import type { GenerationInput, SamplerCheck } from '../generation/input';
 import { generationInputSchema } from '../generation/input';
+import { idempotencyKeySchema, startDeadlineSchema } from '../generation/idempotency';
 import type { GenerationRow } from '../generation/repository';
 import { notFound } from '../errors';
 import type { ProgressEvent } from '../progress/event';
@@ -79,8 +80,13 @@ export function addGenerationTypes(
         sampler: t.string({ defaultValue: 'Euler a', description: "One of the Stable Diffusion server's samplers." }),
         seed: t.field({ type: 'SafeInt', defaultValue: -1, description: '-1 = random, else 0..4294967295.' }),
         batchSize: t.int({ defaultValue: 1, description: 'Images in one generation; each costs one photo credit.' }),
-        idempotencyKey: t.string({ description: 'Reserved for the reliability work: not yet honoured.' }),
-        startDeadlineSeconds: t.int({ description: 'Reserved for the reliability work: not yet honoured.' }),
+        idempotencyKey: t.string({
+          description:
+            'Makes the submit safe to retry: the same key from the same user within IDEMPOTENCY_TTL_S answers with the same generation, charged once; the same key with a different input is refused with IDEMPOTENCY_CONFLICT. 1 to 255 printable ASCII characters.',
+        }),
+        startDeadlineSeconds: t.int({
+          description: `Not started by a worker this many seconds after the submit, the generation ends CANCELLED with error code DEADLINE_EXCEEDED and its credits back, without reaching the GPU. 1 to ${limits.startDeadlineMaxS} (START_DEADLINE_MAX_S).`,
+        }),
         webhookUrl: t.string({
           description: 'Where to POST signed webhooks of this generation (http or https, a public address); else the default of updateWebhookSettings.',
         }),
@@ -88,7 +94,14 @@ export function addGenerationTypes(
       }),
     })
     // The webhook fields are not the generation's settings: kept beside them, checked by the service.
-    .validate(generationInputSchema(limits, opts.samplers).safeExtend({ webhookUrl: z.string().nullish(), webhookEvents: z.array(z.enum(WEBHOOK_EVENTS)).nullish() }));
+    .validate(
+      generationInputSchema(limits, opts.samplers).safeExtend({
+        webhookUrl: z.string().nullish(),
+        webhookEvents: z.array(z.enum(WEBHOOK_EVENTS)).nullish(),
+        idempotencyKey: idempotencyKeySchema.nullish(),
+        startDeadlineSeconds: startDeadlineSchema(limits.startDeadlineMaxS).nullish(),
+      }),
+    );
 
   const Generation = builder.objectRef<GenerationRow>('Generation').implement({
     fields: (t) => ({
@@ -130,6 +143,11 @@ export function addGenerationTypes(
       createdAt: t.expose('created_at', { type: 'DateTime' }),
       startedAt: t.expose('started_at', { type: 'DateTime', nullable: true }),
       finishedAt: t.expose('finished_at', { type: 'DateTime', nullable: true }),
+      startDeadlineAt: t.expose('start_deadline_at', {
+        type: 'DateTime',
+        nullable: true,
+        description: 'With startDeadlineSeconds: not started by then, it ends CANCELLED with DEADLINE_EXCEEDED.',
+      }),
       updatedAt: t.expose('updated_at', { type: 'DateTime' }),
     }),
   });
@@ -164,9 +182,14 @@ export function addGenerationTypes(
       description: 'Reserves batchSize photo credits and queues the generation; watch it with generationProgress.',
       args: { input: t.arg({ type: GenerateImageInput, required: true }) },
       resolve: async (_r, args, ctx) => {
-        const { webhookUrl, webhookEvents, ...input } = args.input;
+        const { webhookUrl, webhookEvents, idempotencyKey, startDeadlineSeconds, ...input } = args.input;
         const url = parseWebhookUrl(webhookUrl);
-        const row = await ctx.generations.create(requireUser(ctx), input, url ? { url, events: webhookEvents ?? [] } : null);
+        const { row, replayed } = await ctx.generations.create(requireUser(ctx), input, url ? { url, events: webhookEvents ?? [] } : null, {
+          idempotencyKey,
+          startDeadlineSeconds,
+        });
+        // A generation an earlier request with the key created may have moved on: read as any other.
+        if (replayed) return row;
         // Its state is known (QUEUED, seq 0): `status` and the other fields need not read Redis and
         // Postgres for it (three round trips); only `current` adds the queue position.
         ctx.progressMemo.set(row.id, { state: ctx.generations.createdProgress(row), created: true });

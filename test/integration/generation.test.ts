@@ -1,6 +1,7 @@
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gql } from '../helpers/graphql';
+import { PROCESSES_TEST_MS } from '../helpers/budgets';
 import { startStack, type Stack } from '../helpers/stack';
 import { GenerationDoc, MeDoc } from './documents';
 import { events, expectWellFormedStream, generate, HAPPY_ORDER, statusPath, watch } from './helpers';
@@ -102,7 +103,8 @@ describe('a generation, end to end over real HTTP', () => {
     } finally {
       await second.stop();
     }
-  });
+    // A spawned API's start alone has taken past the default 30 s with the whole suite running.
+  }, PROCESSES_TEST_MS);
 
   it("another user's generation is answered as not found", async () => {
     const owner = await stack.createUser(2);

@@ -34,6 +34,10 @@ function take(tdb: TestDatabase, id: string, transition: Transition): Promise<Ge
     case 'fail':
     case 'cancel':
       return endGenerationWithRefund(tdb.db, id, transition, FAILURE);
+    case 'expire':
+      // Its deadline has passed: only the status decides.
+      return tdb.db('generations').where({ id }).update({ start_deadline_at: tdb.db.raw("now() - interval '1 second'") })
+        .then(() => endGenerationWithRefund(tdb.db, id, 'expire', FAILURE));
     default:
       return transitionGeneration(tdb.db, id, transition);
   }
@@ -69,9 +73,11 @@ describe('the generation state machine', () => {
     if (canTransition(from, transition)) {
       expect(await result).toBeTruthy();
       expect((await after())?.status).toBe(TRANSITIONS[transition].to);
-    } else if (isTerminal(from)) {
+    } else if (isTerminal(from) || transition === 'expire') {
+      // An end (like fail and cancel where they do not apply) writes nothing and answers null; expire
+      // is not an error where a worker started the generation first (it raced the start).
       expect(await result).toBeFalsy();
-      expect(await after()).toEqual(before);
+      expect({ ...(await after()), start_deadline_at: null }).toEqual({ ...before, start_deadline_at: null });
     } else {
       await expect(result).rejects.toThrow(IllegalTransitionError);
       expect(await after()).toEqual(before);
@@ -104,5 +110,24 @@ describe('the generation state machine', () => {
     const overtaken = await at('UPLOADING');
     await expect(take(tdb, overtaken, 'postProcess')).rejects.toThrow(IllegalTransitionError);
     expect(await status(overtaken)).toBe('UPLOADING');
+  });
+
+  it('expires only a generation that never started, once its deadline has passed by the database clock', async () => {
+    const withDeadline = async (status: GenerationStatus, deadline: string, started: boolean) => {
+      const id = await at(status);
+      await tdb.db('generations').where({ id }).update({ start_deadline_at: tdb.db.raw(deadline), started_at: started ? tdb.db.fn.now() : null });
+      return id;
+    };
+    const notYet = await withDeadline('QUEUED', "now() + interval '1 hour'", false);
+    const none = await at('QUEUED');
+    const retriedAfterStart = await withDeadline('RETRYING', "now() - interval '1 second'", true);
+    for (const id of [notYet, none, retriedAfterStart]) {
+      expect(await endGenerationWithRefund(tdb.db, id, 'expire', FAILURE)).toBeNull();
+    }
+    expect([await status(notYet), await status(none), await status(retriedAfterStart)]).toEqual(['QUEUED', 'QUEUED', 'RETRYING']);
+    const overdue = await withDeadline('QUEUED', "now() - interval '1 second'", false);
+    expect(await endGenerationWithRefund(tdb.db, overdue, 'expire', FAILURE)).toMatchObject({ status: 'CANCELLED', error_code: 'TEST' });
+    // A second expire (another process's sweep, the worker) changes nothing.
+    expect(await endGenerationWithRefund(tdb.db, overdue, 'expire', FAILURE)).toBeNull();
   });
 });

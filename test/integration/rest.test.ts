@@ -297,7 +297,7 @@ describe('the old REST endpoints, over real HTTP', () => {
     expect(doc.openapi).toBe('3.1.0');
     const generateOp = doc.paths['/api/v1/generate-image/']?.post;
     const statusOp = doc.paths['/api/v1/generation-status/{task_id}']?.get;
-    expect(Object.keys(generateOp?.responses ?? {}).sort()).toEqual(['200', '401', '402', '403', '413', '422', '429', '503']);
+    expect(Object.keys(generateOp?.responses ?? {}).sort()).toEqual(['200', '401', '402', '403', '409', '413', '422', '429', '503']);
     expect(Object.keys(statusOp?.responses ?? {}).sort()).toEqual(['200', '401', '404']);
     const schemaOf = (ref: string | undefined) => doc.components.schemas[ref?.replace('#/components/schemas/', '') ?? '']!;
     const request = schemaOf(generateOp?.requestBody?.content['application/json']?.schema.$ref);

@@ -24,6 +24,7 @@ import type { ProgressPublisher } from '../../src/progress/publisher';
 import { queueWebhook } from '../../src/webhooks/events';
 import type { SdClient, SdProgress } from '../../src/sd/client';
 import { GenerationReporter } from './generationReporter';
+import { expireIfOverdue } from '../../src/generation/deadlines';
 
 /** How often a running generation checks whether it was cancelled (a cancel may come from any API process). */
 const CANCEL_CHECK_MS = 1000;
@@ -80,6 +81,16 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
         return;
       }
 
+      // A start deadline is checked here, before the start and the GPU: past it, the generation ends
+      // CANCELLED (DEADLINE_EXCEEDED) with its credits back. One statement, only for those with one.
+      if (
+        existing.start_deadline_at &&
+        !existing.started_at &&
+        (await untilDb('check its start deadline', () => expireIfOverdue({ db, publisher, producer, log: ctx.log, credits: deps.credits }, id)))
+      ) {
+        ctx.log.info({ generationId: id }, 'generation past its start deadline was cancelled before it started');
+        return;
+      }
       // Written twice, it counts one attempt too many: a dropped commit costs at most one of the margin.
       const row = await untilDb('start an attempt', () => transitionGeneration(db, id, 'start', { newAttempt: true }));
       if (!row) return;

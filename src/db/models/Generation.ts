@@ -19,4 +19,6 @@ export class Generation extends Model {
   declare started_at: Date | null;
   declare finished_at: Date | null;
   declare updated_at: Date;
+  /** startDeadlineSeconds after the insert (Postgres's clock): still QUEUED then, it is CANCELLED with DEADLINE_EXCEEDED. */
+  declare start_deadline_at: Date | null;
 }
