@@ -71,8 +71,9 @@ describe('time limits', () => {
     // The SD server was freed: the worker interrupted it, and it runs nothing any more. (Not a
     // follow-up generation: under this stack's 1 s hard limit, a busy machine fails that one too.)
     expect(stack.sim.stats.interrupts).toBeGreaterThanOrEqual(1);
+    const sdUrl = stack.sim.url;
     await expect
-      .poll(async () => ((await (await fetch(`${stack.sim.url}/sdapi/v1/progress`)).json()) as { state: { job_count: number } }).state.job_count)
+      .poll(async () => ((await (await fetch(`${sdUrl}/sdapi/v1/progress`)).json()) as { state: { job_count: number } }).state.job_count)
       .toBe(0);
   });
 });
