@@ -156,7 +156,7 @@ async function start(
 
   let sdUrl = config.sd.url;
   if (!sdUrl) {
-    const sim = createSdSimulator({ stepMs: config.sd.simulatorStepMs });
+    const sim = createSdSimulator({ stepMs: config.sd.simulatorStepMs, ignoreTaskId: config.sd.simulatorIgnoresTaskId });
     sdUrl = await sim.listen(0, '127.0.0.1');
     cleanups.push(() => sim.close());
     log.warn(`APP_SD_API_URL is not set: using the built-in Stable Diffusion SIMULATOR at ${sdUrl} (its images are test patterns)`);
