@@ -94,9 +94,11 @@ export class SdFleet {
   private closed = false;
   /** Where the next search for a free server starts: spreads jobs over the list. */
   private next = 0;
-  /** Woken when a server is released or comes back, so a waiting job looks again at once. */
-  private wake: (() => void) | undefined;
+  /** Wakes a waiting job before its next poll (a server was released or came back). */
+  private readonly wakers = new Map<object, () => void>();
   private readonly leases = new Set<LeaseImpl>();
+  /** This worker's jobs waiting for a server, first come first: their place in line. */
+  private readonly waiting: object[] = [];
 
   constructor(private readonly opts: SdFleetOptions) {
     if (opts.servers.length === 0) throw new RangeError('an SD fleet needs at least one server');
@@ -141,7 +143,7 @@ export class SdFleet {
           if (m.state === 'down') this.opts.log.info({ sd: m.setting.url }, 'sd server answers again; back in use');
           m.state = 'up';
           m.error = null;
-          this.wake?.();
+          this.wakeHead();
         } catch (err) {
           if (m.state === 'up') this.opts.log.warn({ sd: m.setting.url, err: messageOf(err) }, 'sd server does not answer its check; taken out');
           m.state = 'down';
@@ -188,31 +190,55 @@ export class SdFleet {
   /**
    * Waits for a server that is free here and whose lease it can take, preferring those that are
    * up; `avoid` (a server that just failed this job) is taken only when nothing else is free.
-   * `onWait` is called once if the job has to wait. Rejects with SD_ABORTED when `signal` aborts.
+   * While it waits, `onWait` is told its place among this worker's jobs waiting for a server
+   * (1 = next), when it starts waiting and whenever that place changes. Rejects with SD_ABORTED
+   * when `signal` aborts.
    */
-  async acquire(signal: AbortSignal, opts: { avoid?: string; onWait?: () => void } = {}): Promise<SdServerLease> {
-    let waited = false;
-    for (;;) {
-      if (signal.aborted || this.closed) throw new SdError('SD_ABORTED', 'waiting for a free Stable Diffusion server was aborted.', { cause: signal.reason });
-      const lease = await this.tryAcquire(opts.avoid);
-      if (lease) return lease;
-      if (!waited) {
-        waited = true;
-        opts.onWait?.();
+  async acquire(signal: AbortSignal, opts: { avoid?: string; onWait?: (position: number) => void } = {}): Promise<SdServerLease> {
+    const me = {};
+    let told = 0;
+    try {
+      for (;;) {
+        if (signal.aborted || this.closed) throw new SdError('SD_ABORTED', 'waiting for a free Stable Diffusion server was aborted.', { cause: signal.reason });
+        // First come, first served among this worker's jobs: only the head of the line tries.
+        if (this.waiting.length === 0 || this.waiting[0] === me) {
+          const lease = await this.tryAcquire(opts.avoid);
+          if (lease) return lease;
+        }
+        if (!this.waiting.includes(me)) this.waiting.push(me);
+        const position = this.waiting.indexOf(me) + 1;
+        if (position !== told) {
+          told = position;
+          opts.onWait?.(position);
+        }
+        await this.nap(me, signal);
       }
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(t);
-          signal.removeEventListener('abort', done);
-          if (this.wake === done) this.wake = undefined;
-          resolve();
-        };
-        const t = setTimeout(done, this.opts.waitPollMs);
-        signal.addEventListener('abort', done, { once: true });
-        // One waiter is woken directly; the others look at their next poll.
-        this.wake = done;
-      });
+    } finally {
+      const i = this.waiting.indexOf(me);
+      if (i >= 0) this.waiting.splice(i, 1);
+      // The next in line may try at once.
+      this.wakeHead();
     }
+  }
+
+  /** Until the next poll, a server freed here (for the head of the line), or `signal`. */
+  private nap(me: object, signal: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(t);
+        signal.removeEventListener('abort', done);
+        this.wakers.delete(me);
+        resolve();
+      };
+      const t = setTimeout(done, this.opts.waitPollMs);
+      signal.addEventListener('abort', done, { once: true });
+      this.wakers.set(me, done);
+    });
+  }
+
+  private wakeHead(): void {
+    const head = this.waiting[0];
+    if (head) this.wakers.get(head)?.();
   }
 
   private async tryAcquire(avoid: string | undefined): Promise<LeaseImpl | null> {
@@ -250,7 +276,7 @@ export class SdFleet {
   freed(lease: LeaseImpl, m: Member): void {
     this.leases.delete(lease);
     m.busy = false;
-    this.wake?.();
+    this.wakeHead();
   }
 
   renew(key: string, token: string): Promise<number> {
@@ -265,7 +291,7 @@ export class SdFleet {
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.timer);
-    this.wake?.();
+    this.wakeHead();
     await this.checking;
     await Promise.all([...this.leases].map((l) => l.release()));
     await Promise.all(this.members.map((m) => m.client.close()));

@@ -68,17 +68,28 @@ describe('SdFleet', () => {
     expect(new Set([first.url, second.url]).size).toBe(2);
     expect(await redis.get(sdLeaseKey(prefix, first.url))).not.toBeNull();
 
-    // Both servers are leased: a third acquire waits, whichever fleet asks.
+    // Both servers are leased: a third and a fourth acquire wait, in line, whichever fleet asks.
     let third: SdServerLease | undefined;
-    let waited = false;
-    const pending = b.acquire(AbortSignal.timeout(30_000), { onWait: () => (waited = true) }).then((l) => (third = l));
-    await until(() => waited, 'the third acquire to wait');
-    expect(third).toBeUndefined();
+    let fourth: SdServerLease | undefined;
+    const thirdAt: number[] = [];
+    const fourthAt: number[] = [];
+    const pending3 = b.acquire(AbortSignal.timeout(30_000), { onWait: (p) => thirdAt.push(p) }).then((l) => (third = l));
+    await until(() => thirdAt.length > 0, 'the third acquire to wait');
+    const pending4 = b.acquire(AbortSignal.timeout(30_000), { onWait: (p) => fourthAt.push(p) }).then((l) => (fourth = l));
+    await until(() => fourthAt.length > 0, 'the fourth acquire to wait');
+    expect([thirdAt, fourthAt]).toEqual([[1], [2]]);
+    expect(third ?? fourth).toBeUndefined();
     await first.release();
-    await pending;
+    // First come, first served: the third gets the freed server, the fourth moves up.
+    await pending3;
     expect(third!.url).toBe(first.url);
+    await until(() => fourthAt.at(-1) === 1, 'the fourth to be next in line');
+    expect(fourth).toBeUndefined();
     expect(b.status().filter((s) => s.busy).map((s) => s.url).sort()).toEqual(urls.slice().sort());
-    await Promise.all([second.release(), third!.release()]);
+    await second.release();
+    await pending4;
+    expect(fourth!.url).toBe(second.url);
+    await Promise.all([third!.release(), fourth!.release()]);
     expect(await redis.get(sdLeaseKey(prefix, first.url))).toBeNull();
   });
 

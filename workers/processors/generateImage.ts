@@ -155,7 +155,8 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
         };
 
         const taskId = `${id}-${row.attempts}`;
-        const waitingForServer = () => reporter.report({ status: 'STARTED', progress: 0 });
+        // Every server is busy (or leased by another worker): the job says where it stands among this worker's waiting jobs.
+        const waitingForServer = (position: number) => reporter.report({ status: 'STARTED', progress: 0, queuePosition: position });
         // The limit may have passed already (the signal is made on first use, aborted if so).
         if (ctx.softSignal.aborted) softLimitPassed = true;
         else ctx.softSignal.addEventListener('abort', onSoftLimit, { once: true });
