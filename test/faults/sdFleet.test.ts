@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listWorkers } from '../../src/jobs/presence';
+import { sdLeaseKey } from '../../src/sd/fleet';
 import { createLogger } from '../../src/logger';
 import { createWorker, type Worker } from '../../workers/worker';
 import { events, expectWellFormedStream, generate, statusPath, watch } from '../integration/helpers';
@@ -108,7 +109,7 @@ describe('two workers sharing one list of two SD servers', () => {
   let second: Worker;
   beforeAll(async () => {
     // Steps slow enough that both workers' four slots want the two servers at once.
-    stack = await startStack({ sdServers: 2, env: FLEET_ENV, simulator: { stepMs: 20 } });
+    stack = await startStack({ sdServers: 2, env: { ...FLEET_ENV, SD_LEASE_TTL_MS: '3000' }, simulator: { stepMs: 20 } });
     second = createWorker({ config: stack.config, db: stack.tdb.db, log: createLogger('silent'), storage: stack.storage, sdUrl: stack.env.APP_SD_API_URL });
     await second.start();
   });
@@ -131,5 +132,26 @@ describe('two workers sharing one list of two SD servers', () => {
     expect(ran(stack.worker!) + ran(second)).toBe(10);
     expect(ran(stack.worker!)).toBeGreaterThan(0);
     expect(ran(second)).toBeGreaterThan(0);
+  });
+
+  it('a job whose lease another holder took stops on that server at once and finishes on the other, not as a retry', async () => {
+    const { token } = await stack.createUser(5);
+    for (const s of stack.sims) s.pause();
+    const gens = await generateMany(stack, token, 1);
+    await until(() => inFlight(stack).includes(1), 'the job to reach a server');
+    const taken = inFlight(stack).indexOf(1);
+    const other = 1 - taken;
+    const url = stack.env.APP_SD_API_URL!.split(',')[taken]!;
+    const key = sdLeaseKey(stack.env.REDIS_PREFIX!, url);
+    // Someone else holds the server's lease now (it expired and was taken, say): at its next renewal
+    // the worker must notice and hang up on that server, before it sends anything more there.
+    await stack.redis.set(key, 'intruder', 'PX', 60_000);
+    await until(() => stack.sims[taken]!.stats.txt2imgInFlight === 0 && stack.sims[other]!.stats.txt2imgInFlight === 1, 'the job to move to the other server');
+    stack.sims[other]!.resume();
+    await expectAllSucceeded(stack, gens);
+    expect(await stack.redis.get(key)).toBe('intruder');
+    await stack.redis.del(key);
+    stack.sims[taken]!.resume();
+    for (const s of stack.sims) expect(s.stats.maxConcurrentTxt2img).toBe(1);
   });
 });
