@@ -20,10 +20,15 @@ export const scenario: Scenario = {
   id: 'fleet',
   title: 'A fleet of SD servers: generations per second with three simulators against one',
   async run(ctx) {
-    const stepMs = ctx.quick ? 25 : 50;
+    const stepMs = ctx.quick ? 25 : 100;
     const perRound = ctx.quick ? 9 : 30;
     const rounds = ctx.quick ? 1 : 2;
-    const sims: SdSimulator[] = Array.from({ length: 3 }, () => createSdSimulator({ stepMs }));
+    // Seconds the servers spent answering txt2img calls during the side being measured.
+    let busySeconds = 0;
+    let measuring = false;
+    const sims: SdSimulator[] = Array.from({ length: 3 }, () =>
+      createSdSimulator({ stepMs, onTaskDone: (t) => measuring && (busySeconds += (t.answeredAt - t.receivedAt) / 1000) }),
+    );
     const urls: string[] = [];
     for (const s of sims) urls.push(await s.listen(0, '127.0.0.1'));
     // The sides: servers, and the worker's slots (undefined: its default).
@@ -32,7 +37,8 @@ export const scenario: Scenario = {
       { key: 'three', servers: 3, slots: undefined },
       { key: 'threeSpare', servers: 3, slots: 4 },
     ] as const;
-    const measured = { one: { count: 0, seconds: 0 }, three: { count: 0, seconds: 0 }, threeSpare: { count: 0, seconds: 0 } };
+    const empty = () => ({ count: 0, seconds: 0, busy: 0, servers: 0 });
+    const measured = { one: empty(), three: empty(), threeSpare: empty() };
     try {
       for (let round = 0; round < rounds; round++) {
         // Alternated, so that a busier moment of this shared machine does not favour one side.
@@ -55,6 +61,8 @@ export const scenario: Scenario = {
             // Warm-up: one per server, so thread start-up and first connections are not measured.
             await Promise.race([service.died, Promise.all(Array.from({ length: servers }, (_, i) => one(perRound + i)))]);
             ctx.log(`  round ${round + 1}: ${perRound} generations on ${servers} server(s), ${slots ?? 'default'} slots`);
+            busySeconds = 0;
+            measuring = true;
             const started = performance.now();
             // Twice as many in flight as servers: the queue is never empty.
             let next = 0;
@@ -67,8 +75,12 @@ export const scenario: Scenario = {
               ),
             ]);
             if (failed > 0) throw new Error(`${failed} generation(s) did not succeed`);
+            const seconds = (performance.now() - started) / 1000;
+            measuring = false;
             measured[key].count += perRound;
-            measured[key].seconds += (performance.now() - started) / 1000;
+            measured[key].seconds += seconds;
+            measured[key].busy += busySeconds;
+            measured[key].servers = servers;
           } finally {
             await service.stop();
           }
@@ -79,11 +91,13 @@ export const scenario: Scenario = {
     }
     const rate = (k: keyof typeof measured) => measured[k].count / measured[k].seconds;
     const ideal = (servers: number) => round((servers * 1000) / (stepMs * STEPS), 2);
+    /** The share of the servers' time spent answering txt2img (a call's time includes no queueing: one at a time). */
+    const busy = (k: keyof typeof measured) => round((100 * measured[k].busy) / (measured[k].seconds * measured[k].servers), 1);
     const concurrent = Math.max(...sims.map((s) => s.stats.maxConcurrentTxt2img));
     const rows: Row[] = [
-      { label: 'one SD server (worker default: 2 slots)', figures: { 'generations/s': round(rate('one'), 2), 'ideal generations/s': ideal(1), '× one server': 1 } },
-      { label: 'three SD servers (worker default: 3 slots)', figures: { 'generations/s': round(rate('three'), 2), 'ideal generations/s': ideal(3), '× one server': round(rate('three') / rate('one'), 2) } },
-      { label: 'three SD servers, 4 slots (one spare, as one server has)', figures: { 'generations/s': round(rate('threeSpare'), 2), 'ideal generations/s': ideal(3), '× one server': round(rate('threeSpare') / rate('one'), 2) } },
+      { label: 'one SD server (worker default: 2 slots)', figures: { 'generations/s': round(rate('one'), 2), 'ideal generations/s': ideal(1), '× one server': 1, 'servers busy %': busy('one') } },
+      { label: 'three SD servers (worker default: 3 slots)', figures: { 'generations/s': round(rate('three'), 2), 'ideal generations/s': ideal(3), '× one server': round(rate('three') / rate('one'), 2), 'servers busy %': busy('three') } },
+      { label: 'three SD servers, 4 slots (one spare, as one server has)', figures: { 'generations/s': round(rate('threeSpare'), 2), 'ideal generations/s': ideal(3), '× one server': round(rate('threeSpare') / rate('one'), 2), 'servers busy %': busy('threeSpare') } },
       { label: 'most txt2img calls one server had at once', figures: { calls: concurrent } },
     ];
     return {
@@ -94,6 +108,7 @@ export const scenario: Scenario = {
       ],
       notes: [
         `Each generation is 256×256, ${STEPS} steps at ${stepMs} ms a step (${(STEPS * stepMs) / 1000} s in SD), one image; ${perRound} generations per side and round, ${rounds} round(s), the sides' order reversed every other round; the clients keep twice as many generations in flight as there are servers.`,
+        '"Servers busy %" is the time the simulators spent answering txt2img calls over the measured time and servers; a call takes longer than its steps when this machine delays the simulators\' timers (they share the bench process with the clients).',
         'With one slot per server, a server idles from the end of its txt2img call until its slot has post-processed, staged and queued the upload, and taken and started the next job; a spare slot has that job waiting for the server already. One server has a spare slot by default (2 slots).',
         'API and worker are separate processes (`npm run api`, `npm run worker` with its default slots); the simulators and the clients run in the bench process. The worker sends each server one job at a time under its lease in Redis.',
       ],

@@ -113,9 +113,9 @@ export class SdFleet {
     return this.members.length;
   }
 
-  /** The first server's client: the one whose samplers the worker reads at start. */
+  /** The client of the first server up (else the first listed): the one whose samplers the worker reads at start. */
   get first(): SdClient {
-    return this.members[0]!.client;
+    return (this.members.find((m) => m.state === 'up') ?? this.members[0]!).client;
   }
 
   /** Checks every server once (resolves when done, never rejects), then keeps checking. */
