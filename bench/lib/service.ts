@@ -10,6 +10,7 @@ import path from 'node:path';
 import { Redis } from 'ioredis';
 import { createUserWithToken } from '../../src/auth/tokens';
 import { createTestDatabase } from '../../test/helpers/database';
+import { PROCESS_START_MS } from '../../test/helpers/budgets';
 import { startSmtp } from '../../test/helpers/smtp';
 import { freePort, waitForHealth } from '../../test/helpers/stack';
 import { BENCH_LIMITS_ENV } from './limits';
@@ -72,7 +73,8 @@ export async function startBenchService(ctx: BenchContext, opts: { name: string;
     await rm(storageDir, { recursive: true, force: true });
   };
   try {
-    await waitForHealth(baseUrl, 30_000, () => api.child.exitCode === null);
+    // A bound on a hang, not a measurement: the API takes far longer to start on a loaded machine.
+    await waitForHealth(baseUrl, PROCESS_START_MS, () => api.child.exitCode === null);
   } catch (err) {
     await stop();
     throw err;
