@@ -4,6 +4,8 @@
  * /sdapi/v1/progress, so progress still arrives, down to the subscription.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PROCESSES_TEST_MS } from '../helpers/budgets';
+import { spawnWatched } from '../helpers/run';
 import { SdClient, type SdProgress } from '../../src/sd/client';
 import { createSdSimulator, type SdSimulator } from '../../src/sd/simulator/index';
 import { events, generate, watch } from '../integration/helpers';
@@ -53,6 +55,43 @@ describe('the simulator ignoring task ids, and the client', () => {
     } finally {
       await client.close();
     }
+  });
+});
+
+describe('npm run sd:simulator in that mode', () => {
+  // Both ways to ask for it: the flag, and the environment (for dev and containers).
+  for (const [how, args, env] of [
+    ['--ignore-task-id', ['--ignore-task-id'], {}],
+    ['SD_SIMULATOR_IGNORE_TASK_ID=true', [], { SD_SIMULATOR_IGNORE_TASK_ID: 'true' }],
+  ] as const) {
+    it(`is turned on by ${how}`, { timeout: PROCESSES_TEST_MS }, async () => {
+      const sim = spawnWatched(process.execPath, ['--import', 'tsx', 'src/sd/simulator/main.ts', '--port', '0', '--step-ms', '20', ...args], {
+        env: { ...process.env, ...env },
+      });
+      try {
+        await sim.waitFor(/listening on (http:\/\/\S+) .*ignores task ids/);
+        const url = /listening on (http:\/\/\S+)/.exec(sim.output())![1]!;
+        const call = fetch(`${url}/sdapi/v1/txt2img`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ prompt: 'p', steps: 100, width: 64, height: 64, force_task_id: 'mine' }),
+        });
+        await until(async () => (await samplingStep(url)) > 0, 'the job to sample');
+        const internal = (await (await fetch(`${url}/internal/progress`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id_task: 'mine' }) })).json()) as Record<string, unknown>;
+        expect(internal).toMatchObject({ active: false, queued: false, completed: false, textinfo: 'Waiting...' });
+        await fetch(`${url}/sdapi/v1/interrupt`, { method: 'POST' });
+        expect((await call).status).toBe(200);
+      } finally {
+        sim.child.kill('SIGTERM');
+        await sim.exited;
+      }
+    });
+  }
+
+  it('refuses a SD_SIMULATOR_IGNORE_TASK_ID that is not a boolean, saying so', { timeout: PROCESSES_TEST_MS }, async () => {
+    const sim = spawnWatched(process.execPath, ['--import', 'tsx', 'src/sd/simulator/main.ts', '--port', '0'], { env: { ...process.env, SD_SIMULATOR_IGNORE_TASK_ID: 'maybe' } });
+    expect(await sim.exited).toBe(2);
+    expect(sim.output()).toMatch(/SD_SIMULATOR_IGNORE_TASK_ID must be true or false/);
   });
 });
 
