@@ -125,8 +125,23 @@ const envSchema = z.object({
    */
   DATABASE_ACQUIRE_TIMEOUT_MS: int(2000, 100, 600_000),
 
-  APP_SD_API_URL: optionalString.pipe(url(['http:', 'https:']).optional()),
-  /** HTTP basic auth for a server started with --api-auth, as user:pass. */
+  /**
+   * The SD server, or a fleet of them comma-separated, each with optional user:pass@ (HTTP basic,
+   * over APP_SD_API_AUTH for that server). A worker gives each listed server one job at a time.
+   */
+  APP_SD_API_URL: optionalString.pipe(
+    z
+      .string()
+      .refine((v) => {
+        try {
+          return sdServerList(v, undefined).length > 0;
+        } catch {
+          return false;
+        }
+      }, 'must be one http:// or https:// URL, or several comma-separated, each listed once')
+      .optional(),
+  ),
+  /** HTTP basic auth for a server started with --api-auth, as user:pass (a URL's own user:pass@ wins). */
   APP_SD_API_AUTH: optionalString.pipe(
     z.string().regex(/^[^:]+:.+$/, 'must look like user:password').optional(),
   ),
@@ -135,8 +150,28 @@ const envSchema = z.object({
   SD_PREVIEW_SIZE: int(128, 16, 1024),
   /** `npm run dev` without APP_SD_API_URL: the built-in simulator's time per sampling step. */
   SD_SIMULATOR_STEP_MS: int(DEFAULT_STEP_MS, 0, 60_000),
+  /** The simulator (dev's, or `npm run sd:simulator`) behaves like SD.Next: /internal/progress never knows a task id. */
+  SD_SIMULATOR_IGNORE_TASK_ID: bool(false),
+  /**
+   * A worker holds a lease in Redis on the SD server it sends a job to (SET NX PX), renewed every
+   * third of this while the job runs: workers sharing one list never send two jobs to one server.
+   * A worker that cannot renew for this long stops its job there (its lease is gone).
+   */
+  SD_LEASE_TTL_MS: int(15_000, 300, 600_000),
+  /** How often a worker checks its SD servers (a server that stopped answering is back in use once a check passes). */
+  SD_SERVER_CHECK_INTERVAL_MS: int(5000, 20, 600_000),
+  /**
+   * How many times one attempt of a generation may move to another SD server after its server
+   * stopped answering; those moves do not use up the job's retries. Past it the error counts.
+   */
+  SD_SERVER_SWITCHES_MAX: int(3, 0, 100),
+  /** How often a job waiting for a free SD server (all are leased or down) looks again. */
+  SD_SERVER_WAIT_POLL_MS: int(200, 10, 60_000),
 
-  /** No defaults here: WORKER_CONCURRENCY ?? CELERY_WORKER_CONCURRENCY ?? 2 is decided below. */
+  /**
+   * No defaults here: WORKER_CONCURRENCY ?? CELERY_WORKER_CONCURRENCY ?? the number of SD servers
+   * listed (2 with one server, so its post-processing overlaps the next sampling) is decided below.
+   */
   WORKER_CONCURRENCY: optionalInt(1, 256),
   CELERY_WORKER_CONCURRENCY: optionalInt(1, 256),
   /**
@@ -348,8 +383,44 @@ function s3Settings(e: z.infer<typeof envSchema>, env: Env) {
   };
 }
 
+export interface SdServerSetting {
+  /** Without credentials, no trailing slash: the server's name in leases and in the operators' view. */
+  url: string;
+  auth: { username: string; password: string } | undefined;
+}
+
+/**
+ * Parses APP_SD_API_URL's list: `http://a:7860,http://user:pass@b:7860`. Credentials in a URL
+ * are that server's; the others get `defaultAuth` (APP_SD_API_AUTH). Throws a RangeError naming the
+ * bad entry for an entry that is not an http(s) URL or a server listed twice.
+ */
+export function sdServerList(list: string, defaultAuth: SdServerSetting['auth']): SdServerSetting[] {
+  const out: SdServerSetting[] = [];
+  for (const raw of list.split(',')) {
+    const entry = raw.trim();
+    if (entry === '') continue;
+    let u: URL;
+    try {
+      u = new URL(entry);
+    } catch {
+      throw new RangeError(`"${entry.replace(/\/\/[^@/]*@/, '//…@')}" is not a URL`);
+    }
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new RangeError(`${u.protocol}// is not http:// or https://`);
+    const auth = u.username ? { username: decodeURIComponent(u.username), password: decodeURIComponent(u.password) } : defaultAuth;
+    u.username = '';
+    u.password = '';
+    const url = u.toString().replace(/\/+$/, '');
+    if (out.some((s) => s.url === url)) throw new RangeError(`${url} is listed twice`);
+    out.push({ url, auth });
+  }
+  return out;
+}
+
 function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
-  const concurrency = e.WORKER_CONCURRENCY ?? e.CELERY_WORKER_CONCURRENCY ?? 2;
+  const [sdUser, ...sdPass] = e.APP_SD_API_AUTH?.split(':') ?? [];
+  const sdAuth = sdUser ? { username: sdUser, password: sdPass.join(':') } : undefined;
+  const sdServers = e.APP_SD_API_URL ? sdServerList(e.APP_SD_API_URL, sdAuth) : [];
+  const concurrency = e.WORKER_CONCURRENCY ?? e.CELERY_WORKER_CONCURRENCY ?? (sdServers.length > 1 ? sdServers.length : 2);
   const queues = e.WORKER_QUEUES.split(',').map((q) => q.trim()).filter(Boolean);
   for (const q of queues) {
     if (!(QUEUE_NAMES as readonly string[]).includes(q)) {
@@ -365,7 +436,6 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
   if (e.IMAGE_MIN_SIZE > e.IMAGE_MAX_SIZE) {
     throw new ConfigError('IMAGE_MIN_SIZE must not exceed IMAGE_MAX_SIZE');
   }
-  const [sdUser, ...sdPass] = e.APP_SD_API_AUTH?.split(':') ?? [];
   return {
     env: e.NODE_ENV,
     logLevel: e.LOG_LEVEL,
@@ -392,16 +462,26 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
     redis: { url: e.REDIS_URL, prefix: e.REDIS_PREFIX, enqueueTimeoutMs: e.ENQUEUE_TIMEOUT_MS },
     database: { url: e.DATABASE_URL ?? e.APP_DATABASE_URL, poolMax: e.DATABASE_POOL_MAX, acquireTimeoutMs: e.DATABASE_ACQUIRE_TIMEOUT_MS },
     sd: {
-      url: e.APP_SD_API_URL?.replace(/\/+$/, ''),
-      auth: sdUser ? { username: sdUser, password: sdPass.join(':') } : undefined,
+      /** The list as given, each entry without its trailing slash (what the worker's `sdUrl` takes). */
+      url: e.APP_SD_API_URL ? e.APP_SD_API_URL.split(',').map((u) => u.trim().replace(/\/+$/, '')).join(',') : undefined,
+      auth: sdAuth,
+      /** Each listed server, its auth from its URL or else APP_SD_API_AUTH. */
+      servers: sdServers,
+      leaseTtlMs: e.SD_LEASE_TTL_MS,
+      checkIntervalMs: e.SD_SERVER_CHECK_INTERVAL_MS,
+      switchesMax: e.SD_SERVER_SWITCHES_MAX,
+      waitPollMs: e.SD_SERVER_WAIT_POLL_MS,
       progressIntervalMs: e.SD_PROGRESS_INTERVAL_MS,
       previewIntervalMs: e.SD_PREVIEW_INTERVAL_MS,
       previewSize: e.SD_PREVIEW_SIZE,
       simulatorStepMs: e.SD_SIMULATOR_STEP_MS,
+      simulatorIgnoresTaskId: e.SD_SIMULATOR_IGNORE_TASK_ID,
     },
     worker: {
       /** The generation (high_priority) slots: --concurrency. */
       concurrency,
+      /** WORKER_CONCURRENCY (or its old name) was given: the number of SD servers does not decide the slots. */
+      concurrencySet: (e.WORKER_CONCURRENCY ?? e.CELERY_WORKER_CONCURRENCY) !== undefined,
       /** Jobs at once per queue a worker consumes. */
       slots: {
         high_priority: concurrency,
@@ -499,7 +579,8 @@ function deepFreeze<T>(o: T): T {
 /** Error messages must not print credentials: URLs lose their user:password, *_AUTH values are hidden. */
 function redact(name: string, value: string): string {
   if (/_AUTH$|PASSWORD|SECRET|TOKEN|_KEY$/.test(name)) return value ? '***' : '';
-  return value.replace(/\/\/[^/@\s]*@/, '//***@');
+  // Every URL of a list (APP_SD_API_URL) loses its credentials, not only the first.
+  return value.replace(/\/\/[^/@\s]*@/g, '//***@');
 }
 
 /** Reads and validates the environment. Throws ConfigError naming each bad variable. */

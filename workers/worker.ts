@@ -11,7 +11,7 @@
  * states still pending, close the pool, then Redis. The database belongs to the caller.
  */
 import type { Knex } from 'knex';
-import type { Config, QueueName } from '../src/config';
+import { sdServerList, type Config, type QueueName } from '../src/config';
 import { ORPHAN_SWEEP_INTERVAL_MS, sweepStrandedGenerations } from '../src/generation/orphans';
 import { failGeneration } from '../src/generation/outcomes';
 import { storeSamplers } from '../src/generation/samplers';
@@ -29,6 +29,8 @@ import type { Logger } from '../src/logger';
 import { ProgressPublisher } from '../src/progress/publisher';
 import { closeRedis, openRedis } from '../src/redis';
 import { SdClient } from '../src/sd/client';
+import { SdFleet } from '../src/sd/fleet';
+import type { Redis } from 'ioredis';
 import type { ObjectStorage } from '../src/storage/storage';
 import { createMailer } from '../src/mail/mailer';
 import { generateImageProcessor } from './processors/generateImage';
@@ -42,10 +44,13 @@ export interface WorkerOptions {
   db: Knex;
   log: Logger;
   storage: ObjectStorage;
-  /** The SD server's base URL (the simulator's in dev); needed only to consume high_priority. */
+  /**
+   * The SD server's base URL (the simulator's in dev), or several comma-separated (APP_SD_API_URL's
+   * form); needed only to consume high_priority.
+   */
   sdUrl?: string;
   queues?: readonly QueueName[];
-  /** Generation (high_priority) slots; default WORKER_CONCURRENCY. */
+  /** Generation (high_priority) slots; default WORKER_CONCURRENCY, else one per SD server (2 with one). */
   concurrency?: number;
 }
 
@@ -66,12 +71,19 @@ export interface Worker {
 export function createWorker(opts: WorkerOptions): Worker {
   const { config, db, log } = opts;
   const queueNames = opts.queues ?? config.worker.queues;
-  const slots: Record<QueueName, number> = { ...config.worker.slots, high_priority: opts.concurrency ?? config.worker.concurrency };
   // Built first (no I/O): the SD client and the pool report into it.
   const prometheus: WorkerMetrics = workerMetrics({ prefix: config.redis.prefix, queues: queueNames });
-  // First: it is the one part that can refuse to be built, before anything is opened.
-  const generation = queueNames.includes(JOB_QUEUES.generateImage) ? generationParts(opts, prometheus) : null;
+  const sdServers = queueNames.includes(JOB_QUEUES.generateImage) ? sdServersOf(opts) : [];
+  const slots: Record<QueueName, number> = { ...config.worker.slots, high_priority: opts.concurrency ?? generationSlots(config, sdServers.length) };
   const redis = openRedis(config.redis.url, 'worker', log);
+  // Builds no I/O beyond the pool's threads; the fleet's checks begin at start().
+  let generation: ReturnType<typeof generationParts> | null;
+  try {
+    generation = sdServers.length > 0 ? generationParts(opts, prometheus, redis, sdServers) : null;
+  } catch (err) {
+    redis.disconnect();
+    throw err;
+  }
   const publisher = new ProgressPublisher(redis, config.redis.prefix, config.progress.expiresS);
   const producer = new JobProducer(config, log);
   const mailer = createMailer(config);
@@ -86,6 +98,7 @@ export function createWorker(opts: WorkerOptions): Worker {
         publisher,
         producer,
         sd: generation.sd,
+        switchesMax: config.sd.switchesMax,
         pool: generation.pool,
         previewIntervalMs: config.sd.previewIntervalMs,
         previewSize: config.sd.previewSize,
@@ -123,8 +136,7 @@ export function createWorker(opts: WorkerOptions): Worker {
     busy: () => handler.counters.active,
     intervalMs: config.worker.heartbeat.intervalMs,
     ttlMs: config.worker.heartbeat.ttlMs,
-    sd: generation && opts.sdUrl ? { url: opts.sdUrl, check: (signal) => generation.sd.samplers(signal) } : undefined,
-    checkTimeoutMs: config.health.timeoutMs,
+    sd: generation ? () => generation.sd.status() : undefined,
     log: log.child({ component: 'heartbeat' }),
   });
   let orphanTimer: NodeJS.Timeout | undefined;
@@ -135,14 +147,16 @@ export function createWorker(opts: WorkerOptions): Worker {
   return {
     id,
     prometheus: prometheus.endpoint({ metrics: handler.metrics, redis, consumers: () => consumers }),
-    healthChecks: [...coreChecks(redis, db), ...(generation ? [{ name: 'sd', run: (signal: AbortSignal) => generation.sd.samplers(signal) }] : [])],
+    healthChecks: [...coreChecks(redis, db), ...(generation ? [{ name: 'sd', run: (signal: AbortSignal) => generation.sd.checkAny(signal) }] : [])],
     counters: handler.counters,
     metrics: handler.metrics,
 
     async start() {
       if (generation) {
+        // Checks every server once: a job is sent to one that answered.
+        await generation.sd.start();
         try {
-          const samplers = await generation.sd.samplers(AbortSignal.timeout(10_000));
+          const samplers = await generation.sd.first.samplers(AbortSignal.timeout(10_000));
           if (samplers.length > 0) await storeSamplers(redis, config.redis.prefix, samplers);
         } catch (err) {
           log.warn({ err: err instanceof Error ? err.message : err }, 'could not read the samplers of the Stable Diffusion server; the API keeps its list');
@@ -186,7 +200,7 @@ export function createWorker(opts: WorkerOptions): Worker {
       }
       // Announced once it consumes: from now on operators see it (and its SD server's state).
       await heartbeat.start();
-      log.info({ worker: id, queues: queueNames, slots: Object.fromEntries(queueNames.map((q) => [q, slots[q]])), sd: opts.sdUrl, mail: mailer.describe }, 'worker started');
+      log.info({ worker: id, queues: queueNames, slots: Object.fromEntries(queueNames.map((q) => [q, slots[q]])), sd: sdServers.map((s) => s.url), mail: mailer.describe }, 'worker started');
     },
 
     close() {
@@ -215,17 +229,46 @@ export function createWorker(opts: WorkerOptions): Worker {
   };
 }
 
-/** What only generations need: the post-processing threads and the SD client. */
-function generationParts(opts: WorkerOptions, metrics: WorkerMetrics) {
-  const { config, log, sdUrl } = opts;
-  if (!sdUrl) throw new Error(`a worker that consumes ${JOB_QUEUES.generateImage} needs the Stable Diffusion server's URL`);
-  // The client first: it only holds settings, so if it throws, no pool threads are left running.
-  const sd = new SdClient({
-    baseUrl: sdUrl,
-    auth: config.sd.auth,
-    progressIntervalMs: config.sd.progressIntervalMs,
-    logger: log.child({ component: 'sd' }),
-    observer: metrics.sd,
+/** The SD servers of `sdUrl` (one or a comma-separated list); a worker that generates needs one. */
+function sdServersOf(opts: WorkerOptions) {
+  if (!opts.sdUrl) throw new Error(`a worker that consumes ${JOB_QUEUES.generateImage} needs the Stable Diffusion server's URL`);
+  try {
+    return sdServerList(opts.sdUrl, opts.config.sd.auth);
+  } catch (err) {
+    throw new Error(`the Stable Diffusion server list is invalid: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
+/**
+ * Generation slots: WORKER_CONCURRENCY when set, else one per SD server (A1111 runs one job at a
+ * time), but 2 with a single server, so one job's post-processing overlaps the next one's sampling.
+ */
+function generationSlots(config: Config, servers: number): number {
+  if (config.worker.concurrencySet || servers === 0) return config.worker.concurrency;
+  return servers > 1 ? servers : 2;
+}
+
+/** What only generations need: the post-processing threads and the SD servers. */
+function generationParts(opts: WorkerOptions, metrics: WorkerMetrics, redis: Redis, servers: ReturnType<typeof sdServerList>) {
+  const { config, log } = opts;
+  // The fleet first: it only holds settings, so if it throws, no pool threads are left running.
+  const sd = new SdFleet({
+    servers,
+    redis,
+    prefix: config.redis.prefix,
+    leaseTtlMs: config.sd.leaseTtlMs,
+    checkIntervalMs: config.sd.checkIntervalMs,
+    waitPollMs: config.sd.waitPollMs,
+    checkTimeoutMs: config.health.timeoutMs,
+    log: log.child({ component: 'sd' }),
+    client: (server) =>
+      new SdClient({
+        baseUrl: server.url,
+        auth: server.auth,
+        progressIntervalMs: config.sd.progressIntervalMs,
+        logger: log.child({ component: 'sd', sd: server.url }),
+        observer: metrics.sd,
+      }),
   });
   const pool = PostprocessPool.create({
     threads: config.worker.postprocessThreads,

@@ -1,8 +1,12 @@
 /**
  * Where a queued generation stands. Bee-Queue LPUSHes new jobs onto `<queue>:waiting` and workers
- * take them from the right, so the position (1 = next to start) is LLEN − LPOS.
+ * take them from the right, so the position (1 = next to start) is LLEN − LPOS. The line moves as
+ * many generations at a time as there are SD servers up (the workers announce them in
+ * `<prefix>:sd:up`, see src/jobs/presence.ts), so the ETA is ceil(position / servers) × the
+ * measured time of one generation.
  */
 import type { Redis } from 'ioredis';
+import { sdUpKey } from '../jobs/presence';
 
 export const durationKey = (prefix: string) => `${prefix}:stats:generation_seconds`;
 
@@ -10,17 +14,18 @@ export const durationKey = (prefix: string) => `${prefix}:stats:generation_secon
 const DEFAULT_GENERATION_SECONDS = 10;
 
 /**
- * The length of the waiting list, the measured average, then the index of each ARGV job id in the
- * list (false where it is not waiting): one call for a whole page of generations.
+ * The length of the waiting list, the measured average, the SD servers up (ARGV[1] = now, epoch
+ * ms), then the index of each further ARGV job id in the list (false where it is not waiting): one
+ * call for a whole page of generations.
  */
 const POSITIONS_LUA = `
-local out = { redis.call('LLEN', KEYS[1]), redis.call('GET', KEYS[2]) }
-for i, id in ipairs(ARGV) do out[i + 2] = redis.call('LPOS', KEYS[1], id) end
+local out = { redis.call('LLEN', KEYS[1]), redis.call('GET', KEYS[2]), redis.call('ZCOUNT', KEYS[3], ARGV[1], '+inf') }
+for i = 2, #ARGV do out[i + 2] = redis.call('LPOS', KEYS[1], ARGV[i]) end
 return out
 `;
 
 interface RedisWithPositions extends Redis {
-  sdjobsQueuePositions(waitingKey: string, durationKey: string, ...jobIds: string[]): Promise<Array<number | string | null>>;
+  sdjobsQueuePositions(waitingKey: string, durationKey: string, upKey: string, now: number, ...jobIds: string[]): Promise<Array<number | string | null>>;
 }
 
 export interface QueuePosition {
@@ -37,7 +42,7 @@ export class QueueInfo {
     private readonly waitingKey: string,
     private readonly prefix: string,
   ) {
-    if (!('sdjobsQueuePositions' in redis)) redis.defineCommand('sdjobsQueuePositions', { numberOfKeys: 2, lua: POSITIONS_LUA });
+    if (!('sdjobsQueuePositions' in redis)) redis.defineCommand('sdjobsQueuePositions', { numberOfKeys: 3, lua: POSITIONS_LUA });
     this.redis = redis as RedisWithPositions;
   }
 
@@ -49,14 +54,16 @@ export class QueueInfo {
   /** `position` of each job (null where it is not waiting), in one Redis call however many. */
   async positions(jobIds: readonly string[]): Promise<Array<QueuePosition | null>> {
     if (jobIds.length === 0) return [];
-    const [len, avg, ...idxs] = await this.redis.sdjobsQueuePositions(this.waitingKey, durationKey(this.prefix), ...jobIds);
+    const [len, avg, up, ...idxs] = await this.redis.sdjobsQueuePositions(this.waitingKey, durationKey(this.prefix), sdUpKey(this.prefix), Date.now(), ...jobIds);
     const each = Number(avg) > 0 ? Number(avg) : DEFAULT_GENERATION_SECONDS;
+    // No worker announced a server up (none runs, or all are down): the line moves one at a time once one is back.
+    const servers = Math.max(1, Number(up) || 0);
     return jobIds.map((_id, i) => {
       const idx = idxs[i];
       if (idx === null || idx === undefined) return null;
       const position = Number(len) - Number(idx);
-      // One Stable Diffusion server runs one job at a time, so the line moves one generation at a time.
-      return { position, etaSeconds: Math.round(position * each * 10) / 10 };
+      // One Stable Diffusion server runs one job at a time, so the line moves `servers` generations at a time.
+      return { position, etaSeconds: Math.round(Math.ceil(position / servers) * each * 10) / 10 };
     });
   }
 }

@@ -4,25 +4,22 @@
  * WORKER_HEARTBEAT_INTERVAL_MS and lists its id in the sorted set `<prefix>:workers` (scored by
  * when the announcement expires), in one MULTI per beat. A clean shutdown removes both; a worker
  * that dies simply stops beating and drops out when its key expires. A worker that generates also
- * asks its SD server on every beat (bounded by HEALTH_TIMEOUT_MS) and announces whether it answered.
+ * announces its SD servers as its fleet last checked them (src/sd/fleet.ts), and adds the ones that
+ * are up to `<prefix>:sd:up` (a sorted set of URLs scored by when that news expires): the queue's
+ * ETA divides the line among them.
  */
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import type { Redis } from 'ioredis';
-import { readiness } from '../health';
 import type { Logger } from '../logger';
+import type { FleetServerStatus, SdServerState } from '../sd/fleet';
 
-export type SdServerState = 'up' | 'down';
+export type { SdServerState };
+/** One SD server as a worker announces it: without credentials; `busy` = that worker runs a job there. */
+export type SdServerStatus = FleetServerStatus;
 
-export interface SdServerStatus {
-  /** Without credentials. */
-  url: string;
-  state: SdServerState;
-  /** Epoch ms of the check. */
-  lastCheckedAt: number;
-  /** Why it counts as down. */
-  error: string | null;
-}
+/** The SD servers some live worker found up: URL → epoch ms until which that holds. */
+export const sdUpKey = (prefix: string) => `${prefix}:sd:up`;
 
 export interface WorkerAnnouncement {
   id: string;
@@ -35,8 +32,10 @@ export interface WorkerAnnouncement {
   /** Epoch ms. */
   startedAt: number;
   lastSeenAt: number;
-  /** The SD server it generates with; null for a worker that does not generate. */
+  /** The first of its SD servers (the field from before fleets); null for a worker that does not generate. */
   sdServer: SdServerStatus | null;
+  /** Every SD server it generates with, in its list's order; empty for a worker that does not generate. */
+  sdServers: SdServerStatus[];
 }
 
 export const workersKey = (prefix: string) => `${prefix}:workers`;
@@ -44,18 +43,6 @@ export const workerKey = (prefix: string, id: string) => `${prefix}:worker:${id}
 
 /** A worker's id: its host, its pid and a few random characters (tests run several in one process). */
 export const newWorkerId = () => `${os.hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
-
-/** The URL as announced: no user:password. */
-export function publicUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    u.username = '';
-    u.password = '';
-    return u.toString().replace(/\/+$/, '');
-  } catch {
-    return '(invalid URL)';
-  }
-}
 
 export interface HeartbeatOptions {
   /** A connection the caller owns. */
@@ -68,9 +55,8 @@ export interface HeartbeatOptions {
   busy(): number;
   intervalMs: number;
   ttlMs: number;
-  /** Asked at each beat, within `checkTimeoutMs`, when the worker generates. */
-  sd?: { url: string; check(signal: AbortSignal): Promise<unknown> };
-  checkTimeoutMs: number;
+  /** Its SD servers as last checked, read at each beat, when the worker generates. */
+  sd?: () => SdServerStatus[];
   log: Logger;
 }
 
@@ -97,12 +83,7 @@ export class WorkerHeartbeat {
   private beat(): Promise<void> {
     this.beating = (async () => {
       const o = this.opts;
-      let sdServer: SdServerStatus | null = null;
-      if (o.sd) {
-        const ready = await readiness([{ name: 'sd', run: o.sd.check }], o.checkTimeoutMs);
-        const sd = ready.checks.sd;
-        sdServer = { url: publicUrl(o.sd.url), state: ready.ok ? 'up' : 'down', lastCheckedAt: Date.now(), error: sd?.error ?? null };
-      }
+      const sdServers = o.sd?.() ?? [];
       if (this.stopped) return;
       const now = Date.now();
       const announcement: WorkerAnnouncement = {
@@ -113,11 +94,15 @@ export class WorkerHeartbeat {
         busy: o.busy(),
         startedAt: this.startedAt,
         lastSeenAt: now,
-        sdServer,
+        sdServer: sdServers[0] ?? null,
+        sdServers,
       };
+      const up = sdServers.filter((s) => s.state === 'up').flatMap((s) => [now + o.ttlMs, s.url]);
       try {
-        await o.redis
-          .multi()
+        const multi = o.redis.multi();
+        if (up.length > 0) multi.zadd(sdUpKey(o.prefix), ...up);
+        await multi
+          .zremrangebyscore(sdUpKey(o.prefix), '-inf', now)
           .set(workerKey(o.prefix, o.id), JSON.stringify(announcement), 'PX', o.ttlMs)
           .zadd(workersKey(o.prefix), now + o.ttlMs, o.id)
           .zremrangebyscore(workersKey(o.prefix), '-inf', now)
@@ -161,7 +146,10 @@ function parseAnnouncement(raw: string | null): WorkerAnnouncement | null {
     const v = JSON.parse(raw) as unknown;
     if (typeof v !== 'object' || v === null) return null;
     const a = v as WorkerAnnouncement;
-    return typeof a.id === 'string' && Array.isArray(a.queues) && typeof a.lastSeenAt === 'number' ? a : null;
+    if (typeof a.id !== 'string' || !Array.isArray(a.queues) || typeof a.lastSeenAt !== 'number') return null;
+    // Announced by a worker from before fleets: its one server is its list.
+    if (!Array.isArray(a.sdServers)) a.sdServers = a.sdServer ? [{ ...a.sdServer, busy: a.sdServer.busy ?? false }] : [];
+    return a;
   } catch {
     return null;
   }

@@ -156,7 +156,7 @@ async function start(
 
   let sdUrl = config.sd.url;
   if (!sdUrl) {
-    const sim = createSdSimulator({ stepMs: config.sd.simulatorStepMs });
+    const sim = createSdSimulator({ stepMs: config.sd.simulatorStepMs, ignoreTaskId: config.sd.simulatorIgnoresTaskId });
     sdUrl = await sim.listen(0, '127.0.0.1');
     cleanups.push(() => sim.close());
     log.warn(`APP_SD_API_URL is not set: using the built-in Stable Diffusion SIMULATOR at ${sdUrl} (its images are test patterns)`);
@@ -187,7 +187,8 @@ async function start(
       `  Demo user:  ${DEMO_EMAIL} with ${DEMO_CREDITS} photo credits\n` +
       `  Token:      ${token}\n` +
       `  Database:   ${describeTarget(target)}\n` +
-      `  Stable Diffusion: ${config.sd.url ?? `simulator at ${sdUrl}, ${config.sd.simulatorStepMs} ms per step`}\n` +
+      // The configured servers without their credentials.
+      `  Stable Diffusion: ${config.sd.url ? config.sd.servers.map((s) => s.url).join(', ') : `simulator at ${sdUrl}, ${config.sd.simulatorStepMs} ms per step${config.sd.simulatorIgnoresTaskId ? ', ignoring task ids' : ''}`}\n` +
       (config.sd.url ? '' : `                    (faster or slower: SD_SIMULATOR_STEP_MS=50 npm run dev; a real server: APP_SD_API_URL=…)\n`) +
       `  More users: npm run user:create -- --email you@example.com --credits 50   (while dev runs)\n` +
       `  Sign-up:    signUp in GraphiQL; ${config.mail.smtpUrl ? `mail goes to ${config.mail.smtpUrl.replace(/\/\/[^@/]*@/, '//')}` : `no SMTP_URL, so mails are .eml files in ${config.mail.outboxDir} and the log prints their links`}\n` +

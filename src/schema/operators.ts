@@ -9,12 +9,13 @@ export function addOperatorTypes(builder: Builder) {
     values: { UP: { value: 'up' }, DOWN: { value: 'down' } } as const,
   });
   const SdServer = builder.objectRef<SdServerStatus>('SdServer').implement({
-    description: 'The Stable Diffusion server a worker generates with, as that worker last saw it.',
+    description: 'A Stable Diffusion server a worker generates with, as that worker last saw it.',
     fields: (t) => ({
       url: t.exposeString('url', { description: 'Without credentials.' }),
       state: t.field({ type: SdServerState, resolve: (s) => s.state }),
       lastCheckedAt: t.field({ type: 'DateTime', resolve: (s) => new Date(s.lastCheckedAt) }),
       error: t.exposeString('error', { nullable: true, description: 'Why it counts as down.' }),
+      busy: t.exposeBoolean('busy', { description: 'The worker ran a job on it at its last heartbeat (it holds its lease).' }),
     }),
   });
   const Queue = builder.objectRef<QueueStats>('Queue').implement({
@@ -43,7 +44,17 @@ export function addOperatorTypes(builder: Builder) {
       busy: t.exposeInt('busy', { description: 'Jobs it ran at its last heartbeat.' }),
       startedAt: t.field({ type: 'DateTime', resolve: (w) => new Date(w.startedAt) }),
       lastSeenAt: t.field({ type: 'DateTime', resolve: (w) => new Date(w.lastSeenAt) }),
-      sdServer: t.field({ type: SdServer, nullable: true, description: 'Null for a worker that does not generate.', resolve: (w) => w.sdServer }),
+      sdServer: t.field({
+        type: SdServer,
+        nullable: true,
+        description: 'The first of its SD servers (see sdServers); null for a worker that does not generate.',
+        resolve: (w) => w.sdServer,
+      }),
+      sdServers: t.field({
+        type: [SdServer],
+        description: 'Every SD server it generates with (APP_SD_API_URL may list several), in its list\'s order; empty for a worker that does not generate.',
+        resolve: (w) => w.sdServers,
+      }),
     }),
   });
 

@@ -80,6 +80,11 @@ interface RequestOptions {
 }
 
 const DEFAULT_FETCH_TIMEOUT_MS = 10_000;
+/**
+ * Polls of /internal/progress that may not know our task id before the global route is asked
+ * whether a job runs (see `ignoresTaskId`): our request may still be on its way for a poll or two.
+ */
+const UNKNOWN_POLLS_BEFORE_GLOBAL = 3;
 
 export class SdClient {
   private readonly baseUrl: string;
@@ -98,6 +103,12 @@ export class SdClient {
   private readonly inFlight = new Set<string>();
   /** Those of them this client interrupted (the soft time limit): their answer is the image so far. */
   private readonly interrupted = new Set<string>();
+  /**
+   * The server has /internal/progress but never registers our task id (SD.Next): its per-task
+   * progress stays "Waiting..." forever, so progress is read from the global route instead.
+   * Learnt on the first call that shows it, kept for the client's life.
+   */
+  private ignoresTaskId = false;
 
   constructor(opts: SdClientOptions) {
     const url = new URL(opts.baseUrl);
@@ -215,7 +226,10 @@ export class SdClient {
    * previous one finished, so a slow server never sees polls pile up. Never rejects.
    */
   private async pollProgress(taskId: string, steps: number, out: ProgressReporter, stop: AbortSignal): Promise<void> {
-    let mode: 'internal' | 'global' = 'internal';
+    let mode: 'internal' | 'global' = this.ignoresTaskId ? 'global' : 'internal';
+    /** Polls in a row where the server did not know our task id, before it ever did. */
+    let unknownPolls = 0;
+    let taskSeen = false;
     let lastPreviewId = -1;
     let lastImage: string | null = null;
     let previewCount = 0;
@@ -233,6 +247,16 @@ export class SdClient {
             timeoutMs: this.fetchTimeoutMs,
           });
           const reading = readInternalProgress(body, steps, lastPreviewId);
+          if (reading?.kind === 'progress' || reading?.kind === 'completed') taskSeen = true;
+          if (reading?.kind === 'unknown' && !taskSeen && ++unknownPolls >= UNKNOWN_POLLS_BEFORE_GLOBAL && (await this.globalShowsAJob(stop))) {
+            // A1111 registers the id before our request even waits for its lock, so an id still
+            // unknown while a job samples means the server ignores force_task_id (SD.Next).
+            this.ignoresTaskId = true;
+            mode = 'global';
+            waitFirst = false;
+            this.logger?.info({ taskId, sd: this.baseUrl }, 'sd: the server ignores the task id; polling the global /sdapi/v1/progress');
+            continue;
+          }
           if (reading?.kind === 'progress') {
             if (reading.previewId !== null) lastPreviewId = reading.previewId;
             out.report(reading.progress);
@@ -270,12 +294,22 @@ export class SdClient {
     }
   }
 
-  /** Sends one request and returns the parsed JSON body; everything thrown is an SdError. */
+  /** Whether the global progress route shows a job sampling now (false when it cannot be read). */
+  private async globalShowsAJob(signal: AbortSignal): Promise<boolean> {
+    try {
+      const body = await this.request('GET', '/sdapi/v1/progress?skip_current_image=true', { what: 'progress poll', signal, timeoutMs: this.fetchTimeoutMs });
+      return isRecord(body) && isRecord(body.state) && typeof body.state.job_count === 'number' && body.state.job_count > 0;
+    } catch {
+      return false;
+    }
+  }
+
   /** Closes the connection pool; calls in flight are aborted. Safe to call twice. */
   async close(): Promise<void> {
     if (!this.agent.closed && !this.agent.destroyed) await this.agent.destroy();
   }
 
+  /** Sends one request and returns the parsed JSON body; everything thrown is an SdError. */
   private async request(method: 'GET' | 'POST', path: string, opts: RequestOptions): Promise<unknown> {
     // One controller per request, fed by the caller's signal and our timer, both detached in
     // `finally`: polls run every few hundred ms for minutes, so nothing may pile up on `signal`.

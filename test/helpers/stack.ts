@@ -30,6 +30,8 @@ export interface StackOptions {
   /** Overrides of the stack's environment (e.g. the S3_* of a test S3 server: the local folder without them). */
   env?: Record<string, string>;
   simulator?: SimulatorOptions;
+  /** SD simulators to start, all with `simulator`'s options (default 1); APP_SD_API_URL lists them all. */
+  sdServers?: number;
   /** Start no worker (tests of queued states). */
   worker?: boolean;
   /** Collects every log line of the stack's API and worker (with LOG_LEVEL from `env`). */
@@ -41,7 +43,15 @@ export interface Stack {
   config: Config;
   env: Record<string, string>;
   tdb: TestDatabase;
+  /** The first SD simulator (`sims[0]`). */
   sim: SdSimulator;
+  /** Every SD simulator, in APP_SD_API_URL's order. */
+  sims: SdSimulator[];
+  /**
+   * Closes simulator `i` (if still open) and starts a new one with the same options on the same
+   * port: a server back after a crash. `sims[i]` is the new one.
+   */
+  restartSimulator(i: number): Promise<SdSimulator>;
   redis: Redis;
   api: ApiServer;
   /** What the worker writes to, and what the API signs URLs with (as the configuration chose). */
@@ -108,9 +118,20 @@ async function start(
     const off = await unbalancedUsers(tdb.db);
     if (off.length > 0) ledgerProblem = new Error(`credit balances differ from the ledger: ${JSON.stringify(off)}`);
   });
-  const sim = createSdSimulator({ stepMs: 5, ...opts.simulator });
-  cleanups.push(() => sim.close());
-  const sdUrl = await sim.listen(0, '127.0.0.1');
+  const simOptions: SimulatorOptions = { stepMs: 5, ...opts.simulator };
+  const sims: SdSimulator[] = [];
+  const sdUrls: string[] = [];
+  const openSim = async (port: number) => {
+    const sim = createSdSimulator(simOptions);
+    cleanups.push(() => sim.close());
+    return { sim, url: await sim.listen(port, '127.0.0.1') };
+  };
+  for (let i = 0; i < (opts.sdServers ?? 1); i++) {
+    const { sim, url } = await openSim(0);
+    sims.push(sim);
+    sdUrls.push(url);
+  }
+  const sdUrl = sdUrls.join(',');
   const port = await freePort();
   const storageDir = await mkdtemp(path.join(os.tmpdir(), 'sdjobs-files-'));
   cleanups.push(() => rm(storageDir, { recursive: true, force: true }));
@@ -169,7 +190,18 @@ async function start(
     config,
     env,
     tdb,
-    sim,
+    get sim() {
+      return sims[0]!;
+    },
+    sims,
+    async restartSimulator(i) {
+      const old = sims[i];
+      if (!old) throw new RangeError(`no simulator ${i}`);
+      await old.close();
+      const { sim } = await openSim(Number(new URL(sdUrls[i]!).port));
+      sims[i] = sim;
+      return sim;
+    },
     redis,
     api,
     storage,

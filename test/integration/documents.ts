@@ -78,6 +78,6 @@ export const GenerationsDoc = graphql(`
 export const OperatorsDoc = graphql(`
   query Operators {
     queues { name waiting active delayed succeeded failed succeededLastHour failedLastHour oldestWaitingSeconds }
-    workers { id host queues slots busy startedAt lastSeenAt sdServer { url state lastCheckedAt error } }
+    workers { id host queues slots busy startedAt lastSeenAt sdServer { url state lastCheckedAt error } sdServers { url state busy error } }
   }
 `);

@@ -47,6 +47,7 @@ describe('queues and workers for admins', () => {
       slots: slots.high_priority + slots.normal_priority + slots.low_priority + slots.webhooks,
       busy: 0,
       sdServer: { url: stack.env.APP_SD_API_URL!.replace(/\/+$/, ''), state: 'UP', error: null },
+      sdServers: [{ url: stack.env.APP_SD_API_URL!.replace(/\/+$/, ''), state: 'UP', busy: false, error: null }],
     });
     expect(Date.parse(w.lastSeenAt)).toBeGreaterThanOrEqual(Date.parse(w.startedAt));
     // The heartbeat is renewed: lastSeenAt moves on, and the key expires by itself within its TTL.
@@ -80,6 +81,7 @@ describe('queues and workers for admins', () => {
       const w = (await read()).workers.find((x) => x.id === blind.id);
       expect(w).toMatchObject({ queues: ['high_priority'], slots: stack.config.worker.concurrency, sdServer: { url: 'http://127.0.0.1:9', state: 'DOWN' } });
       expect(w!.sdServer!.error).toBeTruthy();
+      expect(w!.sdServers).toMatchObject([{ url: 'http://127.0.0.1:9', state: 'DOWN', busy: false }]);
     } finally {
       await blind.close();
     }

@@ -67,6 +67,34 @@ describe('loadConfig', () => {
     expect(loadConfig({ CELERY_WORKER_CONCURRENCY: '5', WORKER_CONCURRENCY: '3' }).worker.concurrency).toBe(3);
   });
 
+  it('reads APP_SD_API_URL as one server or a comma-separated fleet; the generation slots default to one per server', () => {
+    const one = loadConfig({ APP_SD_API_URL: 'http://gpu:7860/', APP_SD_API_AUTH: 'u:p' });
+    expect(one.sd.servers).toEqual([{ url: 'http://gpu:7860', auth: { username: 'u', password: 'p' } }]);
+    expect(one.sd.url).toBe('http://gpu:7860');
+    expect(one.worker.concurrency).toBe(2);
+    const fleet = loadConfig({ APP_SD_API_URL: 'http://a:7860, http://me:s3cret@b:7860/,http://c:7860', APP_SD_API_AUTH: 'u:p' });
+    expect(fleet.sd.servers).toEqual([
+      { url: 'http://a:7860', auth: { username: 'u', password: 'p' } },
+      { url: 'http://b:7860', auth: { username: 'me', password: 's3cret' } },
+      { url: 'http://c:7860', auth: { username: 'u', password: 'p' } },
+    ]);
+    expect(fleet.worker.concurrency).toBe(3);
+    expect(fleet.worker.slots.high_priority).toBe(3);
+    expect(loadConfig({ APP_SD_API_URL: 'http://a:1,http://b:1', WORKER_CONCURRENCY: '5' }).worker.concurrency).toBe(5);
+    for (const bad of ['http://a:1,nope', 'http://a:1,ftp://b', 'http://a:1,http://a:1/', ',']) {
+      expect(() => loadConfig({ APP_SD_API_URL: bad }), bad).toThrow(/APP_SD_API_URL/);
+    }
+    // The message names the variable but never a listed server's password.
+    let message = '';
+    try {
+      loadConfig({ APP_SD_API_URL: 'http://u:pw-alpha@a:1,http://v:pw-beta@b:1,x' });
+    } catch (err) {
+      message = err instanceof Error ? err.message : String(err);
+    }
+    expect(message).toMatch(/APP_SD_API_URL/);
+    expect(message).not.toMatch(/pw-/);
+  });
+
   it('reads CORS_ORIGINS as a list of origins, and refuses paths, wildcards and other schemes', () => {
     expect(loadConfig({ CORS_ORIGINS: ' https://app.example.com, http://localhost:5173/ ,' }).http.corsOrigins).toEqual(['https://app.example.com', 'http://localhost:5173']);
     expect(loadConfig({ CORS_ORIGINS: '' }).http.corsOrigins).toEqual([]);

@@ -22,7 +22,8 @@ import { progressFromRow } from '../../src/generation/progressOf';
 import { isTerminal, PHASE_PROGRESS } from '../../src/generation/lifecycle';
 import type { ProgressPublisher } from '../../src/progress/publisher';
 import { queueWebhook } from '../../src/webhooks/events';
-import type { SdClient, SdProgress } from '../../src/sd/client';
+import { SdError, type SdClient, type SdProgress } from '../../src/sd/client';
+import { isServerGone, type SdFleet, type SdServerLease } from '../../src/sd/fleet';
 import { GenerationReporter } from './generationReporter';
 import { expireIfOverdue } from '../../src/generation/deadlines';
 
@@ -35,7 +36,10 @@ export interface GenerateImageDeps {
   redisPrefix: string;
   publisher: ProgressPublisher;
   producer: JobProducer;
-  sd: SdClient;
+  /** The worker's SD servers: each attempt takes a free one (and its lease) for its txt2img call. */
+  sd: SdFleet;
+  /** Moves to another server per attempt after a server stopped answering (SD_SERVER_SWITCHES_MAX). */
+  switchesMax: number;
   pool: PostprocessPool;
   previewIntervalMs: number;
   previewSize: number;
@@ -120,10 +124,12 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
         // passes while the task still waits at the server is acted on once it becomes active.
         let softLimitPassed = false;
         let interrupt: 'none' | 'asking' | 'sent' = 'none';
+        /** The server and task id of the txt2img call under way (a move to another server changes both). */
+        let current: { client: SdClient; taskId: string } | undefined;
         const interruptAtSoftLimit = () => {
-          if (!softLimitPassed || interrupt !== 'none') return;
+          if (!softLimitPassed || interrupt !== 'none' || !current) return;
           interrupt = 'asking';
-          sd.interruptIfActive(taskId).then(
+          current.client.interruptIfActive(current.taskId).then(
             (sent) => (interrupt = sent ? 'sent' : 'none'),
             () => (interrupt = 'none'),
           );
@@ -166,6 +172,8 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
         };
 
         const taskId = `${id}-${row.attempts}`;
+        // Every server is busy (or leased by another worker): the job says where it stands among this worker's waiting jobs.
+        const waitingForServer = (position: number) => reporter.report({ status: 'STARTED', progress: 0, queuePosition: position });
         // The limit may have passed already (the signal is made on first use, aborted if so).
         if (ctx.softSignal.aborted) softLimitPassed = true;
         else ctx.softSignal.addEventListener('abort', onSoftLimit, { once: true });
@@ -178,11 +186,39 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
         }, CANCEL_CHECK_MS);
         let result;
         try {
-          // GenerationInput carries every txt2img field under the client's names.
-          result = await sd.txt2img(
-            input,
-            { taskId, signal: ctx.signal, onProgress },
-          );
+          // A server that stops answering mid-job is taken out and the job moves to another one,
+          // up to switchesMax times, without using up one of the job's retries: the job did nothing
+          // wrong. Past that, or with no other server up, the error is the job's as usual.
+          let avoid: string | undefined;
+          for (let switches = 0; ; switches++) {
+            const lease: SdServerLease = await sd.acquire(ctx.signal, { avoid, onWait: waitingForServer });
+            const callTaskId = switches === 0 ? taskId : `${taskId}.${switches}`;
+            current = { client: lease.client, taskId: callTaskId };
+            interrupt = 'none';
+            try {
+              // GenerationInput carries every txt2img field under the client's names.
+              result = await lease.client.txt2img(input, {
+                taskId: callTaskId,
+                signal: AbortSignal.any([ctx.signal, lease.signal]),
+                onProgress,
+              });
+              break;
+            } catch (caught) {
+              if (ctx.signal.aborted) throw caught;
+              // A lost lease aborted the call: the server is not ours any more, which is no fault of the job.
+              const err = lease.lost
+                ? new SdError('SD_UNREACHABLE', lease.signal.reason instanceof Error ? lease.signal.reason.message : 'the SD server lease was lost', { cause: caught })
+                : caught;
+              if (!isServerGone(err)) throw err;
+              if (!lease.lost) sd.markDown(lease.url, err);
+              if (switches >= deps.switchesMax || (sd.upCount() === 0 && !lease.lost)) throw err;
+              ctx.log.warn({ sd: lease.url, err: err instanceof Error ? err.message : err, switches: switches + 1 }, 'sd server lost mid-job; moving the job to another server');
+              avoid = lease.url;
+            } finally {
+              current = undefined;
+              await lease.release();
+            }
+          }
         } finally {
           clearInterval(cancelWatch);
           ctx.softSignal.removeEventListener('abort', onSoftLimit);

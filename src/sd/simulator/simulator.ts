@@ -25,6 +25,11 @@ export interface SimulatorOptions {
   auth?: { username: string; password: string };
   /** Default true; false makes /internal/progress answer 404, like --nowebui. */
   internalProgress?: boolean;
+  /**
+   * Default false; true behaves like SD.Next: /internal/progress exists but never registers a task
+   * id (every id reads "Waiting..."), so only the global /sdapi/v1/progress tells anything.
+   */
+  ignoreTaskId?: boolean;
   /** Sampler names offered; default a realistic A1111 list. */
   samplers?: string[];
   /** Called after each answered txt2img (benchmarks use it to tell time in SD from time outside it). */
@@ -49,6 +54,10 @@ export interface SimulatorStats {
   txt2imgCalls: number;
   interrupts: number;
   maxConcurrentRunning: number;
+  /** txt2img requests received and not yet answered (queued at the lock or sampling) now. */
+  txt2imgInFlight: number;
+  /** The most txt2img requests that were ever in flight at once (a fleet's client must keep it at 1). */
+  maxConcurrentTxt2img: number;
 }
 
 export interface SdSimulator {
@@ -119,8 +128,9 @@ class Simulator implements SdSimulator {
   private readonly onTaskDone: SimulatorOptions['onTaskDone'];
   private readonly auth: { username: string; password: string } | undefined;
   private readonly internalProgressEnabled: boolean;
+  private readonly ignoreTaskId: boolean;
   private stepMs: number;
-  private readonly counters: SimulatorStats = { txt2imgCalls: 0, interrupts: 0, maxConcurrentRunning: 0 };
+  private readonly counters: SimulatorStats = { txt2imgCalls: 0, interrupts: 0, maxConcurrentRunning: 0, txt2imgInFlight: 0, maxConcurrentTxt2img: 0 };
   private readonly failures: FailureMode[] = [];
   /** Task id → arrival number; Map order is queue order. */
   private readonly pending = new Map<string, number>();
@@ -144,6 +154,7 @@ class Simulator implements SdSimulator {
     this.stepMs = opts.stepMs ?? DEFAULT_STEP_MS;
     this.auth = opts.auth;
     this.internalProgressEnabled = (opts.internalProgress ?? true) && !opts.auth;
+    this.ignoreTaskId = opts.ignoreTaskId ?? false;
     this.samplers = opts.samplers ?? DEFAULT_SAMPLERS;
     this.onTaskDone = opts.onTaskDone;
     this.routes = new Map<string, Partial<Record<string, Handler>>>([
@@ -258,6 +269,16 @@ class Simulator implements SdSimulator {
   // ---- txt2img --------------------------------------------------------------------------------
 
   private async txt2img(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // Counted from arrival until the answer is sent or the client hangs up: what clients have
+    // sent to this one server at once.
+    const c = this.counters;
+    c.txt2imgInFlight++;
+    c.maxConcurrentTxt2img = Math.max(c.maxConcurrentTxt2img, c.txt2imgInFlight);
+    res.once('close', () => c.txt2imgInFlight--);
+    await this.txt2imgCall(req, res);
+  }
+
+  private async txt2imgCall(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const body = await readJson(req, res);
     if (body === NO_BODY) return;
     const receivedAt = nowMs();
@@ -462,9 +483,11 @@ class Simulator implements SdSimulator {
     const wantPreview = input.live_preview !== false;
     const job = this.current;
 
-    if (!job || id === null || job.taskId !== id) {
-      const queued = id !== null && this.pending.has(id);
-      const completed = id !== null && this.finished.includes(id);
+    if (!job || id === null || job.taskId !== id || this.ignoreTaskId) {
+      // SD.Next-like: no id is ever known, pending, running or finished.
+      const known = id !== null && !this.ignoreTaskId;
+      const queued = known && this.pending.has(id);
+      const completed = known && this.finished.includes(id);
       let textinfo = completed ? 'Done' : 'Waiting...';
       if (queued) {
         const position = [...this.pending.keys()].indexOf(id) + 1;
