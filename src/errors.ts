@@ -34,3 +34,10 @@ export const notFound = (what: string, id: string) => new DomainError('NOT_FOUND
 /** A limit was reached; `retryAfterSeconds` (whole seconds, at least 1) says when to try again. */
 export const rateLimited = (message: string, retryAfterSeconds: number) =>
   new DomainError('RATE_LIMITED', message, { retryAfterSeconds: Math.max(1, Math.ceil(retryAfterSeconds)) });
+
+/** How soon a client should try again after SERVICE_UNAVAILABLE (Retry-After, `extensions.retryAfterSeconds`). */
+export const SERVICE_UNAVAILABLE_RETRY_S = 5;
+
+/** A dependency (Redis, Postgres) is away; the request did nothing lasting, and may be sent again shortly. */
+export const serviceUnavailable = (message: string) =>
+  new DomainError('SERVICE_UNAVAILABLE', message, { retryAfterSeconds: SERVICE_UNAVAILABLE_RETRY_S });

@@ -1,10 +1,12 @@
 /**
  * The one place where domain errors become GraphQL errors: a DomainError anywhere in an error's
- * cause chain reaches the client with its message, `extensions.code` and details; everything else
- * is masked by yoga (and logged by the server).
+ * cause chain reaches the client with its message, `extensions.code` and details; so does an error
+ * that says Redis is unreachable, as SERVICE_UNAVAILABLE; everything else is masked by yoga (and
+ * logged by the server).
  */
 import { GraphQLError } from 'graphql';
-import { DomainError } from '../errors';
+import { DomainError, serviceUnavailable } from '../errors';
+import { isRedisUnavailable } from '../redis';
 
 /** Where in an operation an error was raised (a GraphQLError's own fields, from whichever copy of graphql). */
 type Located = Partial<Pick<GraphQLError, 'nodes' | 'source' | 'positions' | 'path'>> & { originalError?: unknown };
@@ -19,6 +21,8 @@ export function domainErrorOf(error: unknown): DomainError | null {
     if (e instanceof DomainError) return e;
     e = (e as Located).originalError ?? (e as Error).cause;
   }
+  // A command that failed because Redis is away (src/redis.ts fails the API's commands fast).
+  if (isRedisUnavailable(error)) return serviceUnavailable('Redis, which holds the job queue and progress, is unavailable; try again shortly.');
   return null;
 }
 
@@ -30,6 +34,11 @@ export function toGraphQLError(domain: DomainError, at?: unknown): GraphQLError 
     source: where.source,
     positions: where.positions,
     path: where.path,
-    extensions: { ...domain.details, code: domain.code },
+    extensions: {
+      ...domain.details,
+      code: domain.code,
+      // Over HTTP yoga sends these as headers (and leaves `http` out of the answer).
+      ...(typeof domain.details.retryAfterSeconds === 'number' && { http: { headers: { 'retry-after': String(domain.details.retryAfterSeconds) } } }),
+    },
   });
 }

@@ -16,6 +16,7 @@ import { BodyError, readBody } from '../http';
 import type { Logger } from '../logger';
 import type { ImageUrls } from '../storage/storage';
 import type { CorsPolicy } from './cors';
+import { domainErrorOf } from './graphqlErrors';
 import { taskStatus } from './celeryState';
 import { GENERATE_PATH, OPENAPI_PATH, openApiDocument, REST_BASE } from './openapi';
 import { parseGenerateBody } from './restSchema';
@@ -156,6 +157,8 @@ const preflight = (allow: string) => new HttpAnswer(204, null, { allow: `${allow
 /** The one place errors become HTTP answers: domain errors by HTTP_STATUS_OF, anything else a logged 500. */
 function answerFor(err: unknown, deps: Pick<RestDeps, 'log' | 'clientIp'>, req: http.IncomingMessage): HttpAnswer {
   if (err instanceof HttpAnswer) return err;
+  // A DomainError, or an error that says Redis is away (SERVICE_UNAVAILABLE).
+  err = domainErrorOf(err) ?? err;
   if (err instanceof DomainError) {
     const status = HTTP_STATUS_OF[err.code];
     if (err.code === 'BAD_USER_INPUT') return new HttpAnswer(status, { detail: [{ loc: ['body'], msg: err.message, type: 'value_error' }] });
@@ -170,7 +173,7 @@ function headersFor(err: DomainError, deps: Pick<RestDeps, 'log' | 'clientIp'>, 
     case 'UNAUTHENTICATED':
       return { 'www-authenticate': 'Bearer' };
     case 'SERVICE_UNAVAILABLE':
-      return { 'retry-after': String(RETRY_AFTER_S) };
+      return { 'retry-after': String(typeof err.details.retryAfterSeconds === 'number' ? err.details.retryAfterSeconds : RETRY_AFTER_S) };
     case 'RATE_LIMITED': {
       const wait = err.details.retryAfterSeconds;
       deps.log.info({ ip: deps.clientIp(req), retryAfterSeconds: wait }, 'REST request refused by a rate limit');

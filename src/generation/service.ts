@@ -7,7 +7,7 @@ import { parseUuid } from '../ids';
 import type { Knex } from 'knex';
 import type { AuthUser } from '../auth/tokens';
 import type { CreditMeter } from '../credits/meter';
-import { DomainError, notFound, rateLimited } from '../errors';
+import { DomainError, notFound, rateLimited, serviceUnavailable } from '../errors';
 import type { RateLimits } from '../limits/rateLimits';
 import type { JobProducer } from '../jobs/queues';
 import type { Logger } from '../logger';
@@ -102,7 +102,7 @@ export class GenerationService {
       }, credits);
       // Not awaited: with Redis unreachable it would only add ENQUEUE_TIMEOUT_MS to this answer.
       if (ended) void queueWebhook({ db, producer, log }, id, 'FAILED');
-      throw new DomainError('SERVICE_UNAVAILABLE', 'The job queue is unavailable; your credits were returned. Try again shortly.');
+      throw serviceUnavailable('The job queue is unavailable; your credits were returned. Try again shortly.');
     }
     return row;
   }
