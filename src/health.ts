@@ -50,10 +50,25 @@ export async function readiness(checks: readonly HealthCheck[], timeoutMs: numbe
   return { ok: results.every(([, r]) => r.ok), checks: Object.fromEntries(results) };
 }
 
+/**
+ * Redis answers a PING. A connection that is not up (Redis stopped, or a failover under way) is
+ * reported down at once with its state, instead of waiting out the timeout (a worker's connection
+ * would hold the PING until Redis returns).
+ */
+export function redisCheck(redis: Redis): HealthCheck {
+  return {
+    name: 'redis',
+    run: async () => {
+      if (redis.status !== 'ready') throw new Error(`not connected (${redis.status})`);
+      return redis.ping();
+    },
+  };
+}
+
 /** The checks both process kinds make: Redis answers, Postgres answers with the schema current. */
 export function coreChecks(redis: Redis, db: Knex): HealthCheck[] {
   return [
-    { name: 'redis', run: () => redis.ping() },
+    redisCheck(redis),
     { name: 'database', run: () => db.raw('select 1') },
     { name: 'migrations', run: () => assertSchemaCurrent(db) },
   ];

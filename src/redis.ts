@@ -9,8 +9,7 @@
  *   and the connection reconnects by itself; the job consumer bounds its own calls (src/jobs/consumer.ts).
  *
  * With Sentinel, ioredis asks the sentinels for the primary on every (re)connect, checks that the
- * server it reached is a primary, drops the connection when the sentinels announce a new primary
- * (`failoverDetector`), and reconnects when a demoted primary answers a write with READONLY.
+ * server it reached is a primary, and reconnects when a demoted primary answers a write with READONLY.
  */
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Config } from './config';
@@ -33,7 +32,10 @@ export function redisOptions(settings: RedisSettings, role: RedisRole): RedisOpt
   if (settings.sentinels.length > 0) {
     options.sentinels = settings.sentinels.map(({ host, port }) => ({ host, port }));
     options.name = settings.sentinelName;
-    options.failoverDetector = true;
+    // Not ioredis's failoverDetector: when it fires while a reconnect is asking the sentinels, that
+    // connect fails with "Connection is closed" and the connection ends for good (seen in
+    // test/faults/redis-sentinel.test.ts). A killed primary closes its connections anyway, and a
+    // demoted one is left on its first READONLY (reconnectOnError above).
     // Asking the sentinels again is cheap; give up on none of them (a failover takes seconds).
     options.sentinelRetryStrategy = (times) => Math.min(times * 100, 1000);
     // Each sentinel gets this long to answer "who is the primary?" before the next is asked.

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PROCESSES_TEST_MS, WAIT_MS } from '../helpers/budgets';
 import { subscribe, type Subscription } from '../helpers/graphql';
-import { expectChargedOncePerSuccess, startGenerationLoad, succeededCount } from '../helpers/generationLoad';
+import { expectChargedOncePerSuccess, LOAD_ENV, startGenerationLoad, untilSucceeded } from '../helpers/generationLoad';
 import { startRedis, stopRedis } from '../helpers/redisServer';
 import { freePort, startStack, type Stack } from '../helpers/stack';
 import { until } from '../helpers/wait';
@@ -67,7 +67,7 @@ describe('a Redis outage under load', () => {
         // A job Redis lost (none should be, with fsync always) would be queued again within seconds.
         STRANDED_SWEEP_INTERVAL_MS: '1000',
         STRANDED_MIN_AGE_S: '5',
-        EMAIL_VERIFICATION_REQUIRED: 'false',
+        ...LOAD_ENV,
       },
     });
     api = await stack.spawnApi();
@@ -152,7 +152,7 @@ describe('a Redis outage under load', () => {
 
       // Every accepted generation finishes, each charged once; the open streams end with it.
       const accepted = load.accepted();
-      await until(async () => (await succeededCount(stack.tdb.db, accepted)) === accepted.length, 'every accepted generation to succeed', PROCESSES_TEST_MS / 2);
+      await untilSucceeded(stack.tdb.db, accepted, PROCESSES_TEST_MS / 2);
       await expectChargedOncePerSuccess(stack.tdb.db, users.map((u) => ({ userId: u.userId, credits: CREDITS })), accepted);
       for (const s of streams) expect(await s.done).toEqual(expect.arrayContaining([{ data: { generationProgress: { status: 'SUCCEEDED' } } }]));
     } finally {

@@ -7,6 +7,10 @@ import type { Knex } from 'knex';
 import { expect } from 'vitest';
 import { unbalancedUsers } from '../../src/credits/ledger';
 import { WAIT_MS } from './budgets';
+import { until } from './wait';
+
+/** The stack's settings for the load: no per-user limits (the clients are few and quick), no mail to confirm. */
+export const LOAD_ENV = { RATE_LIMIT_GENERATIONS_PER_MINUTE: '0', MAX_UNFINISHED_GENERATIONS_PER_USER: '0', EMAIL_VERIFICATION_REQUIRED: 'false' } as const;
 
 export interface LoadAnswer {
   client: number;
@@ -78,10 +82,13 @@ export function startGenerationLoad(baseUrl: () => string, tokens: readonly stri
   };
 }
 
-/** How many of `ids` have SUCCEEDED. */
-export async function succeededCount(db: Knex, ids: readonly string[]): Promise<number> {
-  const [row] = await db('generations').whereIn('id', ids).where({ status: 'SUCCEEDED' }).count<Array<{ n: string | number }>>('* as n');
-  return Number(row?.n ?? 0);
+/** Waits until every one of `ids` has SUCCEEDED, or the budget is spent (the checks that follow then say which did not and why). */
+export async function untilSucceeded(db: Knex, ids: readonly string[], budgetMs: number): Promise<void> {
+  const succeeded = async () => {
+    const [row] = await db('generations').whereIn('id', ids).where({ status: 'SUCCEEDED' }).count<Array<{ n: string | number }>>('* as n');
+    return Number(row?.n ?? 0) === ids.length;
+  };
+  await until(succeeded, 'every accepted generation to succeed', budgetMs).catch(() => undefined);
 }
 
 /**
@@ -96,7 +103,7 @@ export async function expectChargedOncePerSuccess(db: Knex, users: ReadonlyArray
     .whereIn('user_id', users.map((u) => u.userId))
     .select('id', 'user_id', 'status', 'error_code');
   const byId = new Map(rows.map((r) => [r.id, r]));
-  expect(accepted.filter((id) => byId.get(id)?.status !== 'SUCCEEDED')).toEqual([]);
+  expect(accepted.filter((id) => byId.get(id)?.status !== 'SUCCEEDED').map((id) => [id, byId.get(id)?.status, byId.get(id)?.error_code])).toEqual([]);
   const acceptedSet = new Set(accepted);
   // Rows nobody was told about: refused at the queue, ended FAILED (ENQUEUE_FAILED) and refunded.
   const refused = rows.filter((r) => !acceptedSet.has(r.id));

@@ -6,7 +6,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
+import { PROCESS_START_MS } from './budgets';
 
 export interface RedisServerOptions {
   /** Keep an append-only file in this folder, written before each write is acknowledged (fsync always); a restart on the same folder reloads it. */
@@ -15,25 +17,40 @@ export interface RedisServerOptions {
   replicaOf?: number;
 }
 
-/** Spawns `redis-server args` and resolves once its log has shown `ready` (rejects if it exits first). */
+/**
+ * Spawns `redis-server args` and resolves once its log has shown `ready`; rejects with the log if it
+ * exits first or has not within PROCESS_START_MS (and kills it).
+ */
 function spawnRedis(args: string[], ready: RegExp): Promise<ChildProcess> {
   const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   return new Promise((resolve, reject) => {
     let out = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`redis-server ${args.join(' ')} was not ready within ${PROCESS_START_MS} ms: ${out}`));
+    }, PROCESS_START_MS);
     child.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
-      if (ready.test(out)) resolve(child);
+      if (ready.test(out)) {
+        clearTimeout(timer);
+        resolve(child);
+      }
     });
     child.once('error', reject);
-    child.once('exit', (code) => reject(new Error(`redis-server ${args.join(' ')} exited (${code}): ${out}`)));
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`redis-server ${args.join(' ')} exited (${code}): ${out}`));
+    });
   });
 }
 
 /** Starts redis-server on `port` (nothing kept on disk unless asked); resolves once it accepts connections. */
 export function startRedis(port: number, opts: RedisServerOptions = {}): Promise<ChildProcess> {
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', ''];
+  // Replication streams its snapshot over the socket, at once, and the replica loads it from there:
+  // nothing is written to disk but the append-only file asked for.
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--repl-diskless-sync', 'yes', '--repl-diskless-sync-delay', '0', '--repl-diskless-load', 'on-empty-db'];
   if (opts.appendOnlyDir) args.push('--dir', opts.appendOnlyDir, '--appendonly', 'yes', '--appendfsync', 'always');
-  else args.push('--appendonly', 'no');
+  else args.push('--dir', os.tmpdir(), '--appendonly', 'no');
   if (opts.replicaOf === undefined) return spawnRedis(args, /Ready to accept connections/);
   args.push('--replicaof', '127.0.0.1', String(opts.replicaOf));
   return spawnRedis(args, /MASTER <-> REPLICA sync: Finished with success/);
