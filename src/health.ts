@@ -50,8 +50,11 @@ export async function readiness(checks: readonly HealthCheck[], timeoutMs: numbe
   return { ok: results.every(([, r]) => r.ok), checks: Object.fromEntries(results) };
 }
 
+/** ioredis states of a connection that was lost and is not back. */
+const LOST: ReadonlySet<string> = new Set(['reconnecting', 'close', 'end']);
+
 /**
- * Redis answers a PING. A connection that is not up (Redis stopped, or a failover under way) is
+ * Redis answers a PING. A connection that was lost (Redis stopped, or a failover under way) is
  * reported down at once with its state, instead of waiting out the timeout (a worker's connection
  * would hold the PING until Redis returns).
  */
@@ -59,7 +62,8 @@ export function redisCheck(redis: Redis): HealthCheck {
   return {
     name: 'redis',
     run: async () => {
-      if (redis.status !== 'ready') throw new Error(`not connected (${redis.status})`);
+      // Lost and not back (still connecting at start, or lazily unconnected, is left to the PING).
+      if (LOST.has(redis.status)) throw new Error(`not connected (${redis.status})`);
       return redis.ping();
     },
   };
