@@ -22,6 +22,19 @@ const S3_MIN_PART_BYTES = 5 * 1024 * 1024;
 /** What S3 storage needs; setting some of them but not all is an error, none means the local folder. */
 const S3_REQUIRED = ['S3_ENDPOINT', 'S3_REGION', 'S3_BUCKET', 'S3_ACCESS_KEY_ID', 'S3_SECRET_ACCESS_KEY'] as const;
 
+export interface SentinelAddress {
+  host: string;
+  port: number;
+}
+
+/** `host:port` (or `[v6]:port`) of a sentinel; null for anything else (a blank entry too). */
+function sentinelAddress(raw: string): SentinelAddress | null {
+  const m = /^\s*(?:\[([0-9a-fA-F:.]+)\]|([^:\s\[\]]+)):(\d{1,5})\s*$/.exec(raw);
+  if (!m) return null;
+  const port = Number(m[3]);
+  return port >= 1 && port <= 65535 ? { host: (m[1] ?? m[2])!, port } : null;
+}
+
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
@@ -115,6 +128,24 @@ const envSchema = z.object({
   REDIS_PREFIX: z.string().trim().min(1).max(64).default('sdjobs'),
   /** How long adding a job may wait for Redis before the request fails (and its credits go back). */
   ENQUEUE_TIMEOUT_MS: int(5000, 100, 600_000),
+  /**
+   * Redis Sentinel: the sentinels as host:port, comma-separated; set, every connection asks them for
+   * the primary named REDIS_SENTINEL_NAME (REDIS_URL then gives only the password, database and TLS).
+   */
+  REDIS_SENTINELS: optionalString.pipe(
+    z
+      .string()
+      .refine((v) => v.split(',').every((s) => s.trim() === '' || sentinelAddress(s) !== null), 'must be host:port pairs, comma-separated (e.g. sentinel-1:26379,sentinel-2:26379)')
+      .optional(),
+  ),
+  /** The primary's name in the sentinels' configuration (`sentinel monitor <name> ...`). */
+  REDIS_SENTINEL_NAME: z.string().trim().min(1).max(200).default('mymaster'),
+  /**
+   * How long an API request waits for Redis: a command sent while Redis is unreachable fails after
+   * this long (or after one reconnect attempt) and the request answers SERVICE_UNAVAILABLE. Workers
+   * wait for Redis to come back instead.
+   */
+  REDIS_COMMAND_TIMEOUT_MS: int(1500, 50, 60_000),
 
   DATABASE_URL: optionalString.pipe(url(['postgres:', 'postgresql:']).optional()),
   APP_DATABASE_URL: optionalString.pipe(url(['postgres:', 'postgresql:']).optional()),
@@ -201,6 +232,13 @@ const envSchema = z.object({
    */
   WORKER_MAX_TASKS_PER_CHILD: int(50, 1, 1_000_000),
   STALL_INTERVAL_MS: int(5000, 500, 600_000),
+  /**
+   * How often a worker that generates looks for live generations whose job is gone (an API died
+   * before queuing it, or Redis lost it in a restart or a failover) and queues them again.
+   */
+  STRANDED_SWEEP_INTERVAL_MS: int(60_000, 100, 86_400_000),
+  /** Live generations untouched for less than this are left to the sweep's next round: an API or worker may be at work on them. */
+  STRANDED_MIN_AGE_S: int(60, 1, 86_400),
   /** A job whose worker died this many times is given up (Bee-Queue re-queues stalled jobs without limit, #106). */
   TASK_MAX_STALLS: int(2, 0, 100),
   /** On SIGTERM, how long running jobs may take to finish before they are left to be re-delivered. */
@@ -459,7 +497,14 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
       maxTokens: e.GRAPHQL_MAX_TOKENS,
       maxErrors: e.GRAPHQL_MAX_ERRORS,
     },
-    redis: { url: e.REDIS_URL, prefix: e.REDIS_PREFIX, enqueueTimeoutMs: e.ENQUEUE_TIMEOUT_MS },
+    redis: {
+      url: e.REDIS_URL,
+      prefix: e.REDIS_PREFIX,
+      enqueueTimeoutMs: e.ENQUEUE_TIMEOUT_MS,
+      commandTimeoutMs: e.REDIS_COMMAND_TIMEOUT_MS,
+      sentinels: (e.REDIS_SENTINELS ?? '').split(',').map(sentinelAddress).filter((a): a is SentinelAddress => a !== null),
+      sentinelName: e.REDIS_SENTINEL_NAME,
+    },
     database: { url: e.DATABASE_URL ?? e.APP_DATABASE_URL, poolMax: e.DATABASE_POOL_MAX, acquireTimeoutMs: e.DATABASE_ACQUIRE_TIMEOUT_MS },
     sd: {
       /** The list as given, each entry without its trailing slash (what the worker's `sdUrl` takes). */
@@ -498,6 +543,7 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
       maxTasksPerChild: e.WORKER_MAX_TASKS_PER_CHILD,
       stallIntervalMs: e.STALL_INTERVAL_MS,
       maxStalls: e.TASK_MAX_STALLS,
+      strandedSweep: { intervalMs: e.STRANDED_SWEEP_INTERVAL_MS, minAgeS: e.STRANDED_MIN_AGE_S },
       shutdownTimeoutMs: e.WORKER_SHUTDOWN_TIMEOUT_MS,
       postprocessThreads: e.POSTPROCESS_THREADS,
       postprocessThreadHeapMb: e.POSTPROCESS_THREAD_HEAP_MB,

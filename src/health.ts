@@ -56,10 +56,29 @@ export async function readiness(checks: readonly HealthCheck[], timeoutMs: numbe
   return { ok: down.length === 0, down, checks: Object.fromEntries(results) };
 }
 
+/** ioredis states of a connection that was lost and is not back. */
+const LOST: ReadonlySet<string> = new Set(['reconnecting', 'close', 'end']);
+
+/**
+ * Redis answers a PING. A connection that was lost (Redis stopped, or a failover under way) is
+ * reported down at once with its state, instead of waiting out the timeout (a worker's connection
+ * would hold the PING until Redis returns).
+ */
+export function redisCheck(redis: Redis): HealthCheck {
+  return {
+    name: 'redis',
+    run: async () => {
+      // Lost and not back (still connecting at start, or lazily unconnected, is left to the PING).
+      if (LOST.has(redis.status)) throw new Error(`not connected (${redis.status})`);
+      return redis.ping();
+    },
+  };
+}
+
 /** The checks both process kinds make: Redis answers, Postgres answers with the schema current. */
 export function coreChecks(redis: Redis, db: Knex): HealthCheck[] {
   return [
-    { name: 'redis', run: () => redis.ping() },
+    redisCheck(redis),
     { name: 'database', dependency: 'postgres', run: () => db.raw('select 1') },
     { name: 'migrations', dependency: 'postgres', run: () => assertSchemaCurrent(db) },
   ];

@@ -12,7 +12,7 @@
  */
 import type { Knex } from 'knex';
 import { sdServerList, type Config, type QueueName } from '../src/config';
-import { ORPHAN_SWEEP_INTERVAL_MS, sweepStrandedGenerations } from '../src/generation/orphans';
+import { sweepStrandedGenerations } from '../src/generation/orphans';
 import { failGeneration } from '../src/generation/outcomes';
 import { storeSamplers } from '../src/generation/samplers';
 import { PostprocessPool } from '../src/imaging/pool';
@@ -75,7 +75,7 @@ export function createWorker(opts: WorkerOptions): Worker {
   const prometheus: WorkerMetrics = workerMetrics({ prefix: config.redis.prefix, queues: queueNames });
   const sdServers = queueNames.includes(JOB_QUEUES.generateImage) ? sdServersOf(opts) : [];
   const slots: Record<QueueName, number> = { ...config.worker.slots, high_priority: opts.concurrency ?? generationSlots(config, sdServers.length) };
-  const redis = openRedis(config.redis.url, 'worker', log);
+  const redis = openRedis(config.redis, 'worker', log, 'background');
   // Builds no I/O beyond the pool's threads; the fleet's checks begin at start().
   let generation: ReturnType<typeof generationParts> | null;
   try {
@@ -85,7 +85,8 @@ export function createWorker(opts: WorkerOptions): Worker {
     throw err;
   }
   const publisher = new ProgressPublisher(redis, config.redis.prefix, config.progress.expiresS);
-  const producer = new JobProducer(config, log);
+  // On the process's own connection: the API's fails fast while Redis is away, the worker's waits.
+  const producer = new JobProducer(config, log, redis);
   const mailer = createMailer(config);
   // Each retry and each re-delivery after a worker died is an attempt.
   const maxAttempts = config.worker.maxRetries + 1 + config.worker.maxStalls;
@@ -186,6 +187,7 @@ export function createWorker(opts: WorkerOptions): Worker {
             prefix: config.redis.prefix,
             producer,
             maxAttempts,
+            minAgeS: config.worker.strandedSweep.minAgeS,
             fail: (gid, failure) => failGeneration(db, publisher, gid, failure, { db, producer, log }, prometheus.credits),
           }).then(
             ({ requeued, failed, discardedStaged }) => {
@@ -195,7 +197,7 @@ export function createWorker(opts: WorkerOptions): Worker {
             },
             (err: unknown) => log.warn({ err }, 'stranded-generation sweep failed'),
           ));
-        orphanTimer = setInterval(sweep, ORPHAN_SWEEP_INTERVAL_MS);
+        orphanTimer = setInterval(sweep, config.worker.strandedSweep.intervalMs);
         orphanTimer.unref();
       }
       // Announced once it consumes: from now on operators see it (and its SD server's state).

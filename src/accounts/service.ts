@@ -10,7 +10,7 @@ import type { Config } from '../config';
 import { grantCredits } from '../credits/ledger';
 import { groupedInOrderOf, inOrderOf } from '../db/inOrderOf';
 import { User } from '../db/models';
-import { DomainError } from '../errors';
+import { DomainError, serviceUnavailable } from '../errors';
 import type { RateLimits } from '../limits/rateLimits';
 import { parseUuid } from '../ids';
 import type { JobProducer } from '../jobs/queues';
@@ -130,7 +130,7 @@ export class AccountService {
       await this.deps.producer.enqueue('sendEmail', key, mail);
     } catch (err) {
       this.deps.log.warn({ err, mail: mail.template }, 'could not queue a mail');
-      throw new DomainError('SERVICE_UNAVAILABLE', 'Mail cannot be queued right now; try again in a moment.');
+      throw serviceUnavailable('Mail cannot be queued right now; try again in a moment.');
     }
   }
 

@@ -1,13 +1,16 @@
 /**
  * The one place where domain errors become GraphQL errors: a DomainError anywhere in an error's
- * cause chain reaches the client with its message, `extensions.code` and details; a database that
- * cannot be reached (src/db/unavailable.ts), wherever in the request it was met, reaches it as
- * SERVICE_UNAVAILABLE; everything else is masked by yoga (and logged by the server). The REST
- * endpoints read errors through `domainErrorOf` too.
+/**
+ * The one place where domain errors become GraphQL errors: a DomainError anywhere in an error's
+ * cause chain reaches the client with its message, `extensions.code` and details; a database
+ * (src/db/unavailable.ts) or a Redis (src/redis.ts) that cannot be reached, wherever in the request
+ * it was met, reaches it as SERVICE_UNAVAILABLE; everything else is masked by yoga (and logged by the
+ * server). The REST endpoints read errors through `domainErrorOf` too.
  */
 import { GraphQLError } from 'graphql';
 import { isDatabaseUnavailable } from '../db/unavailable';
 import { DomainError, serviceUnavailable } from '../errors';
+import { isRedisUnavailable } from '../redis';
 
 /** Where in an operation an error was raised (a GraphQLError's own fields, from whichever copy of graphql). */
 type Located = Partial<Pick<GraphQLError, 'nodes' | 'source' | 'positions' | 'path'>> & { originalError?: unknown };
@@ -24,7 +27,10 @@ export function domainErrorOf(error: unknown): DomainError | null {
     if (e instanceof DomainError) return e;
     e = (e as Located).originalError ?? (e as Error).cause;
   }
-  return isDatabaseUnavailable(error) ? serviceUnavailable('The service cannot reach its database right now; try again shortly.') : null;
+  if (isDatabaseUnavailable(error)) return serviceUnavailable('The service cannot reach its database right now; try again shortly.');
+  // A command that failed because Redis is away (src/redis.ts fails the API's commands fast).
+  if (isRedisUnavailable(error)) return serviceUnavailable('Redis, which holds the job queue and progress, is unavailable; try again shortly.');
+  return null;
 }
 
 /** The client's view of a domain error, at the place in the operation where it was raised. */
@@ -35,6 +41,11 @@ export function toGraphQLError(domain: DomainError, at?: unknown): GraphQLError 
     source: where.source,
     positions: where.positions,
     path: where.path,
-    extensions: { ...domain.details, code: domain.code },
+    extensions: {
+      ...domain.details,
+      code: domain.code,
+      // Over HTTP yoga sends these as headers (and leaves `http` out of the answer).
+      ...(typeof domain.details.retryAfterSeconds === 'number' && { http: { headers: { 'retry-after': String(domain.details.retryAfterSeconds) } } }),
+    },
   });
 }

@@ -167,14 +167,14 @@ const methodNotAllowed = (allow: string) => new HttpAnswer(405, { detail: 'Metho
 const preflight = (allow: string) => new HttpAnswer(204, null, { allow: `${allow}, OPTIONS` });
 
 /**
- * The one place errors become HTTP answers: domain errors (a database that cannot be reached among
- * them, as GraphQL reads them: domainErrorOf) by HTTP_STATUS_OF, anything else a logged 500.
+ * The one place errors become HTTP answers: domain errors (a database or a Redis that cannot be
+ * reached among them, as GraphQL reads them: domainErrorOf) by HTTP_STATUS_OF, anything else a logged 500.
  */
 function answerFor(thrown: unknown, deps: Pick<RestDeps, 'log' | 'clientIp'>, req: http.IncomingMessage): HttpAnswer {
   if (thrown instanceof HttpAnswer) return thrown;
   const err = domainErrorOf(thrown);
   if (err) {
-    if (err !== thrown && err.code === 'SERVICE_UNAVAILABLE') deps.log.warn({ err: thrown }, 'database unavailable; a REST request answered 503');
+    if (err !== thrown && err.code === 'SERVICE_UNAVAILABLE') deps.log.warn({ err: thrown }, 'a dependency is unavailable; a REST request answered 503');
     const status = HTTP_STATUS_OF[err.code];
     if (err.code === 'BAD_USER_INPUT') return new HttpAnswer(status, { detail: [{ loc: ['body'], msg: err.message, type: 'value_error' }] });
     return new HttpAnswer(status, { detail: err.message }, headersFor(err, deps, req));
@@ -188,7 +188,7 @@ function headersFor(err: DomainError, deps: Pick<RestDeps, 'log' | 'clientIp'>, 
     case 'UNAUTHENTICATED':
       return { 'www-authenticate': 'Bearer' };
     case 'SERVICE_UNAVAILABLE':
-      return { 'retry-after': String(RETRY_AFTER_S) };
+      return { 'retry-after': String(typeof err.details.retryAfterSeconds === 'number' ? err.details.retryAfterSeconds : RETRY_AFTER_S) };
     case 'RATE_LIMITED': {
       const wait = err.details.retryAfterSeconds;
       deps.log.info({ ip: deps.clientIp(req), retryAfterSeconds: wait }, 'REST request refused by a rate limit');

@@ -110,18 +110,21 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   const closeOwnImageUrls = () => {
     if (!opts.imageUrls) imageUrls.close?.();
   };
-  const redis = openRedis(config.redis.url, 'api', log);
-  const subscriber = openRedis(config.redis.url, 'api-subscriber', log);
+  // Every connection of the API fails a command fast while Redis is away (src/redis.ts): a request
+  // answers SERVICE_UNAVAILABLE in a second or two instead of waiting for Redis to return.
+  const redis = openRedis(config.redis, 'api', log, 'request');
+  const subscriber = openRedis(config.redis, 'api-subscriber', log, 'request');
   // The limits' own connection: a command that Redis does not answer in time fails (no queue while
   // disconnected, no retries), so a limit decides quickly whether Redis is there (src/limits/).
-  const limitsRedis = openRedis(config.redis.url, 'api-limits', log, {
+  const limitsRedis = openRedis(config.redis, 'api-limits', log, 'request', {
     commandTimeout: config.rateLimits.redisTimeoutMs,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
   });
   const rateLimits = new RateLimits(limitsRedis, config.redis.prefix, config.rateLimits, log);
   const streamSlots = new StreamSlots(limitsRedis, config.redis.prefix, config.rateLimits, log);
-  const producer = new JobProducer(config, log);
+  // On the process's own connection: the API's fails fast while Redis is away, the worker's waits.
+  const producer = new JobProducer(config, log, redis);
   const publisher = new ProgressPublisher(redis, config.redis.prefix, config.progress.expiresS);
   const hub = new ProgressHub(subscriber, config.redis.prefix, log);
   const samplers = new SamplerCatalog(redis, config.redis.prefix, log);

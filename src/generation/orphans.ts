@@ -18,10 +18,6 @@ import { JOB_QUEUES, jobId } from '../jobs/registry';
 import { discardEndedStagedImages } from './images';
 import { LIVE_STATUSES, type GenerationStatus } from './lifecycle';
 
-/** Rows untouched for less than this are left alone: their API or worker may be at work on them. */
-export const ORPHAN_MIN_AGE_S = 60;
-/** How often a worker that consumes high_priority looks for them. */
-export const ORPHAN_SWEEP_INTERVAL_MS = 60_000;
 
 export interface StrandedSweep {
   db: Knex;
@@ -31,6 +27,8 @@ export interface StrandedSweep {
   producer: JobProducer;
   /** A generation started this many times is not started again (TASK_MAX_RETRIES + 1 + TASK_MAX_STALLS). */
   maxAttempts: number;
+  /** STRANDED_MIN_AGE_S: rows untouched for less than this are left alone (their API or worker may be at work on them). */
+  minAgeS: number;
   /** Ends a generation FAILED with its credits back and tells its watchers. */
   fail(id: string, failure: { code: string; message: string; retryable: boolean }): Promise<void>;
   limit?: number;
@@ -48,7 +46,7 @@ export async function sweepStrandedGenerations(s: StrandedSweep): Promise<SweepR
   // first: a backlog of healthy queued jobs must not hide a stranded one behind it.
   const rows: Array<{ id: string; status: GenerationStatus; attempts: number }> = await s.db('generations')
     .whereIn('status', LIVE_STATUSES)
-    .where('updated_at', '<', s.db.raw(`now() - interval '${ORPHAN_MIN_AGE_S} seconds'`))
+    .where('updated_at', '<', s.db.raw(`now() - make_interval(secs => ?)`, [s.minAgeS]))
     .orderBy('updated_at')
     .limit(s.limit ?? 10_000)
     .select('id', 'status', 'attempts');

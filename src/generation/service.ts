@@ -7,7 +7,7 @@ import { parseUuid } from '../ids';
 import type { Knex } from 'knex';
 import type { AuthUser } from '../auth/tokens';
 import type { CreditMeter } from '../credits/meter';
-import { DomainError, notFound, rateLimited } from '../errors';
+import { DomainError, notFound, rateLimited, serviceUnavailable } from '../errors';
 import type { RateLimits } from '../limits/rateLimits';
 import type { JobProducer } from '../jobs/queues';
 import type { Logger } from '../logger';
@@ -156,7 +156,7 @@ export class GenerationService {
       if (ended) void queueWebhook({ db, producer, log }, id, 'FAILED');
       // The request failed: the same key sent again must create a generation, not answer with this one.
       if (key !== null) await releaseIdempotencyKey(db, id).catch((e: unknown) => log.error({ err: e, generationId: id }, 'could not release the idempotency key'));
-      throw new DomainError('SERVICE_UNAVAILABLE', 'The job queue is unavailable; your credits were returned. Try again shortly.');
+      throw serviceUnavailable('The job queue is unavailable; your credits were returned. Try again shortly.');
     }
     return { row, replayed: false };
   }
@@ -186,7 +186,7 @@ export class GenerationService {
       if (found) return { row: found, replayed: true };
       if (refused) return { row: null, replayed: false };
       // Released (its request failed) or past its TTL (deleted by the read): claim it again.
-      if (tries >= KEY_CLAIM_TRIES) throw new DomainError('SERVICE_UNAVAILABLE', 'The idempotency key is being taken and released by other requests right now; try again shortly.');
+      if (tries >= KEY_CLAIM_TRIES) throw serviceUnavailable('The idempotency key is being taken and released by other requests right now; try again shortly.');
     }
   }
 

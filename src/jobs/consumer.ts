@@ -1,7 +1,7 @@
 /**
  * The worker's job loop, on Bee-Queue's keys and record format. Producers (the API, a worker
- * enqueuing a follow-up job) still add jobs through Bee-Queue (`JobProducer`); this replaces only
- * `queue.process()`, which costs three round trips per job (BRPOPLPUSH, HGET, then a MULTI to finish)
+ * enqueuing a follow-up job) add jobs in the same format with Bee-Queue's addJob script
+ * (`JobProducer`, ./queues.ts); this replaces `queue.process()`, which costs three round trips per job (BRPOPLPUSH, HGET, then a MULTI to finish)
  * plus a stall-guard SREM and a timer per job. Here one Lua call finishes every job that ended since
  * the last call and takes as many waiting jobs as there are free slots, with their records: with
  * jobs waiting, a worker makes one round trip per batch of jobs (bench/scenarios/jobs.ts).

@@ -1,7 +1,7 @@
 /** The job layer's Redis scripts, one file each in ./scripts (their comments say what they do), read once. */
 import { readFileSync } from 'node:fs';
 
-export type ScriptName = 'take' | 'guard' | 'raise' | 'save' | 'count' | 'stats';
+export type ScriptName = 'add' | 'take' | 'guard' | 'raise' | 'save' | 'count' | 'stats';
 
 const scripts = new Map<ScriptName, string>();
 

@@ -2,11 +2,12 @@ import BeeQueue from 'bee-queue';
 import type { Redis } from 'ioredis';
 import type { Config, QueueName } from '../config';
 import type { Logger } from '../logger';
-import { closeRedis, openRedis } from '../redis';
+import { closeRedis, openRedis, type RedisRole } from '../redis';
+import { queueKeys, type QueuedJobOptions } from './consumer';
 import { JobError } from './errors';
+import { luaScript } from './luaScripts';
 import type { JobEnvelope, JobKind, JobPayloads } from './registry';
 import { JOB_QUEUES, jobId } from './registry';
-import { forgetEndedJob } from './storedJobs';
 
 export type Queue = BeeQueue<JobEnvelope>;
 
@@ -15,6 +16,11 @@ export interface QueueRole {
   worker: boolean;
 }
 
+/**
+ * A Bee-Queue `Queue` on its own node_redis v3 client (which speaks neither Sentinel nor Cluster):
+ * the service itself no longer uses one (JobProducer adds, JobConsumer takes); kept for the test that
+ * holds our record format to Bee-Queue's, and for the benchmark that compares the two.
+ */
 export function createQueue(config: Config, name: QueueName, role: QueueRole): Queue {
   return new BeeQueue<JobEnvelope>(name, {
     prefix: config.redis.prefix,
@@ -39,26 +45,34 @@ export const waitingKey = (config: Config, queue: QueueName) => `${config.redis.
 /** Redis hash holding every job record of a queue that is waiting, delayed or active. */
 export const jobsKey = (config: Config, queue: QueueName) => `${config.redis.prefix}:${queue}:jobs`;
 
-export class JobProducer {
-  private readonly queues = new Map<QueueName, Queue>();
-  /** Opened on the first duplicate id, to let go of a kept job that ended (see enqueue). */
-  private redis: Redis | undefined;
+/** What the producer needs of a connection: the add script, defined on it once. */
+type ProducerConnection = Redis & { sdjobsAddJob(...args: Array<string | number>): Promise<string | null> };
 
+/**
+ * Adds jobs to Bee-Queue's queues without Bee-Queue: its record format (`{data, options, status,
+ * progress}`, the same options its `Job#retries/backoff/timeout` write) and its addJob script, on an
+ * ioredis connection from src/redis.ts, so producers follow a Sentinel failover like every other
+ * connection. Bee-Queue's own `process()` and our consumer both take these jobs
+ * (test/unit/jobs-contract.test.ts).
+ */
+export class JobProducer {
+  private readonly redis: ProducerConnection;
+  /** The connection was opened here (and is closed here), not lent by the owner. */
+  private readonly owned: boolean;
+
+  /**
+   * `connection`: one the owner has opened (and closes), e.g. the API's, whose commands fail fast
+   * while Redis is away. Without one the producer opens its own with `role` (default: background).
+   */
   constructor(
     private readonly config: Config,
-    private readonly log: Logger,
-  ) {}
-
-  private queue(name: QueueName): Queue {
-    let q = this.queues.get(name);
-    if (!q) {
-      q = createQueue(this.config, name, { worker: false });
-      // Bee-Queue re-emits its Redis client's errors (every failed reconnect): without a listener
-      // Node would throw and a Redis restart would take the whole process down.
-      q.on('error', (err: Error) => this.log.warn({ err: err.message, queue: name }, 'job queue connection error'));
-      this.queues.set(name, q);
-    }
-    return q;
+    log: Logger,
+    connection?: Redis | { role: RedisRole },
+  ) {
+    const redis = connection && 'options' in connection ? connection : openRedis(config.redis, 'producer', log, connection?.role ?? 'background');
+    this.owned = redis !== connection;
+    if (!('sdjobsAddJob' in redis)) redis.defineCommand('sdjobsAddJob', { numberOfKeys: 6, lua: luaScript('add') });
+    this.redis = redis as ProducerConnection;
   }
 
   /**
@@ -68,37 +82,29 @@ export class JobProducer {
    * not count: it is let go and the new one added, as if it had been removed when it ended.
    */
   async enqueue<K extends JobKind>(kind: K, key: string, payload: JobPayloads[K]): Promise<boolean> {
-    const queue = JOB_QUEUES[kind];
+    const k = queueKeys(this.config.redis.prefix, JOB_QUEUES[kind]);
     const id = jobId(kind, key);
-    return this.bounded(async () => {
-      if ((await this.save(kind, id, payload)).id) return true;
-      this.redis ??= openRedis(this.config.redis.url, 'producer', this.log);
-      if (!(await forgetEndedJob(this.redis, this.config.redis.prefix, queue, id))) return false;
-      return Boolean((await this.save(kind, id, payload)).id);
-    });
+    const record = JSON.stringify({ data: { kind, payload } as JobEnvelope, options: this.options(kind), status: 'created', progress: 0 });
+    return this.bounded(async () => (await this.redis.sdjobsAddJob(k.jobs, k.waiting, k.succeeded, k.failed, k.succeededAt, k.failedAt, id, record)) !== null);
   }
 
-  private save<K extends JobKind>(kind: K, id: string, payload: JobPayloads[K]) {
+  /** The options Bee-Queue's `createJob(...).timeout().retries().backoff()` would store. */
+  private options(kind: JobKind): QueuedJobOptions {
     const { worker, webhooks } = this.config;
-    const job = this.queue(JOB_QUEUES[kind])
-      .createJob({ kind, payload } as JobEnvelope)
-      .setId(id)
-      // A safety net above the processor's own hard limit, which really stops the work.
-      .timeout(worker.timeLimitMs + 30_000);
+    // A safety net above the processor's own hard limit, which really stops the work.
+    const base = { timestamp: Date.now(), stacktraces: [], timeout: worker.timeLimitMs + 30_000 };
     if (kind === 'deliverWebhook') {
       // A receiver may be down for hours: tries spread over about a day, each wait twice the last.
-      job.retries(webhooks.maxAttempts - 1).backoff('exponential', webhooks.retryDelayMs);
-    } else {
-      // Bee-Queue refuses a fixed backoff of 0 ms; TASK_RETRY_DELAY_S=0 means retry at once.
-      job.retries(worker.maxRetries).backoff(worker.retryDelayMs > 0 ? 'fixed' : 'immediate', worker.retryDelayMs);
+      return { ...base, retries: webhooks.maxAttempts - 1, backoff: { strategy: 'exponential', delay: webhooks.retryDelayMs } };
     }
-    // Bee-Queue's addJob script returns nil for a duplicate id; the saved job then has no id.
-    return job.save();
+    // Bee-Queue refuses a fixed backoff of 0 ms; TASK_RETRY_DELAY_S=0 means retry at once.
+    return { ...base, retries: worker.maxRetries, backoff: { strategy: worker.retryDelayMs > 0 ? 'fixed' : 'immediate', delay: worker.retryDelayMs } };
   }
 
   private async bounded(add: () => Promise<boolean>): Promise<boolean> {
-    // Bee-Queue's Redis client queues commands while disconnected (for up to an hour): bound the
-    // wait. A save that lands after the timeout finds its generation already ended and does nothing.
+    // A worker's connection queues commands while disconnected (it waits for Redis to return):
+    // bound the wait. An add that lands after the timeout finds its generation already ended and
+    // does nothing. (The API's connection fails sooner by itself: REDIS_COMMAND_TIMEOUT_MS.)
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
@@ -114,8 +120,6 @@ export class JobProducer {
   }
 
   async close(): Promise<void> {
-    await Promise.allSettled([...this.queues.values()].map((q) => q.close()).concat(this.redis ? [closeRedis(this.redis)] : []));
-    this.queues.clear();
-    this.redis = undefined;
+    if (this.owned) await closeRedis(this.redis);
   }
 }

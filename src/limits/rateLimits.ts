@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Config } from '../config';
-import { DomainError, rateLimited } from '../errors';
+import { rateLimited, serviceUnavailable } from '../errors';
 import type { Logger } from '../logger';
 import { ipLimitKey } from './clientIp';
 import { OutageLog } from './outage';
@@ -117,7 +117,7 @@ export class RateLimits {
     }
     if (failure) {
       this.closedOutage.failed(failure.err, kind);
-      throw new DomainError('SERVICE_UNAVAILABLE', 'This cannot be done right now; try again in a moment.');
+      throw serviceUnavailable('This cannot be done right now; try again in a moment.');
     }
     this.closedOutage.ok();
     if (refused) {

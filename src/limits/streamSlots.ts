@@ -17,7 +17,7 @@ import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config';
-import { DomainError, rateLimited } from '../errors';
+import { rateLimited, serviceUnavailable } from '../errors';
 import type { Logger } from '../logger';
 import { OutageLog } from './outage';
 
@@ -111,7 +111,7 @@ export class StreamSlots {
     if (this.closed) {
       // close() ran while Redis answered: no heartbeat will renew this entry, which goes stale by itself.
       this.open--;
-      throw new DomainError('SERVICE_UNAVAILABLE', 'This server is shutting down; open the stream again.');
+      throw serviceUnavailable('This server is shutting down; open the stream again.');
     }
     if (!taken) {
       this.open--;

@@ -33,7 +33,7 @@ async function main() {
     throw err;
   }
   const address = await api.listen();
-  log.info({ address, database: describeTarget(target), redis: config.redis.url.replace(/\/\/.*@/, '//***@') }, `GraphQL at ${config.http.publicUrl}/graphql`);
+  log.info({ address, database: describeTarget(target), redis: config.redis.sentinels.length > 0 ? { sentinels: config.redis.sentinels.map((a) => `${a.host}:${a.port}`), primary: config.redis.sentinelName } : config.redis.url.replace(/\/\/.*@/, '//***@') }, `GraphQL at ${config.http.publicUrl}/graphql`);
   closeOnSignals(async () => {
     await api.close();
     imageUrls.close?.();

@@ -29,6 +29,7 @@ describe('stranded generations', () => {
       prefix: stack.config.redis.prefix,
       producer,
       maxAttempts: 3,
+      minAgeS: stack.config.worker.strandedSweep.minAgeS,
       fail: (id, failure) => failGeneration(stack.tdb.db, publisher, id, failure, { db: stack.tdb.db, producer, log: createLogger('silent') }),
     };
     sweep = () => sweepStrandedGenerations(deps);

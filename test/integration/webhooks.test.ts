@@ -230,6 +230,7 @@ describe('webhooks, with a real receiver', () => {
         prefix: stack.config.redis.prefix,
         producer,
         maxAttempts: 3,
+        minAgeS: stack.config.worker.strandedSweep.minAgeS,
         fail: (gid, failure) => failGeneration(db, publisher, gid, failure, { db, producer, log }),
       });
       expect(result.failed).toEqual([id]);

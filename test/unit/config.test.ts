@@ -103,6 +103,20 @@ describe('loadConfig', () => {
     }
   });
 
+  it('reads REDIS_SENTINELS as host:port pairs, and refuses anything else naming the variable', () => {
+    expect(loadConfig({}).redis.sentinels).toEqual([]);
+    const c = loadConfig({ REDIS_SENTINELS: 'sentinel-1:26379, 10.0.0.2:26380,[::1]:26381', REDIS_SENTINEL_NAME: 'jobs' });
+    expect(c.redis.sentinels).toEqual([
+      { host: 'sentinel-1', port: 26379 },
+      { host: '10.0.0.2', port: 26380 },
+      { host: '::1', port: 26381 },
+    ]);
+    expect(c.redis.sentinelName).toBe('jobs');
+    for (const bad of ['sentinel-1', 'sentinel-1:0', 'sentinel-1:70000', 'redis://sentinel-1:26379', 'a:1:2']) {
+      expect(() => loadConfig({ REDIS_SENTINELS: bad }), bad).toThrow(/REDIS_SENTINELS/);
+    }
+  });
+
   it('gives each queue its own slots: --concurrency sizes the generation slots only', () => {
     const c = loadConfig({ WORKER_CONCURRENCY: '3', NORMAL_PRIORITY_CONCURRENCY: '6', LOW_PRIORITY_CONCURRENCY: '1', WEBHOOKS_CONCURRENCY: '20' });
     expect(c.worker.slots).toEqual({ high_priority: 3, normal_priority: 6, low_priority: 1, webhooks: 20 });

@@ -40,4 +40,18 @@ describe('the GraphQL edge of domain errors', () => {
     markUnavailable(masked);
     expect(masked[0]!.extensions).toEqual({ code: 'INTERNAL_SERVER_ERROR' });
   });
+
+  it('answers SERVICE_UNAVAILABLE with Retry-After for an error that says Redis is away, and masks every other', () => {
+    const timedOut = new Error('Command timed out');
+    const closed = new GraphQLError('wrapped', { path: ['generation', 'status'], originalError: new Error('Connection is closed.') });
+    const retries = Object.assign(new Error('Reached the max retries per request limit (which is 1). Refer to "maxRetriesPerRequest" option for details.'), { name: 'MaxRetriesPerRequestError' });
+    for (const err of [timedOut, closed, retries, new Error('enqueue failed', { cause: new Error('connect ECONNREFUSED 127.0.0.1:6379') })]) {
+      const domain = domainErrorOf(err);
+      expect(domain?.code, err.message).toBe('SERVICE_UNAVAILABLE');
+      // Over HTTP yoga turns `http.headers` into response headers and leaves `http` out of the answer.
+      expect(toGraphQLError(domain!, err).extensions).toEqual({ code: 'SERVICE_UNAVAILABLE', retryAfterSeconds: 5, http: { headers: { 'retry-after': '5' } } });
+    }
+    expect(domainErrorOf(new Error('ERR wrong number of arguments for \'hset\' command'))).toBeNull();
+    expect(domainErrorOf(new Error('WRONGTYPE Operation against a key holding the wrong kind of value'))).toBeNull();
+  });
 });

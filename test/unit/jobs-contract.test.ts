@@ -3,7 +3,8 @@
  * queues. This holds them to it, on one queue in real Redis: jobs from the producer are taken by
  * either and run once; a job one of them retries is retried by the other with one retry less and
  * its failure recorded; a job held by a dead worker of either kind is re-queued by the other's stall
- * check and runs there.
+ * check and runs there. Our producer (src/jobs/queues.ts) writes the record Bee-Queue's own
+ * createJob().save() writes, and Bee-Queue's process() runs what it adds.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
@@ -101,6 +102,48 @@ describe("Bee-Queue's process() and our consumer on one queue", () => {
     expect(runs.map((r) => r.id).sort()).toEqual([...ids].sort());
     expect(new Set(runs.map((r) => r.by))).toEqual(new Set(['bee', 'ours']));
     await until(async () => (await redis.hlen(`${prefix}:${QUEUE}:jobs`)) === 0, 'no record left');
+  });
+
+  it("stores a job as Bee-Queue's own createJob().save() does, and Bee-Queue's process() runs it", async () => {
+    const [ours] = await enqueue(1);
+    // The same job made by Bee-Queue itself, with the options the producer sets.
+    const beeSide = createQueue(config, QUEUE, { worker: false });
+    beeSide.on('error', () => undefined);
+    beeQueues.push(beeSide);
+    const theirs = randomUUID();
+    await beeSide
+      .createJob({ kind: 'generateImage', payload: { generationId: theirs } })
+      .setId(theirs)
+      .timeout(config.worker.timeLimitMs + 30_000)
+      .retries(config.worker.maxRetries)
+      .backoff('fixed', config.worker.retryDelayMs)
+      .save();
+    const [mine, bees] = (await redis.hmget(`${prefix}:${QUEUE}:jobs`, ours!, theirs)).map((raw) => JSON.parse(raw!) as { options: { timestamp: number } });
+    const withoutTime = (r: { options: { timestamp: number } }) => ({ ...r, options: { ...r.options, timestamp: typeof r.options.timestamp } });
+    expect(withoutTime(mine!)).toEqual({ ...withoutTime(bees!), data: { kind: 'generateImage', payload: { generationId: ours } } });
+    expect(await redis.lrange(`${prefix}:${QUEUE}:waiting`, 0, -1)).toEqual([theirs, ours]);
+    // Bee-Queue's own worker takes both, with the data and options each was stored with.
+    const seen = new Map<string, QueuedJob>();
+    await bee(async (job) => {
+      seen.set(job.id, job);
+    });
+    await until(() => seen.size === 2, "Bee-Queue's process() to run both jobs");
+    expect(seen.get(ours!)!.data).toEqual({ kind: 'generateImage', payload: { generationId: ours } });
+    expect(seen.get(ours!)!.options).toMatchObject({ retries: 2, backoff: { strategy: 'fixed', delay: 200 }, timeout: config.worker.timeLimitMs + 30_000 });
+    await until(async () => (await redis.hlen(`${prefix}:${QUEUE}:jobs`)) === 0, 'no record left');
+  });
+
+  it('refuses a second job of an id that is still queued, and replaces one that ended and is only kept', async () => {
+    const [id] = await enqueue(1);
+    expect(await producer.enqueue('generateImage', id!, { generationId: id! })).toBe(false);
+    expect(await redis.llen(`${prefix}:${QUEUE}:waiting`)).toBe(1);
+    // What a consumer keeping ended jobs leaves (QUEUE_KEEP_SUCCEEDED): the record, in `succeeded`.
+    await redis.multi().lrem(`${prefix}:${QUEUE}:waiting`, 0, id!).sadd(`${prefix}:${QUEUE}:succeeded`, id!).zadd(`${prefix}:${QUEUE}:succeededAt`, Date.now(), id!).exec();
+    expect(await producer.enqueue('generateImage', id!, { generationId: id! })).toBe(true);
+    expect(await redis.sismember(`${prefix}:${QUEUE}:succeeded`, id!)).toBe(0);
+    expect(await redis.zcard(`${prefix}:${QUEUE}:succeededAt`)).toBe(0);
+    expect(await redis.lrange(`${prefix}:${QUEUE}:waiting`, 0, -1)).toEqual([id]);
+    expect(JSON.parse((await redis.hget(`${prefix}:${QUEUE}:jobs`, id!))!)).toMatchObject({ status: 'created', data: { payload: { generationId: id } } });
   });
 
   it.each([

@@ -69,7 +69,7 @@ async function setupBeeQueue(p: Prepare): Promise<Running> {
   const limits = { timeLimitMs: config.worker.timeLimitMs, softTimeLimitMs: config.worker.softTimeLimitMs };
   const noop: Processor<'generateImage'> = { run: async () => {}, onFinalFailure: async () => {} };
   // Raw Bee-Queue: no wrapper, no tracker, no connection of ours.
-  const redis = system === 'bee' ? undefined : openRedis(redisUrl, 'bench-worker', log);
+  const redis = system === 'bee' ? undefined : openRedis(config.redis, 'bench-worker', log, 'background');
   const tracker = redis && new JobOutcomeTracker({ redis, prefix: p.prefix, flushIntervalMs: config.worker.jobStateFlushMs, log });
   const handler: (job: QueuedJob) => Promise<unknown> = tracker ? createJobHandler({ generateImage: noop }, limits, log, { sink: tracker }).handle : async () => {};
   const settle = async (): Promise<Partial<Done>> => {
