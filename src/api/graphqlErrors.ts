@@ -44,8 +44,6 @@ export function toGraphQLError(domain: DomainError, at?: unknown): GraphQLError 
     extensions: {
       ...domain.details,
       code: domain.code,
-      // Over HTTP yoga sends these as headers (and leaves `http` out of the answer).
-      ...(typeof domain.details.retryAfterSeconds === 'number' && { http: { headers: { 'retry-after': String(domain.details.retryAfterSeconds) } } }),
     },
   });
 }
