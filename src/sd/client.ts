@@ -103,6 +103,8 @@ export class SdClient {
   private readonly inFlight = new Set<string>();
   /** Those of them this client interrupted (the soft time limit): their answer is the image so far. */
   private readonly interrupted = new Set<string>();
+  /** Interrupts of abandoned calls still under way (see `settled`). */
+  private readonly abandoning = new Set<Promise<unknown>>();
   /**
    * The server has /internal/progress but never registers our task id (SD.Next): its per-task
    * progress stays "Waiting..." forever, so progress is read from the global route instead.
@@ -169,10 +171,13 @@ export class SdClient {
       // orphan. interruptIfActive only acts if our task really is the one running, so it is safe
       // after any failure; a rejected request or refused credentials never started a job.
       if (error.code !== 'SD_BAD_REQUEST' && error.code !== 'SD_UNAUTHORIZED') {
-        this.interruptIfActive(taskId).then(
-          (interrupted) => this.logger?.debug({ taskId, interrupted }, 'sd: interrupt after abandoned txt2img'),
-          (e: unknown) => this.logger?.warn({ taskId, err: e }, 'sd: interrupt after abandoned txt2img failed'),
-        );
+        const interrupting: Promise<unknown> = this.interruptIfActive(taskId)
+          .then(
+            (interrupted) => this.logger?.debug({ taskId, interrupted }, 'sd: interrupt after abandoned txt2img'),
+            (e: unknown) => this.logger?.warn({ taskId, err: e }, 'sd: interrupt after abandoned txt2img failed'),
+          )
+          .finally(() => this.abandoning.delete(interrupting));
+        this.abandoning.add(interrupting);
       }
       throw error;
     } finally {
@@ -292,6 +297,23 @@ export class SdClient {
         this.logger?.warn({ taskId, err }, 'sd: progress poll failed');
       }
     }
+  }
+
+  /**
+   * Resolves once the interrupts this client sent after abandoned calls have ended: until then, a
+   * late interrupt could stop whatever job the server runs next.
+   */
+  async settled(): Promise<void> {
+    while (this.abandoning.size > 0) await Promise.allSettled([...this.abandoning]);
+  }
+
+  /**
+   * Whether the server runs no job now, by the global progress route (`state.job_count` is 0 once a
+   * job has ended; -1 or more while one runs). Throws when the server cannot be read.
+   */
+  async isIdle(signal?: AbortSignal): Promise<boolean> {
+    const body = await this.request('GET', '/sdapi/v1/progress?skip_current_image=true', { what: 'progress poll', signal, timeoutMs: this.fetchTimeoutMs });
+    return isRecord(body) && isRecord(body.state) && body.state.job_count === 0;
   }
 
   /** Whether the global progress route shows a job sampling now (false when it cannot be read). */

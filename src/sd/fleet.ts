@@ -18,6 +18,7 @@ import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { SdServerSetting } from '../config';
 import type { Logger } from '../logger';
+import { sleep } from '../sleep';
 import { SdClient, SdError } from './client';
 
 export type SdServerState = 'up' | 'down';
@@ -43,6 +44,14 @@ export interface SdServerLease {
   readonly lost: boolean;
   /** Stops renewing and deletes the lease if it is still ours. Never rejects; safe to call twice. */
   release(): Promise<void>;
+  /**
+   * After a call that did not end well (failed, aborted, cut): the server may still be running it.
+   * Keeps the lease (renewing it) until the client's interrupts have ended and the server shows no
+   * job, then releases it; if that is not seen within a third of SD_LEASE_TTL_MS (the server does not
+   * answer, or keeps running), stops renewing and lets the lease run out by itself instead of handing
+   * a busy server to the next job. Never rejects.
+   */
+  releaseWhenIdle(): Promise<void>;
 }
 
 export interface SdFleetOptions {
@@ -254,6 +263,8 @@ export class SdFleet {
       const token = randomBytes(12).toString('hex');
       const key = sdLeaseKey(this.opts.prefix, m.setting.url);
       let ok: string | null;
+      // The lease cannot live longer than from the moment the SET is sent (see LeaseImpl's fence).
+      const sentAt = performance.now();
       try {
         ok = await this.redis.set(key, token, 'PX', this.opts.leaseTtlMs, 'NX');
       } catch (err) {
@@ -265,7 +276,7 @@ export class SdFleet {
         continue;
       }
       this.next = this.members.indexOf(m) + 1;
-      const lease = new LeaseImpl(this, m, key, token, this.opts);
+      const lease = new LeaseImpl(this, m, key, token, this.opts, sentAt);
       this.leases.add(lease);
       return lease;
     }
@@ -311,9 +322,10 @@ class LeaseImpl implements SdServerLease {
     private readonly key: string,
     private readonly token: string,
     private readonly opts: SdFleetOptions,
+    sentAt: number,
   ) {
     // Counted from before the SET was sent: the lease cannot have lived longer than that.
-    this.fence(performance.now() - 1);
+    this.fence(sentAt);
     this.scheduleRenew();
   }
 
@@ -368,6 +380,38 @@ class LeaseImpl implements SdServerLease {
     clearTimeout(this.renewTimer);
     clearTimeout(this.fenceTimer);
     this.controller.abort(new SdError('SD_ABORTED', `the lease of Stable Diffusion at ${this.url} was lost: ${why}`));
+  }
+
+  releaseWhenIdle(): Promise<void> {
+    if (this.lost || this.releasing) return this.release();
+    return (async () => {
+      const client = this.member.client;
+      const until = performance.now() + this.opts.leaseTtlMs / 3;
+      try {
+        await client.settled();
+        while (!this.lost && performance.now() < until) {
+          if (await client.isIdle(AbortSignal.timeout(Math.max(1, Math.ceil(until - performance.now()))))) return await this.release();
+          await sleep(this.opts.waitPollMs);
+        }
+      } catch (err) {
+        // The server cannot be read: whether it still runs the call is unknown.
+        this.opts.log.debug({ sd: this.url, err: messageOf(err) }, 'an sd server could not be read after an abandoned call');
+      }
+      if (this.lost) return await this.release();
+      this.runOut();
+    })();
+  }
+
+  /** Stops renewing and leaves the key to expire; the server counts as busy here until it surely has. */
+  private runOut(): void {
+    if (this.releasing) return;
+    this.opts.log.warn({ sd: this.url }, 'an sd server did not show itself idle after an abandoned call; its lease runs out instead of being handed on');
+    this.ended = true;
+    clearTimeout(this.renewTimer);
+    clearTimeout(this.fenceTimer);
+    // Nothing is left to release: the key goes by itself, and so does the mark here, after its TTL.
+    this.releasing = Promise.resolve();
+    setTimeout(() => this.fleet.freed(this, this.member), this.opts.leaseTtlMs).unref();
   }
 
   release(): Promise<void> {

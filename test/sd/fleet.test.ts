@@ -158,6 +158,52 @@ describe('SdFleet', () => {
   });
 });
 
+describe('a lease after an abandoned call', () => {
+  const request = { prompt: 'an abandoned cat', negativePrompt: '', width: 64, height: 64, steps: 40, cfgScale: 7, sampler: 'Euler a', seed: 1, batchSize: 1 };
+
+  it('is handed on only once the server shows no job: a server whose job cannot be interrupted is not shared', async () => {
+    // Like SD.Next: no task id is known, so the interrupt after the abort finds nothing to stop and
+    // the server runs the abandoned job to its end (40 steps of 25 ms).
+    const sim = createSdSimulator({ stepMs: 25, ignoreTaskId: true });
+    const url = await sim.listen(0);
+    try {
+      const a = await fleet({}, url);
+      const b = await fleet({}, url);
+      const lease = await a.acquire(AbortSignal.timeout(10_000));
+      const abort = new AbortController();
+      const call = lease.client.txt2img(request, { taskId: 'abandoned', signal: abort.signal }).catch((err: unknown) => err);
+      await until(async () => !(await lease.client.isIdle()), 'the server to run the job');
+      abort.abort();
+      expect(await call).toMatchObject({ code: 'SD_ABORTED' });
+      const releasing = lease.releaseWhenIdle();
+      const next = await b.acquire(AbortSignal.timeout(20_000));
+      // The other worker got the server only when the abandoned job had ended there.
+      expect(await next.client.isIdle()).toBe(true);
+      expect(sim.stats.maxConcurrentRunning).toBe(1);
+      await releasing;
+      await next.release();
+    } finally {
+      await sim.close();
+    }
+  });
+
+  it('runs out by itself, not released, when the server cannot be read after the call', async () => {
+    const sim = createSdSimulator({ stepMs: 25, ignoreTaskId: true });
+    const url = await sim.listen(0);
+    const a = await fleet({ leaseTtlMs: 3000 }, url);
+    const lease = await a.acquire(AbortSignal.timeout(10_000));
+    const call = lease.client.txt2img(request, { taskId: 'cut' }).catch((err: unknown) => err);
+    await until(async () => !(await lease.client.isIdle()), 'the server to run the job');
+    await sim.close();
+    expect(await call).toMatchObject({ code: expect.stringMatching(/^SD_/) });
+    await lease.releaseWhenIdle();
+    // Whether the server still runs it is unknown: the key stays until its TTL, and so does the mark here.
+    expect(await redis.pttl(sdLeaseKey(prefix, url))).toBeGreaterThan(0);
+    expect(a.status()[0]!.busy).toBe(true);
+    await until(async () => (await redis.exists(sdLeaseKey(prefix, url))) === 0 && !a.status()[0]!.busy, 'the lease to run out');
+  });
+});
+
 describe('the queue ETA with several SD servers', () => {
   it('moves the line as many generations at a time as servers are announced up', async () => {
     const waiting = `${prefix}:bq:high_priority:waiting`;

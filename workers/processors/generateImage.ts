@@ -97,7 +97,13 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
       }
       // Written twice, it counts one attempt too many: a dropped commit costs at most one of the margin.
       const row = await untilDb('start an attempt', () => transitionGeneration(db, id, 'start', { newAttempt: true }));
-      if (!row) return;
+      if (!row) {
+        // Not startable: something ended it meanwhile (a cancel, the deadline sweep, or this job's own
+        // expiry whose answer a dropped connection lost). Its watchers must hear the end all the same.
+        const now = await untilDb('read the generation', () => findGeneration(db, id));
+        if (now && isTerminal(now.status)) await untilDb('publish its end', () => republishFinal(db, publisher, now));
+        return;
+      }
       if (row.attempts > deps.maxAttempts) {
         // Each retry and each re-delivery after a worker died counts; Bee-Queue itself would re-run a
         // job that kills its worker forever (#106).
@@ -195,6 +201,7 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
             const callTaskId = switches === 0 ? taskId : `${taskId}.${switches}`;
             current = { client: lease.client, taskId: callTaskId };
             interrupt = 'none';
+            let answered = false;
             try {
               // GenerationInput carries every txt2img field under the client's names.
               result = await lease.client.txt2img(input, {
@@ -202,6 +209,7 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
                 signal: AbortSignal.any([ctx.signal, lease.signal]),
                 onProgress,
               });
+              answered = true;
               break;
             } catch (caught) {
               if (ctx.signal.aborted) throw caught;
@@ -216,7 +224,8 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
               avoid = lease.url;
             } finally {
               current = undefined;
-              await lease.release();
+              // A call that did not answer may still run on the server: it is handed on only once idle.
+              await (answered ? lease.release() : lease.releaseWhenIdle());
             }
           }
         } finally {
