@@ -122,6 +122,8 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
       if (row.attempts === 1) void queueWebhook({ db, producer, log: ctx.log }, id, 'STARTED');
       try {
         let generating = false;
+        /** The GENERATING write (not awaited on the progress path): the post-processing write waits for it, or it would land after and be refused. */
+        let generatingWrite: Promise<unknown> = Promise.resolve();
         let lastPreviewAt = 0;
         // One preview is shrunk at a time; ticks meanwhile go out without one instead of queueing up.
         let previewBusy = false;
@@ -152,7 +154,7 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
           }
           if (!generating) {
             generating = true;
-            void transitionGeneration(db, id, 'generate').catch((err: unknown) => ctx.log.warn({ err }, 'status update failed'));
+            generatingWrite = transitionGeneration(db, id, 'generate').catch((err: unknown) => ctx.log.warn({ err }, 'status update failed'));
           }
           const base = {
             status: 'GENERATING' as const,
@@ -233,6 +235,7 @@ export function generateImageProcessor(deps: GenerateImageDeps): Processor<'gene
           ctx.softSignal.removeEventListener('abort', onSoftLimit);
         }
 
+        await generatingWrite;
         if (!(await untilDb('mark it post-processing', () => transitionGeneration(db, id, 'postProcess', { progress: PHASE_PROGRESS.postProcessing })))) return;
         reporter.report({ status: 'POST_PROCESSING', progress: PHASE_PROGRESS.postProcessing });
         const processed = await Promise.all(result.images.map((png) => pool.process(png, ctx.signal)));
