@@ -177,12 +177,14 @@ describe('Postgres dropped under a running generation', { timeout: PROCESSES_TES
     // Its token is cached by this answer, so what follows meets the silent Postgres in the resolvers.
     expect(JSON.parse((await graphql(api.baseUrl, GENERATION, { id: unknownId }, user.token)).text)).toEqual({ data: { generation: null } });
     await proxy.hang();
-    const [created, read, status, ready] = await Promise.all([
-      graphql(api.baseUrl, GENERATE, { input: SMALL }, user.token),
-      graphql(api.baseUrl, GENERATION, { id: unknownId }, user.token),
-      ask(`${api.baseUrl}/api/v1/generation-status/${unknownId}`, { headers: { authorization: `Bearer ${user.token}` } }),
-      ask(`${api.baseUrl}/readyz`),
-    ]);
+    const askAll = () =>
+      Promise.all([
+        graphql(api.baseUrl, GENERATE, { input: SMALL }, user.token),
+        graphql(api.baseUrl, GENERATION, { id: unknownId }, user.token),
+        ask(`${api.baseUrl}/api/v1/generation-status/${unknownId}`, { headers: { authorization: `Bearer ${user.token}` } }),
+        ask(`${api.baseUrl}/readyz`),
+      ]);
+    const [created, read, status, ready] = await askAll();
     expectUnavailable('generateImage', created);
     expectUnavailable('generation(id)', read);
     expect(status.status, status.text).toBe(503);
@@ -191,10 +193,14 @@ describe('Postgres dropped under a running generation', { timeout: PROCESSES_TES
     // Its own HEALTH_TIMEOUT_MS and the pool's acquire timeout are both 2 s: either may say it first.
     expect(JSON.parse(ready.text)).toMatchObject({ down: ['postgres'], checks: { redis: { ok: true }, database: { ok: false } } });
     // Every answer came while Postgres was still silent (it is let through only below), so none waited
-    // for it to return; and none before the acquire timeout: it is the setting that bounds them, not
-    // the kernel or knex's own minute. (No upper bound in wall time: a busy machine stretches it.)
-    for (const answer of [created, read, status]) expect(answer.ms).toBeGreaterThanOrEqual(1900);
-    console.info(`answer times with Postgres silent (ms): ${[created, read, status, ready].map((a) => a.ms).join(', ')}`);
+    // for it to return (without the acquire timeout they would hang until then, past this test's
+    // timeout). Requests that met the silent Postgres waited out DATABASE_ACQUIRE_TIMEOUT_MS; one may
+    // be told sooner, when a connection attempt of an earlier request fails and the pool hands that
+    // failure to the oldest waiting request (knex's propagateCreateError), or when it got a pooled
+    // connection the hang cut. No upper bound in wall time: a busy machine stretches it.
+    const times = [created, read, status, ready].map((a) => a.ms);
+    expect(Math.max(...times.slice(0, 3)), `answer times with Postgres silent (ms): ${times.join(', ')}`).toBeGreaterThanOrEqual(1900);
+    console.info(`answer times with Postgres silent (ms): ${times.join(', ')}`);
 
     await proxy.restore();
     await until(async () => (await ask(`${api.baseUrl}/readyz`)).status === 200, 'the API to be ready again');
