@@ -13,7 +13,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PROCESSES_TEST_MS, WAIT_MS } from '../helpers/budgets';
 import { subscribe, type Subscription } from '../helpers/graphql';
-import { expectChargedOncePerSuccess, LOAD_ENV, startGenerationLoad, untilSucceeded } from '../helpers/generationLoad';
+import { expectLoadSettled, LOAD_ENV, startGenerationLoad } from '../helpers/generationLoad';
 import { startRedis, stopRedis } from '../helpers/redisServer';
 import { freePort, startStack, type Stack } from '../helpers/stack';
 import { until } from '../helpers/wait';
@@ -151,10 +151,7 @@ describe('a Redis outage under load', () => {
       if (process.env.FAULT_REPORT) console.info(`redis outage: ${early.length} refused while down, slowest ${Math.round(slowest)} ms; ${load.accepted().length} accepted`);
 
       // Every accepted generation finishes, each charged once; the open streams end with it.
-      const accepted = load.accepted();
-      await untilSucceeded(stack.tdb.db, accepted, PROCESSES_TEST_MS / 2);
-      await expectChargedOncePerSuccess(stack.tdb.db, users.map((u) => ({ userId: u.userId, credits: CREDITS })), accepted);
-      for (const s of streams) expect(await s.done).toEqual(expect.arrayContaining([{ data: { generationProgress: { status: 'SUCCEEDED' } } }]));
+      await expectLoadSettled(stack.tdb.db, users, CREDITS, load, streams, PROCESSES_TEST_MS / 2);
     } finally {
       for (const s of streams) s.close();
       await load.stop();

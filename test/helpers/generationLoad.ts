@@ -83,7 +83,7 @@ export function startGenerationLoad(baseUrl: () => string, tokens: readonly stri
 }
 
 /** Waits until every one of `ids` has SUCCEEDED, or the budget is spent (the checks that follow then say which did not and why). */
-export async function untilSucceeded(db: Knex, ids: readonly string[], budgetMs: number): Promise<void> {
+async function untilSucceeded(db: Knex, ids: readonly string[], budgetMs: number): Promise<void> {
   const succeeded = async () => {
     const [row] = await db('generations').whereIn('id', ids).where({ status: 'SUCCEEDED' }).count<Array<{ n: string | number }>>('* as n');
     return Number(row?.n ?? 0) === ids.length;
@@ -98,7 +98,7 @@ export async function untilSucceeded(db: Knex, ids: readonly string[], budgetMs:
  * per success, and equals their ledger, which holds one charge per generation and one refund per
  * failed one.
  */
-export async function expectChargedOncePerSuccess(db: Knex, users: ReadonlyArray<{ userId: string; credits: number }>, accepted: readonly string[]): Promise<void> {
+async function expectChargedOncePerSuccess(db: Knex, users: ReadonlyArray<{ userId: string; credits: number }>, accepted: readonly string[]): Promise<void> {
   const rows: Array<{ id: string; user_id: string; status: string; error_code: string | null }> = await db('generations')
     .whereIn('user_id', users.map((u) => u.userId))
     .select('id', 'user_id', 'status', 'error_code');
@@ -121,4 +121,23 @@ export async function expectChargedOncePerSuccess(db: Knex, users: ReadonlyArray
     expect(balance?.photo_credits).toBe(u.credits - succeeded);
   }
   expect(await unbalancedUsers(db)).toEqual([]);
+}
+
+/**
+ * The end of a fault test under load: every accepted generation SUCCEEDED (waited for within
+ * `budgetMs`), each charged once and the refused ones refunded (expectChargedOncePerSuccess), and
+ * every progress stream kept open across the fault heard its generation succeed.
+ */
+export async function expectLoadSettled(
+  db: Knex,
+  users: ReadonlyArray<{ userId: string }>,
+  credits: number,
+  load: GenerationLoad,
+  streams: ReadonlyArray<{ done: Promise<unknown> }>,
+  budgetMs: number,
+): Promise<void> {
+  const accepted = load.accepted();
+  await untilSucceeded(db, accepted, budgetMs);
+  await expectChargedOncePerSuccess(db, users.map((u) => ({ userId: u.userId, credits })), accepted);
+  for (const s of streams) expect(await s.done).toEqual(expect.arrayContaining([{ data: { generationProgress: { status: 'SUCCEEDED' } } }]));
 }
