@@ -11,6 +11,7 @@
  * With Sentinel, ioredis asks the sentinels for the primary on every (re)connect, checks that the
  * server it reached is a primary, and reconnects when a demoted primary answers a write with READONLY.
  */
+import { createHash } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Config } from './config';
 import type { Logger } from './logger';
@@ -77,4 +78,48 @@ export function isRedisUnavailable(err: unknown): boolean {
     e = (e as { originalError?: unknown }).originalError ?? e.cause;
   }
   return false;
+}
+
+/**
+ * A Lua script, sent as EVAL on its first use on a connection's socket (which loads it on that
+ * server) and as EVALSHA after that, as ioredis's defineCommand does; so a reconnect, a restarted
+ * Redis or a failover's new primary get the script first, in the order the calls were made. Should
+ * the server have lost it anyway (SCRIPT FLUSH), the call that hears NOSCRIPT is sent again as EVAL,
+ * after whatever was sent meanwhile. With `numberOfKeys` a call gives the keys then the arguments;
+ * without it, the count of keys comes first.
+ *
+ * Not defineCommand itself: a command defined on a connection is missing from any auto-pipeline the
+ * connection had already started, and a call that lands in one throws inside it, which leaves the
+ * pipeline with fewer replies than callers and crashes the process with "results[i] is not
+ * iterable" (seen in CI when a first /metrics scrape defined its script on the worker's busy
+ * connection; ioredis issue 1931 is the same with rate-limiter-flexible). EVAL and EVALSHA are
+ * ordinary commands, there on every connection and pipeline from the start.
+ */
+export class RedisScript<T> {
+  private readonly sha: string;
+  /** Sockets this script was sent on as EVAL. */
+  private readonly loadedOn = new WeakSet<object>();
+
+  constructor(
+    private readonly lua: string,
+    private readonly numberOfKeys?: number,
+  ) {
+    this.sha = createHash('sha1').update(lua).digest('hex');
+  }
+
+  async run(redis: Redis, ...keysThenArgs: Array<string | number>): Promise<T> {
+    const args = this.numberOfKeys === undefined ? keysThenArgs : [this.numberOfKeys, ...keysThenArgs];
+    const [numKeys = 0, ...rest] = args;
+    const socket: object | undefined = redis.stream;
+    if (socket && !this.loadedOn.has(socket)) {
+      this.loadedOn.add(socket);
+      return (await redis.eval(this.lua, numKeys, ...rest)) as T;
+    }
+    try {
+      return (await redis.evalsha(this.sha, numKeys, ...rest)) as T;
+    } catch (err) {
+      if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
+      return (await redis.eval(this.lua, numKeys, ...rest)) as T;
+    }
+  }
 }

@@ -7,6 +7,7 @@
  */
 import type { Redis } from 'ioredis';
 import { sdUpKey } from '../jobs/presence';
+import { RedisScript } from '../redis';
 
 export const durationKey = (prefix: string) => `${prefix}:stats:generation_seconds`;
 
@@ -24,9 +25,8 @@ for i = 2, #ARGV do out[i + 2] = redis.call('LPOS', KEYS[1], ARGV[i]) end
 return out
 `;
 
-interface RedisWithPositions extends Redis {
-  sdjobsQueuePositions(waitingKey: string, durationKey: string, upKey: string, now: number, ...jobIds: string[]): Promise<Array<number | string | null>>;
-}
+/** Keys: the waiting list, the average duration, the servers up. Arguments: now, then the job ids. */
+const POSITIONS = new RedisScript<Array<number | string | null>>(POSITIONS_LUA, 3);
 
 export interface QueuePosition {
   /** 1 = next to start. */
@@ -35,16 +35,11 @@ export interface QueuePosition {
 }
 
 export class QueueInfo {
-  private readonly redis: RedisWithPositions;
-
   constructor(
-    redis: Redis,
+    private readonly redis: Redis,
     private readonly waitingKey: string,
     private readonly prefix: string,
-  ) {
-    if (!('sdjobsQueuePositions' in redis)) redis.defineCommand('sdjobsQueuePositions', { numberOfKeys: 3, lua: POSITIONS_LUA });
-    this.redis = redis as RedisWithPositions;
-  }
+  ) {}
 
   /** Returns the 1-based position and an ETA, or null when the job is no longer waiting. */
   async position(jobId: string): Promise<QueuePosition | null> {
@@ -54,7 +49,7 @@ export class QueueInfo {
   /** `position` of each job (null where it is not waiting), in one Redis call however many. */
   async positions(jobIds: readonly string[]): Promise<Array<QueuePosition | null>> {
     if (jobIds.length === 0) return [];
-    const [len, avg, up, ...idxs] = await this.redis.sdjobsQueuePositions(this.waitingKey, durationKey(this.prefix), sdUpKey(this.prefix), Date.now(), ...jobIds);
+    const [len, avg, up, ...idxs] = await POSITIONS.run(this.redis, this.waitingKey, durationKey(this.prefix), sdUpKey(this.prefix), Date.now(), ...jobIds);
     const each = Number(avg) > 0 ? Number(avg) : DEFAULT_GENERATION_SECONDS;
     // No worker announced a server up (none runs, or all are down): the line moves one at a time once one is back.
     const servers = Math.max(1, Number(up) || 0);

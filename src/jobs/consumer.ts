@@ -29,7 +29,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { Logger } from '../logger';
-import { luaScript as script } from './luaScripts';
+import { jobScript } from './luaScripts';
 import type { JobEnvelope } from './registry';
 
 /** A job's options as Bee-Queue stores them in its record. */
@@ -148,12 +148,10 @@ const RAISE_BATCH = 1000;
 const COMMAND_TIMEOUT_MS = 10_000;
 
 type ScriptArg = string | number;
-interface ConsumerScripts {
-  sdjobsTakeJobs(...args: ScriptArg[]): Promise<Array<string | number>>;
-  sdjobsGuardJobs(...args: ScriptArg[]): Promise<string[]>;
-  sdjobsRaiseDelayed(...args: ScriptArg[]): Promise<[number, string]>;
-  sdjobsSaveRecord(...args: ScriptArg[]): Promise<number>;
-}
+const TAKE_JOBS = jobScript<Array<string | number>>('take', 11);
+const GUARD_JOBS = jobScript<string[]>('guard', 5);
+const RAISE_DELAYED = jobScript<[number, string]>('raise', 2);
+const SAVE_RECORD = jobScript<number>('save', 3);
 
 type JobRecord = { data?: unknown; status?: string; options: QueuedJobOptions };
 
@@ -275,7 +273,7 @@ export function queueKeys(prefix: string, queue: string) {
 
 export class JobConsumer {
   readonly stats: JobConsumerStats = { taken: 0, succeeded: 0, retried: 0, failed: 0, calls: 0, requeued: 0, superseded: 0 };
-  private readonly commands: Redis & ConsumerScripts;
+  private readonly commands: Redis;
   private readonly blocking: Redis;
   private readonly keys: ReturnType<typeof queueKeys>;
   private readonly running = new Set<Running>();
@@ -310,12 +308,7 @@ export class JobConsumer {
     // Its own connection without auto-pipelining: the loop sends one call at a time, and batching
     // with other commands would only add an event-loop turn to every round trip.
     // (No commandTimeout: it costs a timer per call. The guard replaces a connection whose call hangs.)
-    const commands = opts.redis.duplicate({ connectionName: `${name}:jobs`, enableAutoPipelining: false, lazyConnect: true });
-    commands.defineCommand('sdjobsTakeJobs', { numberOfKeys: 11, lua: script('take') });
-    commands.defineCommand('sdjobsGuardJobs', { numberOfKeys: 5, lua: script('guard') });
-    commands.defineCommand('sdjobsRaiseDelayed', { numberOfKeys: 2, lua: script('raise') });
-    commands.defineCommand('sdjobsSaveRecord', { numberOfKeys: 3, lua: script('save') });
-    this.commands = commands as Redis & ConsumerScripts;
+    this.commands = opts.redis.duplicate({ connectionName: `${name}:jobs`, enableAutoPipelining: false, lazyConnect: true });
     // A blocked connection can do nothing else, so the wait gets one of its own. It holds a wait
     // across an outage (no retry limit); a socket silent for longer than a wait is dead and replaced.
     const blockTimeoutS = opts.blockTimeoutS ?? 5;
@@ -447,7 +440,7 @@ export class JobConsumer {
     for (const id of sending.claimed) args.push(id);
     this.link = { mode: 'sending', batch: sending };
     this.stats.calls++;
-    this.call(this.commands.sdjobsTakeJobs(...args)).then(
+    this.call(TAKE_JOBS.run(this.commands, ...args)).then(
       (out) => {
         this.failures = 0;
         const stale = new Set(out.slice(2, 2 + Number(out[1])).map(String));
@@ -628,7 +621,7 @@ export class JobConsumer {
   /** Writes a running job's options (as its handler changed them) back to its record. */
   private async save(run: Running): Promise<boolean> {
     if (run.ended || this.phase === 'closed') return false;
-    const stored = await this.commands.sdjobsSaveRecord(this.keys.active, this.keys.jobs, this.keys.stalls, run.job.id, JSON.stringify(run.record), run.stalls);
+    const stored = await SAVE_RECORD.run(this.commands, this.keys.active, this.keys.jobs, this.keys.stalls, run.job.id, JSON.stringify(run.record), run.stalls);
     return stored === 1;
   }
 
@@ -714,7 +707,7 @@ export class JobConsumer {
       this.end(run, new Error(`Job ${run.job.id} timed out (${run.job.options.timeout} ms)`), false);
     }
     const k = this.keys;
-    this.call(this.commands.sdjobsGuardJobs(k.stallBlock, k.stalling, k.waiting, k.active, k.stalls, this.opts.stallIntervalMs, ...this.heldIds())).then(
+    this.call(GUARD_JOBS.run(this.commands, k.stallBlock, k.stalling, k.waiting, k.active, k.stalls, this.opts.stallIntervalMs, ...this.heldIds())).then(
       (stalled) => {
         if (stalled.length === 0) return;
         this.stats.requeued += stalled.length;
@@ -739,7 +732,7 @@ export class JobConsumer {
     this.raiseAt = Infinity;
     if (this.phase !== 'running') return;
     const poll = this.opts.delayedPollMs ?? 1000;
-    this.call(this.commands.sdjobsRaiseDelayed(this.keys.delayed, this.keys.waiting, Date.now(), RAISE_BATCH)).then(
+    this.call(RAISE_DELAYED.run(this.commands, this.keys.delayed, this.keys.waiting, Date.now(), RAISE_BATCH)).then(
       ([raised, next]) => {
         if (raised > 0) {
           this.intake = 'take';

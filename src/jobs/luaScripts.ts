@@ -1,5 +1,6 @@
 /** The job layer's Redis scripts, one file each in ./scripts (their comments say what they do), read once. */
 import { readFileSync } from 'node:fs';
+import { RedisScript } from '../redis';
 
 export type ScriptName = 'add' | 'take' | 'guard' | 'raise' | 'save' | 'count' | 'stats';
 
@@ -13,3 +14,6 @@ export function luaScript(name: ScriptName): string {
   }
   return lua;
 }
+
+/** The script `name`, ready to run (see RedisScript for numberOfKeys). */
+export const jobScript = <T>(name: ScriptName, numberOfKeys?: number) => new RedisScript<T>(luaScript(name), numberOfKeys);

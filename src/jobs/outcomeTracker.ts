@@ -14,13 +14,12 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from '../logger';
 import type { JobOutcome, JobSnapshot } from './jobState';
-import { luaScript } from './luaScripts';
+import { jobScript } from './luaScripts';
 import { epochMinute, MINUTE_TTL_S, outcomeMinuteKey, outcomeTotalsKey } from './queueStats';
 import { JOB_QUEUES } from './registry';
 
-interface RedisWithCount extends Redis {
-  sdjobsCountOutcomes(numKeys: number, ...keysThenArgs: Array<string | number>): Promise<number>;
-}
+/** The count of keys comes first: two per queue in the batch. */
+const COUNT_OUTCOMES = jobScript<number>('count');
 
 /** Where the job wrapper reports state changes. Must not block and must not throw. */
 export interface JobStateSink {
@@ -49,7 +48,7 @@ type Counts = Record<JobOutcome, number>;
 const OUTCOMES: readonly JobOutcome[] = ['succeeded', 'failed', 'retrying'];
 
 export class JobOutcomeTracker implements JobStateSink {
-  private readonly redis: RedisWithCount;
+  private readonly redis: Redis;
   private readonly prefix: string;
   private readonly log: Logger;
   private readonly intervalMs: number;
@@ -64,8 +63,7 @@ export class JobOutcomeTracker implements JobStateSink {
   readonly stats: JobOutcomeTrackerStats = { recorded: 0, flushes: 0, lost: 0 };
 
   constructor(opts: JobOutcomeTrackerOptions) {
-    if (!('sdjobsCountOutcomes' in opts.redis)) opts.redis.defineCommand('sdjobsCountOutcomes', { lua: luaScript('count') });
-    this.redis = opts.redis as RedisWithCount;
+    this.redis = opts.redis;
     this.prefix = opts.prefix;
     this.log = opts.log;
     this.intervalMs = opts.flushIntervalMs ?? 20;
@@ -132,7 +130,7 @@ export class JobOutcomeTracker implements JobStateSink {
         for (const o of OUTCOMES) args.push(counts[o]);
       }
       this.stats.flushes++;
-      await this.redis.sdjobsCountOutcomes(keys.length, ...keys, ...args);
+      await COUNT_OUTCOMES.run(this.redis, keys.length, ...keys, ...args);
       if (this.failing) {
         this.failing = false;
         this.log.info({ lost: this.lostInOutage }, 'job outcomes are counted in Redis again');

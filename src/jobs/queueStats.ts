@@ -8,7 +8,7 @@
  * (removeOnSuccess, removeOnFailure: Postgres keeps the history), so these counts stand in for them.
  */
 import type { Redis } from 'ioredis';
-import { luaScript } from './luaScripts';
+import { jobScript } from './luaScripts';
 
 /** Minutes summed for "the last hour": the current minute and the 59 before it. */
 export const RECENT_MINUTES = 60;
@@ -38,19 +38,17 @@ export interface QueueStats {
   oldestWaitingSeconds: number;
 }
 
-interface RedisWithStats extends Redis {
-  sdjobsQueueStats(numKeys: number, ...keysThenArgs: Array<string | number>): Promise<number[]>;
-}
+/** The count of keys comes first: five per queue. */
+const QUEUE_STATS = jobScript<number[]>('stats');
 
 /** Every figure of every queue named, in one round trip. */
 export async function readQueueStats(redis: Redis, prefix: string, queues: readonly string[], now = Date.now()): Promise<QueueStats[]> {
-  if (!('sdjobsQueueStats' in redis)) redis.defineCommand('sdjobsQueueStats', { lua: luaScript('stats') });
   const keys: string[] = [];
   for (const queue of queues) {
     const base = `${prefix}:${queue}:`;
     keys.push(`${base}waiting`, `${base}active`, `${base}delayed`, `${base}jobs`, outcomeTotalsKey(prefix, queue));
   }
-  const out = await (redis as RedisWithStats).sdjobsQueueStats(keys.length, ...keys, epochMinute(now), RECENT_MINUTES);
+  const out = await QUEUE_STATS.run(redis, keys.length, ...keys, epochMinute(now), RECENT_MINUTES);
   return queues.map((name, q) => {
     const [waiting = 0, active = 0, delayed = 0, oldest = -1, succeeded = 0, failed = 0, succeededLastHour = 0, failedLastHour = 0] = out
       .slice(q * 8, q * 8 + 8)

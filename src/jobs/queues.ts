@@ -5,7 +5,7 @@ import type { Logger } from '../logger';
 import { closeRedis, openRedis, type RedisRole } from '../redis';
 import { queueKeys, type QueuedJobOptions } from './consumer';
 import { JobError } from './errors';
-import { luaScript } from './luaScripts';
+import { jobScript } from './luaScripts';
 import type { JobEnvelope, JobKind, JobPayloads } from './registry';
 import { JOB_QUEUES, jobId } from './registry';
 
@@ -45,8 +45,8 @@ export const waitingKey = (config: Config, queue: QueueName) => `${config.redis.
 /** Redis hash holding every job record of a queue that is waiting, delayed or active. */
 export const jobsKey = (config: Config, queue: QueueName) => `${config.redis.prefix}:${queue}:jobs`;
 
-/** What the producer needs of a connection: the add script, defined on it once. */
-type ProducerConnection = Redis & { sdjobsAddJob(...args: Array<string | number>): Promise<string | null> };
+/** Bee-Queue's addJob: the new id, or null when a job of that id is already there. */
+const ADD_JOB = jobScript<string | null>('add', 6);
 
 /**
  * Adds jobs to Bee-Queue's queues without Bee-Queue: its record format (`{data, options, status,
@@ -56,7 +56,7 @@ type ProducerConnection = Redis & { sdjobsAddJob(...args: Array<string | number>
  * (test/unit/jobs-contract.test.ts).
  */
 export class JobProducer {
-  private readonly redis: ProducerConnection;
+  private readonly redis: Redis;
   /** The connection was opened here (and is closed here), not lent by the owner. */
   private readonly owned: boolean;
 
@@ -71,8 +71,7 @@ export class JobProducer {
   ) {
     const redis = connection && 'options' in connection ? connection : openRedis(config.redis, 'producer', log, connection?.role ?? 'background');
     this.owned = redis !== connection;
-    if (!('sdjobsAddJob' in redis)) redis.defineCommand('sdjobsAddJob', { numberOfKeys: 6, lua: luaScript('add') });
-    this.redis = redis as ProducerConnection;
+    this.redis = redis;
   }
 
   /**
@@ -85,7 +84,7 @@ export class JobProducer {
     const k = queueKeys(this.config.redis.prefix, JOB_QUEUES[kind]);
     const id = jobId(kind, key);
     const record = JSON.stringify({ data: { kind, payload } as JobEnvelope, options: this.options(kind), status: 'created', progress: 0 });
-    return this.bounded(async () => (await this.redis.sdjobsAddJob(k.jobs, k.waiting, k.succeeded, k.failed, k.succeededAt, k.failedAt, id, record)) !== null);
+    return this.bounded(async () => (await ADD_JOB.run(this.redis, k.jobs, k.waiting, k.succeeded, k.failed, k.succeededAt, k.failedAt, id, record)) !== null);
   }
 
   /** The options Bee-Queue's `createJob(...).timeout().retries().backoff()` would store. */

@@ -19,6 +19,7 @@ import type { Redis } from 'ioredis';
 import type { Config } from '../config';
 import { rateLimited, serviceUnavailable } from '../errors';
 import type { Logger } from '../logger';
+import { RedisScript } from '../redis';
 import { OutageLog } from './outage';
 
 /** Held by one open stream; `release()` (safe to call twice) gives the slot back. */
@@ -33,10 +34,10 @@ const PROCESS_FULL_RETRY_S = 5;
 
 const script = (name: string) => readFileSync(new URL(`./scripts/${name}.lua`, import.meta.url), 'utf8');
 
-interface SlotCommands {
-  sdjobsAcquireStreamSlot(key: string, id: string, max: number, staleMs: number): Promise<number>;
-  sdjobsTouchStreamSlots(key: string, staleMs: number, ...ids: string[]): Promise<number>;
-}
+/** Key: the user's slots. Arguments: the stream's id, the most, staleMs. 1 taken, 0 full. */
+const ACQUIRE = new RedisScript<number>(script('acquireStreamSlot'), 1);
+/** Key: the user's slots. Arguments: staleMs, then the ids to renew. */
+const TOUCH = new RedisScript<number>(script('touchStreamSlots'), 1);
 
 class Slot implements StreamSlot {
   private released = false;
@@ -67,7 +68,6 @@ export class StreamSlots {
   private closed = false;
   private readonly staleMs: number;
   private readonly outage: OutageLog;
-  private readonly commands: SlotCommands;
 
   constructor(
     private readonly redis: Redis,
@@ -77,9 +77,6 @@ export class StreamSlots {
   ) {
     this.staleMs = settings.subscriptionHeartbeatMs * STALE_AFTER_BEATS;
     this.outage = new OutageLog(log, 'open streams are not counted per user');
-    redis.defineCommand('sdjobsAcquireStreamSlot', { numberOfKeys: 1, lua: script('acquireStreamSlot') });
-    redis.defineCommand('sdjobsTouchStreamSlots', { numberOfKeys: 1, lua: script('touchStreamSlots') });
-    this.commands = redis as unknown as SlotCommands;
   }
 
   /** Open streams of this process. */
@@ -103,7 +100,7 @@ export class StreamSlots {
     if (!slot.shared) return slot;
     let taken = true;
     try {
-      taken = (await this.commands.sdjobsAcquireStreamSlot(this.key(userId), slot.id, perUser, this.staleMs)) === 1;
+      taken = (await ACQUIRE.run(this.redis, this.key(userId), slot.id, perUser, this.staleMs)) === 1;
       this.outage.ok();
     } catch (err) {
       this.outage.failed(err, 'open streams per user');
@@ -143,7 +140,7 @@ export class StreamSlots {
   private async heartbeat(): Promise<void> {
     if (this.held.size === 0) return;
     try {
-      await Promise.all([...this.held].map(([userId, ids]) => this.commands.sdjobsTouchStreamSlots(this.key(userId), this.staleMs, ...ids)));
+      await Promise.all([...this.held].map(([userId, ids]) => TOUCH.run(this.redis, this.key(userId), this.staleMs, ...ids)));
       this.outage.ok();
     } catch (err) {
       this.outage.failed(err, 'open streams per user');

@@ -5,6 +5,7 @@
  */
 import type { Redis } from 'ioredis';
 import { isTerminal } from '../generation/lifecycle';
+import { RedisScript } from '../redis';
 import type { ProgressEvent, ProgressUpdate } from './event';
 import { progressChannel, progressKey } from './event';
 
@@ -31,21 +32,10 @@ for i, key in ipairs(KEYS) do out[i] = redis.call('HGET', key, ARGV[1]) end
 return out
 `;
 
-interface RedisWithPublish extends Redis {
-  /** `numKeys` keys, then the field to read. */
-  sdjobsProgressFieldOfEach(numKeys: number, ...keysThenField: string[]): Promise<Array<string | null>>;
-  sdjobsPublishProgress(
-    key: string,
-    channel: string,
-    status: string,
-    progress: string,
-    final: string,
-    body: string,
-    ttl: string,
-    onlyIfQueued: string,
-    dedupe: string,
-  ): Promise<string | null>;
-}
+/** Keys: the snapshot, the channel. Arguments: status, progress, final, body, ttl, onlyIfQueued, dedupe. */
+const PUBLISH = new RedisScript<string | null>(PUBLISH_LUA, 2);
+/** The count of keys, the keys, then the field to read. */
+const FIELD_OF_EACH = new RedisScript<Array<string | null>>(FIELD_OF_EACH_LUA);
 
 export interface PublishOptions {
   /** Apply only while the generation is still QUEUED (queue-position updates must not undo a start). */
@@ -55,29 +45,19 @@ export interface PublishOptions {
 }
 
 export class ProgressPublisher {
-  private readonly redis: RedisWithPublish;
-
   constructor(
-    redis: Redis,
+    private readonly redis: Redis,
     private readonly prefix: string,
     private readonly expiresS: number,
-  ) {
-    if (!('sdjobsPublishProgress' in redis)) {
-      redis.defineCommand('sdjobsPublishProgress', { numberOfKeys: 2, lua: PUBLISH_LUA });
-    }
-    if (!('sdjobsProgressFieldOfEach' in redis)) {
-      // No fixed numberOfKeys: the caller passes the count first.
-      redis.defineCommand('sdjobsProgressFieldOfEach', { lua: FIELD_OF_EACH_LUA });
-    }
-    this.redis = redis as RedisWithPublish;
-  }
+  ) {}
 
   /** Returns the event as stored, or null when it was refused (after a terminal state, or deduped). */
   async publish(update: ProgressUpdate | ProgressEvent, opts: PublishOptions = {}): Promise<ProgressEvent | null> {
     // seq and progress are the script's to set; a seq passed along from an earlier event is dropped.
     const { progress, seq: _ignored, ...rest } = update as ProgressEvent;
     const body = JSON.stringify(rest);
-    const stored = await this.redis.sdjobsPublishProgress(
+    const stored = await PUBLISH.run(
+      this.redis,
       progressKey(this.prefix, update.generationId),
       progressChannel(this.prefix, update.generationId),
       update.status,
@@ -116,7 +96,7 @@ export class ProgressPublisher {
   private async fieldOfEach(generationIds: readonly string[], field: 'seq' | 'data'): Promise<Array<string | null>> {
     if (generationIds.length === 0) return [];
     const keys = generationIds.map((id) => progressKey(this.prefix, id));
-    const values = await this.redis.sdjobsProgressFieldOfEach(keys.length, ...keys, field);
+    const values = await FIELD_OF_EACH.run(this.redis, keys.length, ...keys, field);
     return generationIds.map((_id, i) => values[i] ?? null);
   }
 }

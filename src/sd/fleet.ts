@@ -18,6 +18,7 @@ import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { SdServerSetting } from '../config';
 import type { Logger } from '../logger';
+import { RedisScript } from '../redis';
 import { sleep } from '../sleep';
 import { SdClient, SdError } from './client';
 
@@ -70,14 +71,9 @@ export interface SdFleetOptions {
 }
 
 /** Deletes the lease only when it still holds our token. */
-const RELEASE_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
+const RELEASE = new RedisScript<number>(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`, 1);
 /** Extends the lease only when it still holds our token: 1 renewed, 0 lost. */
-const RENEW_LUA = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0`;
-
-interface RedisWithLeases extends Redis {
-  sdjobsLeaseRelease(key: string, token: string): Promise<number>;
-  sdjobsLeaseRenew(key: string, token: string, ttlMs: number): Promise<number>;
-}
+const RENEW = new RedisScript<number>(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0`, 1);
 
 export const sdLeaseKey = (prefix: string, url: string) => `${prefix}:sd:lease:${url}`;
 
@@ -97,7 +93,7 @@ interface Member {
 
 export class SdFleet {
   private readonly members: Member[];
-  private readonly redis: RedisWithLeases;
+  private readonly redis: Redis;
   private timer: NodeJS.Timeout | undefined;
   private checking: Promise<void> = Promise.resolve();
   private closed = false;
@@ -112,10 +108,7 @@ export class SdFleet {
   constructor(private readonly opts: SdFleetOptions) {
     if (opts.servers.length === 0) throw new RangeError('an SD fleet needs at least one server');
     this.members = opts.servers.map((setting) => ({ setting, client: opts.client(setting), state: 'up', lastCheckedAt: 0, error: null, busy: false }));
-    const redis = opts.redis;
-    if (!('sdjobsLeaseRelease' in redis)) redis.defineCommand('sdjobsLeaseRelease', { numberOfKeys: 1, lua: RELEASE_LUA });
-    if (!('sdjobsLeaseRenew' in redis)) redis.defineCommand('sdjobsLeaseRenew', { numberOfKeys: 1, lua: RENEW_LUA });
-    this.redis = redis as RedisWithLeases;
+    this.redis = opts.redis;
   }
 
   get size(): number {
@@ -291,11 +284,11 @@ export class SdFleet {
   }
 
   renew(key: string, token: string): Promise<number> {
-    return this.redis.sdjobsLeaseRenew(key, token, this.opts.leaseTtlMs);
+    return RENEW.run(this.redis, key, token, this.opts.leaseTtlMs);
   }
 
   releaseKey(key: string, token: string): Promise<number> {
-    return this.redis.sdjobsLeaseRelease(key, token);
+    return RELEASE.run(this.redis, key, token);
   }
 
   /** Stops checking and closes the clients (leases still held are released first). Safe to call twice. */
