@@ -68,13 +68,11 @@ describe('per-request batching of lookups', () => {
     return (await res.json()) as Answer;
   };
 
-  /** Runs one request and returns its answer with the SQL and Redis commands it caused. */
-  const counted = async (query: string, token: string, variables: Record<string, unknown> = {}) => {
-    sql = [];
-    redisCommands = [];
-    counting = true;
-    const answer = await post(query, token, variables);
-    // MONITOR lines arrive after the commands ran: a marker sent now comes after all of the request's.
+  /**
+   * Sends a marker and waits until MONITOR reports it. MONITOR reports commands in the order Redis
+   * ran them, but late: once the marker is seen, every line of what ran before it has been seen too.
+   */
+  const monitorCaughtUp = async (): Promise<string> => {
     const marker = `${stack.config.redis.prefix}:marker:${randomUUID()}`;
     const seen = new Promise<void>((resolve) => {
       const onLine = (_t: string, args: string[]) => {
@@ -87,6 +85,18 @@ describe('per-request batching of lookups', () => {
     });
     await stack.redis.exists(marker);
     await seen;
+    return marker;
+  };
+
+  /** Runs one request and returns its answer with the SQL and Redis commands it caused. */
+  const counted = async (query: string, token: string, variables: Record<string, unknown> = {}) => {
+    // The lines of earlier requests (a busy machine reports them late) are not this one's.
+    await monitorCaughtUp();
+    sql = [];
+    redisCommands = [];
+    counting = true;
+    const answer = await post(query, token, variables);
+    const marker = await monitorCaughtUp();
     counting = false;
     return { answer, sql: [...sql], redis: redisCommands.filter((c) => !c.includes(marker)) };
   };
