@@ -11,8 +11,9 @@
  *   anything runs, naming where it was.
  * - every answer's errors are shaped last: each carries a code, messages are cut at
  *   MAX_MESSAGE_LENGTH, and past GRAPHQL_MAX_ERRORS one error says how many were left out.
- * The body size cap is yoga's own (maxRequestBodySize = MAX_BODY_BYTES, server.ts); its error is
- * shaped here like the others.
+ * - the body size cap, MAX_BODY_BYTES: a body that says it is longer is refused before yoga (server.ts);
+ *   a chunked one, which says nothing, is counted as it streams (limitChunkedBodies).
+ *   Its error is shaped here like the others.
  */
 import { EnvelopArmor } from '@escape.tech/graphql-armor';
 import { useCSRFPrevention } from '@graphql-yoga/plugin-csrf-prevention';
@@ -50,7 +51,49 @@ export function hardeningPlugins(settings: Config['graphql']): AnyPlugin[] {
     ...(settings.graphiql ? [] : [useDisableIntrospection()]),
     storableTextOnly,
     shapeErrors(settings),
+    // Last: after the request parsers (yoga's and any plugin's), whose choice it wraps.
+    limitChunkedBodies(settings.maxBodyBytes),
   ];
+}
+
+/**
+ * The body cap for a request without a Content-Length (chunked): the body is counted as yoga reads
+ * it and the read fails with REQUEST_ENTITY_TOO_LARGE (413, shaped below) past `limit` bytes.
+ *
+ * A body with a Content-Length is left alone: Node's HTTP parser delivers exactly that many bytes,
+ * and one that says it is over the cap never reaches yoga (server.ts). yoga's own limiter
+ * (maxRequestBodySize, turned off in server.ts) streams every body through a counting
+ * TransformStream, and that pipe (a stream pipeline, an AbortController aborted when it ends, and
+ * the DOMException that abort makes) cost about a tenth of generateImage's CPU under load for
+ * requests that cannot be over the cap anyway.
+ */
+export function limitChunkedBodies(limit: number): AnyPlugin {
+  return {
+    onRequestParse({ request, requestParser, setRequestParser, fetchAPI }) {
+      if (request.headers.get('content-length') !== null || requestParser == null || request.body == null) return;
+      setRequestParser((req) => {
+        const body = req.body;
+        if (!body) return requestParser(req);
+        // A native ReadableStream needs the native TransformStream, the ponyfill's its own (as yoga does it).
+        const Transform = body instanceof ReadableStream ? globalThis.TransformStream : fetchAPI.TransformStream;
+        let read = 0;
+        const counted = body.pipeThrough(
+          new Transform<Uint8Array, Uint8Array>({
+            transform(chunk, controller) {
+              read += chunk.byteLength;
+              if (read > limit) {
+                controller.error(new GraphQLError('Request body too large', { extensions: { code: 'REQUEST_ENTITY_TOO_LARGE', http: { status: 413 } } }));
+                return;
+              }
+              controller.enqueue(chunk);
+            },
+          }),
+        );
+        // duplex is what a streamed request body needs; lib.dom's RequestInit does not know it yet.
+        return requestParser(new fetchAPI.Request(req.url, { method: req.method, headers: req.headers, signal: req.signal, body: counted, duplex: 'half' } as RequestInit));
+      });
+    },
+  };
 }
 
 /**
@@ -196,7 +239,7 @@ function shapeErrors({ maxErrors, maxBodyBytes }: Pick<Config['graphql'], 'maxEr
       } else if (error.message.startsWith('Can only perform a mutation operation from a POST request')) {
         extensions.http = { status: 405, headers: { allow: 'POST' } };
       } else if (extensions.code === 'REQUEST_ENTITY_TOO_LARGE') {
-        // yoga's own cap (maxRequestBodySize), said as the other answers say it.
+        // The chunked body's cap (limitChunkedBodies), said as the other answers say it.
         error.message = `The request body is larger than ${maxBodyBytes} bytes.`;
         extensions.code = 'PAYLOAD_TOO_LARGE';
         // The rest of the body is not read: the connection closes after this answer.

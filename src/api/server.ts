@@ -201,7 +201,8 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
         }
       : false,
     batching: config.graphql.batching > 0 ? { limit: config.graphql.batching } : false,
-    maxRequestBodySize: config.graphql.maxBodyBytes,
+    // The cap is ours: refusedBeforeYoga by Content-Length, limitChunkedBodies (hardening.ts) for the rest.
+    maxRequestBodySize: false,
     renderGraphiQL: renderLocalGraphiQL,
     // Yoga's default answers every origin; here only CORS_ORIGINS' pages (none by default) may call from a browser.
     cors: cors.enabled ? cors.yoga : false,
@@ -290,8 +291,8 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   };
   /**
    * Hands a request to yoga, after refusing what yoga would not serve and a GET whose JSON
-   * parameters are malformed. yoga itself caps the body at MAX_BODY_BYTES (maxRequestBodySize):
-   * by Content-Length before reading, else while it reads.
+   * parameters are malformed. A body over MAX_BODY_BYTES is refused here by its Content-Length,
+   * before it is read; a chunked one while yoga reads it (limitChunkedBodies, hardening.ts).
    */
   const toYoga = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const refusal = refusedBeforeYoga(req, config.graphql.maxBodyBytes);
