@@ -23,6 +23,16 @@ interface Measured {
   eldMaxMs: number;
   /** Share of the wall time the event loop was busy running JavaScript (event-loop utilization). */
   elu: number;
+  seconds: number;
+}
+
+/** The event-loop delay p99 (ms) of this process doing nothing for `seconds`. */
+async function idleP99(seconds: number): Promise<number> {
+  const eld = monitorEventLoopDelay({ resolution: 1 });
+  eld.enable();
+  await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+  eld.disable();
+  return eld.percentile(99) / 1e6;
 }
 
 /** Runs `work` over every image with `inFlight` at a time, timing it and the event loop. */
@@ -48,6 +58,7 @@ async function measure(images: Buffer[], inFlight: number, work: (png: Buffer) =
     eldP99Ms: eld.percentile(99) / 1e6,
     eldMaxMs: eld.max / 1e6,
     elu: busy,
+    seconds,
   };
 }
 
@@ -74,6 +85,8 @@ export const scenario: Scenario = {
       'main thread, one image at a time': { inFlight: 1, work: (png) => postprocessImage(task(png)) },
     };
     const results: Record<string, Measured[]> = Object.fromEntries(Object.keys(systems).map((k) => [k, []]));
+    // The measure's own floor: an event loop with nothing to do (its 1 ms timer included), as long as a pool round.
+    const idleDelays: number[] = [];
     try {
       // Warm-up: thread start-up (tsx in each thread) and sharp's first use are not what we measure.
       await measure(images.slice(0, threads * 2), threads * 2, (png) => pool.process(png));
@@ -83,6 +96,7 @@ export const scenario: Scenario = {
           ctx.log(`  round ${r + 1}/${rounds}: ${name}`);
           results[name]!.push(await measure(images, s.inFlight, s.work));
         }
+        idleDelays.push(await idleP99(results[Object.keys(systems)[0]!]!.at(-1)!.seconds));
       }
     } finally {
       await pool.close();
@@ -101,6 +115,7 @@ export const scenario: Scenario = {
     const [poolName, mainName, oneName] = Object.keys(systems) as [string, string, string];
     const pool_ = summary[poolName]!;
     const main = summary[mainName]!;
+    const idle = round(median(idleDelays), 1);
     return {
       rows: Object.entries(summary).map(([label, figures]) => ({ label, figures })),
       targets: [
@@ -127,6 +142,7 @@ export const scenario: Scenario = {
         `${count} distinct ${SIZE}×${SIZE} PNGs (noisy, with A1111's parameters text chunk), ${rounds} round(s) alternating the three ways, medians.`,
         `Like for like: ${threads} images in flight on both sides. The work is mostly inside libvips, which runs off the event loop either way, so throughput is about the same; what the pool adds is that nothing of it (decoding checks, blurhash, hashing, copies) touches the worker's event loop (p99 ${pool_['event-loop delay p99 ms']} ms against ${main['event-loop delay p99 ms']} ms), and threads that are replaced after WORKER_MAX_TASKS_PER_CHILD tasks each.`,
         `Event-loop delay p99 measures when timers wake up, which on a machine with no more cores than pool threads is set by the operating system's scheduling while libvips keeps every core busy, whichever thread runs it; event-loop busy time (utilization) measures what the work itself costs the worker's loop: ${pool_['event-loop busy %']}% with the pool against ${main['event-loop busy %']}% without.`,
+        `The measure's floor: the event loop of this process with nothing to do has a delay p99 of ${idle} ms (its 1 ms timer included), ${round(idle / Math.max(main['event-loop delay p99 ms'], 0.001))}× the main thread's; no way of running the work can bring the ratio below that, so a bound of 0.2× is out of reach whenever the main thread's p99 is under ${round(idle * 5, 1)} ms.`,
         `For context, one image at a time on the main thread: ${summary[oneName]!['images/s']} images/s.`,
       ],
     };
