@@ -12,7 +12,8 @@
  * - every answer's errors are shaped last: each carries a code, messages are cut at
  *   MAX_MESSAGE_LENGTH, and past GRAPHQL_MAX_ERRORS one error says how many were left out.
  * - the body size cap, MAX_BODY_BYTES: a body that says it is longer is refused before yoga (server.ts);
- *   a chunked one, which says nothing, is counted as it streams (limitChunkedBodies).
+ *   inside yoga, capRequestBodies does the same for any path yoga serves and counts a chunked
+ *   body, which says nothing, as it streams.
  *   Its error is shaped here like the others.
  */
 import { EnvelopArmor } from '@escape.tech/graphql-armor';
@@ -52,25 +53,33 @@ export function hardeningPlugins(settings: Config['graphql']): AnyPlugin[] {
     storableTextOnly,
     shapeErrors(settings),
     // Last: after the request parsers (yoga's and any plugin's), whose choice it wraps.
-    limitChunkedBodies(settings.maxBodyBytes),
+    capRequestBodies(settings.maxBodyBytes),
   ];
 }
 
 /**
- * The body cap for a request without a Content-Length (chunked): the body is counted as yoga reads
- * it and the read fails with REQUEST_ENTITY_TOO_LARGE (413, shaped below) past `limit` bytes.
+ * The body cap inside yoga, for every request it parses (server.ts refuses a /graphql body that says
+ * it is too long before yoga; yoga also serves any path ending in /graphql, which this covers): a
+ * Content-Length over `limit` is refused at once, and a body without one (chunked) is counted as yoga
+ * reads it, the read failing past `limit` bytes. Both are REQUEST_ENTITY_TOO_LARGE (413, shaped below).
  *
- * A body with a Content-Length is left alone: Node's HTTP parser delivers exactly that many bytes,
- * and one that says it is over the cap never reaches yoga (server.ts). yoga's own limiter
- * (maxRequestBodySize, turned off in server.ts) streams every body through a counting
- * TransformStream, and that pipe (a stream pipeline, an AbortController aborted when it ends, and
- * the DOMException that abort makes) cost about a tenth of generateImage's CPU under load for
- * requests that cannot be over the cap anyway.
+ * A body with a Content-Length within the cap is not counted: Node's HTTP parser delivers exactly
+ * that many bytes. yoga's own limiter (maxRequestBodySize, turned off in server.ts) streams every
+ * body through a counting TransformStream, and that pipe (a stream pipeline, an AbortController
+ * aborted when it ends, and the DOMException that abort makes) cost about a tenth of
+ * generateImage's CPU under load for bodies that cannot be over the cap anyway.
  */
-export function limitChunkedBodies(limit: number): AnyPlugin {
+export function capRequestBodies(limit: number): AnyPlugin {
+  const tooLarge = () => new GraphQLError('Request body too large', { extensions: { code: 'REQUEST_ENTITY_TOO_LARGE', http: { status: 413 } } });
   return {
     onRequestParse({ request, requestParser, setRequestParser, fetchAPI }) {
-      if (request.headers.get('content-length') !== null || requestParser == null || request.body == null) return;
+      const length = request.headers.get('content-length');
+      if (length !== null) {
+        // Node's parser has already refused a Content-Length that is not a number.
+        if (Number(length) > limit) throw tooLarge();
+        return;
+      }
+      if (requestParser == null || request.body == null) return;
       setRequestParser((req) => {
         const body = req.body;
         if (!body) return requestParser(req);
@@ -82,7 +91,7 @@ export function limitChunkedBodies(limit: number): AnyPlugin {
             transform(chunk, controller) {
               read += chunk.byteLength;
               if (read > limit) {
-                controller.error(new GraphQLError('Request body too large', { extensions: { code: 'REQUEST_ENTITY_TOO_LARGE', http: { status: 413 } } }));
+                controller.error(tooLarge());
                 return;
               }
               controller.enqueue(chunk);
@@ -239,7 +248,7 @@ function shapeErrors({ maxErrors, maxBodyBytes }: Pick<Config['graphql'], 'maxEr
       } else if (error.message.startsWith('Can only perform a mutation operation from a POST request')) {
         extensions.http = { status: 405, headers: { allow: 'POST' } };
       } else if (extensions.code === 'REQUEST_ENTITY_TOO_LARGE') {
-        // The chunked body's cap (limitChunkedBodies), said as the other answers say it.
+        // The body cap inside yoga (capRequestBodies), said as the other answers say it.
         error.message = `The request body is larger than ${maxBodyBytes} bytes.`;
         extensions.code = 'PAYLOAD_TOO_LARGE';
         // The rest of the body is not read: the connection closes after this answer.

@@ -201,7 +201,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
         }
       : false,
     batching: config.graphql.batching > 0 ? { limit: config.graphql.batching } : false,
-    // The cap is ours: refusedBeforeYoga by Content-Length, limitChunkedBodies (hardening.ts) for the rest.
+    // The cap is ours: refusedBeforeYoga by Content-Length, capRequestBodies (hardening.ts) inside yoga.
     maxRequestBodySize: false,
     renderGraphiQL: renderLocalGraphiQL,
     // Yoga's default answers every origin; here only CORS_ORIGINS' pages (none by default) may call from a browser.
@@ -292,7 +292,7 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
   /**
    * Hands a request to yoga, after refusing what yoga would not serve and a GET whose JSON
    * parameters are malformed. A body over MAX_BODY_BYTES is refused here by its Content-Length,
-   * before it is read; a chunked one while yoga reads it (limitChunkedBodies, hardening.ts).
+   * before it is read; a chunked one while yoga reads it (capRequestBodies, hardening.ts).
    */
   const toYoga = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const refusal = refusedBeforeYoga(req, config.graphql.maxBodyBytes);
@@ -345,15 +345,16 @@ export async function createApiServer(opts: ApiOptions): Promise<ApiServer> {
  */
 const POST_CONTENT_TYPES = /^\s*(application\/(json|graphql|graphql\+json|graphql-response\+json)|text\/plain|application\/x-www-form-urlencoded|multipart\/form-data)\s*(;|$)/i;
 
-/** A /graphql request refused before yoga sees it: a method it does not serve, a body it says is too large, or a content type yoga cannot read. */
+/** A request refused before yoga sees it: any body it says is too large, and on /graphql a method yoga does not serve or a content type it cannot read. */
 function refusedBeforeYoga(req: http.IncomingMessage, maxBodyBytes: number): { status: number; code: string; message: string; headers?: Record<string, string> } | null {
-  if (!(req.url ?? '/').startsWith('/graphql')) return null;
-  if (!['GET', 'HEAD', 'POST', 'OPTIONS'].includes(req.method ?? '')) {
-    return { status: 405, code: 'METHOD_NOT_ALLOWED', message: 'GraphQL is served over GET and POST.', headers: { allow: 'GET, POST' } };
-  }
+  // Whatever the path: yoga also serves any path ending in /graphql.
   if (Number(req.headers['content-length'] ?? 0) > maxBodyBytes) {
     // Refused unread; the connection closes after the answer, dropping the rest.
     return { status: 413, code: 'PAYLOAD_TOO_LARGE', message: `The request body is larger than ${maxBodyBytes} bytes.`, headers: { connection: 'close' } };
+  }
+  if (!(req.url ?? '/').startsWith('/graphql')) return null;
+  if (!['GET', 'HEAD', 'POST', 'OPTIONS'].includes(req.method ?? '')) {
+    return { status: 405, code: 'METHOD_NOT_ALLOWED', message: 'GraphQL is served over GET and POST.', headers: { allow: 'GET, POST' } };
   }
   if (req.method === 'POST' && !POST_CONTENT_TYPES.test(req.headers['content-type'] ?? '')) {
     return { status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', message: 'Send the operation as JSON (content-type: application/json).' };

@@ -164,7 +164,7 @@ describe('per-request batching of lookups', () => {
   it('reads a list of 5 or 50 generations with the same number of queries and Redis calls, answering as one by one', async () => {
     const few = await generationsOf(5);
     const many = await generationsOf(50);
-    // Loads the Redis scripts into the server (a first EVALSHA that misses is sent again as EVAL).
+    // Loads the Redis scripts (a script's first use on a connection is an EVAL, then EVALSHA).
     expect((await post(LIST, few.user.token, { first: 50 })).errors).toBeUndefined();
 
     const small = await counted(LIST, few.user.token, { first: 50 });

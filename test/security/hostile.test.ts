@@ -220,6 +220,13 @@ describe('hostile input over HTTP', () => {
       { name: 'PUT', send: () => request('/graphql', { method: 'PUT', headers: { 'content-type': 'application/json' }, body: '{"query":"{ __typename }"}' }), status: 405, code: 'METHOD_NOT_ALLOWED' },
       { name: 'DELETE', send: () => request('/graphql', { method: 'DELETE' }), status: 405, code: 'METHOD_NOT_ALLOWED' },
       { name: 'a body over MAX_BODY_BYTES', send: () => post(big), status: 413, code: 'PAYLOAD_TOO_LARGE' },
+      // yoga serves any path that ends in /graphql: the cap holds there too.
+      {
+        name: 'a body over MAX_BODY_BYTES to another path yoga serves',
+        send: () => request('/x/graphql', { method: 'POST', headers: { 'content-type': 'application/json' }, body: big }),
+        status: 413,
+        code: 'PAYLOAD_TOO_LARGE',
+      },
       {
         name: 'a chunked body over MAX_BODY_BYTES',
         send: () =>
