@@ -63,6 +63,18 @@ describe('RedisScript', () => {
     }
   });
 
+  it('answers on a connection that connects on its first command (lazyConnect, no socket yet)', async () => {
+    await redis.script('FLUSH');
+    const lazy = redis.duplicate({ lazyConnect: true });
+    try {
+      expect(await INCR_BY.run(lazy, 'f', 7)).toBe(7);
+      expect(await INCR_BY.run(lazy, 'f', 1)).toBe(8);
+      expect(await loaded(lazy, INCR_LUA)).toEqual([1]);
+    } finally {
+      lazy.disconnect();
+    }
+  });
+
   it("passes the script's own error to the caller", async () => {
     await expect(FAILS.run(redis)).rejects.toThrow('refused by the script');
     // Loaded meanwhile (it ran), and it still fails the same way.
