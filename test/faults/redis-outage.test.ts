@@ -13,7 +13,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PROCESSES_TEST_MS, WAIT_MS } from '../helpers/budgets';
 import { subscribe, type Subscription } from '../helpers/graphql';
-import { expectLoadSettled, LOAD_ENV, startGenerationLoad } from '../helpers/generationLoad';
+import { expectLoadSettled, LOAD_ENV, startGenerationLoad, watchLatest } from '../helpers/generationLoad';
 import { startRedis, stopRedis } from '../helpers/redisServer';
 import { freePort, startStack, type Stack } from '../helpers/stack';
 import { until } from '../helpers/wait';
@@ -88,12 +88,10 @@ describe('a Redis outage under load', () => {
     try {
       await until(() => load.accepted().length >= 6, 'generations to be accepted before the outage');
       // Streams open across the outage: each must still get its generation's terminal state.
-      streams = load.answers
-        .filter((a) => a.id)
-        .slice(-3)
-        .map((a) => subscribe(api.baseUrl, ProgressDoc, { id: a.id! }, users[a.client]!.token));
+      const watched = watchLatest(load, 3, (id, client) => subscribe(api.baseUrl, ProgressDoc, { id }, users[client]!.token));
+      streams = watched.streams;
       // Open: each has sent its first state (so it listens) before Redis goes.
-      await Promise.all(streams.map((s) => s.waitFor(() => true, WAIT_MS)));
+      await watched.listening;
 
       await stopRedis(redis);
       const downAt = performance.now();

@@ -14,8 +14,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PROCESSES_TEST_MS, WAIT_MS } from '../helpers/budgets';
-import { expectLoadSettled, LOAD_ENV, startGenerationLoad } from '../helpers/generationLoad';
+import { PROCESSES_TEST_MS } from '../helpers/budgets';
+import { expectLoadSettled, LOAD_ENV, startGenerationLoad, watchLatest } from '../helpers/generationLoad';
 import { subscribe, type Subscription } from '../helpers/graphql';
 import { startRedis, startSentinel, stopRedis } from '../helpers/redisServer';
 import { freePort, startStack, type Stack } from '../helpers/stack';
@@ -110,11 +110,9 @@ describe('a Redis primary failover under load, with Sentinel', () => {
     let streams: Array<Subscription<unknown>> = [];
     try {
       await until(() => load.accepted().length >= 6, 'generations to be accepted before the failover');
-      streams = load.answers
-        .filter((a) => a.id)
-        .slice(-3)
-        .map((a) => subscribe(api.baseUrl, ProgressDoc, { id: a.id! }, users[a.client]!.token));
-      await Promise.all(streams.map((s) => s.waitFor(() => true, WAIT_MS)));
+      const watched = watchLatest(load, 3, (id, client) => subscribe(api.baseUrl, ProgressDoc, { id }, users[client]!.token));
+      streams = watched.streams;
+      await watched.listening;
 
       await stopRedis(primary);
       const killedAt = performance.now();

@@ -39,6 +39,23 @@ export interface GenerationLoad {
 }
 
 /**
+ * A stream on each of the last `n` accepted generations, opened by `open` with the generation and the
+ * client that asked for it. The streams are returned at once (for the caller to close); `listening`
+ * resolves once each has sent its first state, so it is subscribed.
+ */
+export function watchLatest<S extends { waitFor(pred: () => boolean, timeoutMs?: number): Promise<unknown> }>(
+  load: GenerationLoad,
+  n: number,
+  open: (id: string, client: number) => S,
+): { streams: S[]; listening: Promise<unknown> } {
+  const streams = load.answers
+    .filter((a) => a.id)
+    .slice(-n)
+    .map((a) => open(a.id!, a.client));
+  return { streams, listening: Promise.all(streams.map((s) => s.waitFor(() => true, WAIT_MS))) };
+}
+
+/**
  * One client per token, each sending generateImage to `baseUrl()` (asked before every request, so
  * a test may move the clients), then pausing `pauseMs` before the next.
  */
