@@ -250,6 +250,11 @@ const envSchema = z.object({
    * running the whole worker out of memory. (libvips' pixel buffers are native memory, outside it.)
    */
   POSTPROCESS_THREAD_HEAP_MB: int(256, 32, 16_384),
+  /**
+   * Linux: the post-processing threads and libvips' threads run at this nice value, below the worker's
+   * event loop, so that progress, leases and stall guarding get a core at once (0: unchanged).
+   */
+  POSTPROCESS_NICE: int(10, 0, 19),
   WEBP_QUALITY: int(90, 1, 100),
   THUMBNAIL_SIZE: int(256, 16, 2048),
   /** Job outcomes are counted in Redis (the operators' figures) in batches, at most this long after a job ends. */
@@ -547,6 +552,7 @@ function buildConfig(e: z.infer<typeof envSchema>, env: Env) {
       shutdownTimeoutMs: e.WORKER_SHUTDOWN_TIMEOUT_MS,
       postprocessThreads: e.POSTPROCESS_THREADS,
       postprocessThreadHeapMb: e.POSTPROCESS_THREAD_HEAP_MB,
+      postprocessNice: e.POSTPROCESS_NICE,
       webpQuality: e.WEBP_QUALITY,
       thumbnailSize: e.THUMBNAIL_SIZE,
       jobStateFlushMs: e.JOB_STATE_FLUSH_MS,

@@ -9,10 +9,14 @@
 import { threadId, workerData } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { keepInput } from '../src/imaging/keptInput';
+import { LibvipsThreadPriority, lowerThisThread } from '../src/imaging/priority';
 import { configureSharp, postprocessImage, previewImage } from '../src/imaging/transform';
 import type { FaultResult, FaultTask, ImagingResult, ImagingTask, PostprocessResult } from '../src/imaging/tasks';
 
 let sharpConfigured = false;
+/** POSTPROCESS_NICE: this thread and libvips' threads run at this nice value (0: unchanged). */
+const nice = (workerData as { nice?: number } | null)?.nice ?? 0;
+const libvipsPriority = new LibvipsThreadPriority(nice);
 /** Tasks this thread has run (what the pool's per-thread limit is about). */
 let tasksRun = 0;
 
@@ -25,6 +29,7 @@ export default async function runImagingTask(task: ImagingTask): Promise<Imaging
   // side effects (tests may import it directly).
   if (!sharpConfigured) {
     configureSharp();
+    lowerThisThread(nice);
     sharpConfigured = true;
   }
   tasksRun += 1;
@@ -32,10 +37,18 @@ export default async function runImagingTask(task: ImagingTask): Promise<Imaging
     case 'postprocess':
       // First a copy the pool can run the task again from, should this thread die under it.
       if (task.keep) keepInput(task.keep, task.png);
-      return transferResult(await postprocessImage(task));
+      try {
+        return transferResult(await postprocessImage(task));
+      } finally {
+        libvipsPriority.sweep();
+      }
     case 'preview':
       if (task.keep) keepInput(task.keep, task.image);
-      return previewImage(task);
+      try {
+        return await previewImage(task);
+      } finally {
+        libvipsPriority.sweep();
+      }
     case 'fault':
       // Registered only when the pool was created for tests (faultTasksForTests).
       if ((workerData as { faultTasksForTests?: unknown } | null)?.faultTasksForTests !== true) throw new Error('Unknown imaging task kind: "fault"');

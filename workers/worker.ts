@@ -276,6 +276,7 @@ function generationParts(opts: WorkerOptions, metrics: WorkerMetrics, redis: Red
     threads: config.worker.postprocessThreads,
     maxTasksPerThread: config.worker.maxTasksPerChild,
     threadHeapMb: config.worker.postprocessThreadHeapMb,
+    nice: config.worker.postprocessNice,
     webpQuality: config.worker.webpQuality,
     thumbnailSize: config.worker.thumbnailSize,
     onTaskDone: metrics.postprocessDone,

@@ -29,7 +29,7 @@ import { fileURLToPath } from 'node:url';
 import type { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { ImageDecodeError, ImagingAbortError, ImagingThreadDiedError, PoolClosedError } from './errors';
-import { keepFor, keptInput } from './keptInput';
+import { KeptInputs, keptInput } from './keptInput';
 import type { FaultMode, FaultResult, ImagingResult, ImagingTask } from './tasks';
 
 export interface PostprocessOptions {
@@ -54,6 +54,11 @@ export interface PostprocessOptions {
    * A thread past it dies alone (see the glossary) instead of the process. Unset: Node's default.
    */
   threadHeapMb?: number;
+  /**
+   * POSTPROCESS_NICE (Linux): the threads and libvips' threads run at this nice value, below the
+   * event loop (see ./priority.ts). 0 or unset: unchanged.
+   */
+  nice?: number;
   /**
    * Tests only: registers the `fault` task kind (runFaultForTests) in the threads, which can kill
    * its thread on purpose. Never set by the worker; without it the threads refuse that kind.
@@ -127,6 +132,8 @@ type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 interface QueuedTask {
   /** The message for the next run and the memory it transfers; null when there is nothing to run it again from. */
   readonly message: (run: number) => { task: ImagingTask; transferList: ArrayBuffer[] } | null;
+  /** Gives back the memory its runs were kept in, once it will not run again. Idempotent. */
+  readonly release: () => void;
   readonly kind: ImagingTask['kind'];
   readonly resolve: (result: unknown) => void;
   readonly reject: (error: unknown) => void;
@@ -146,6 +153,8 @@ export class PostprocessPool {
   readonly #current: Thread[];
   readonly #threads = new Set<Thread>();
   readonly #queue: QueuedTask[] = [];
+  /** Reused buffers for the tasks' kept inputs: about one per thread in use. */
+  readonly #kept: KeptInputs;
   #running = 0;
   #completed = 0;
   #recycled = 0;
@@ -166,6 +175,7 @@ export class PostprocessPool {
 
   private constructor(options: PostprocessOptions) {
     this.#options = Object.freeze({ ...options });
+    this.#kept = new KeptInputs(options.threads * 2);
     this.#current = Array.from({ length: options.threads }, (_, slot) => this.#startThread(slot));
   }
 
@@ -186,7 +196,7 @@ export class PostprocessPool {
     const { webpQuality, thumbnailSize } = this.#options;
     const result = await this.#submit<'postprocess'>(
       'postprocess',
-      runsFrom(takeBytes(png), (input, keep) => ({ kind: 'postprocess', png: input, webpQuality, thumbnailSize, keep })),
+      runsFrom(takeBytes(png), this.#kept, (input, keep) => ({ kind: 'postprocess', png: input, webpQuality, thumbnailSize, keep })),
       signal,
     );
     return {
@@ -205,7 +215,7 @@ export class PostprocessPool {
     if (!Number.isInteger(size) || size < 1) throw new RangeError(`preview size must be a positive integer, got ${size}`);
     const { dataUri } = await this.#submit<'preview'>(
       'preview',
-      runsFrom(takeBytes(image), (input, keep) => ({ kind: 'preview', image: input, size, keep })),
+      runsFrom(takeBytes(image), this.#kept, (input, keep) => ({ kind: 'preview', image: input, size, keep })),
       signal,
     );
     return dataUri;
@@ -220,10 +230,10 @@ export class PostprocessPool {
    */
   runFaultForTests(mode: FaultMode, armed?: Int32Array, png?: Buffer): Promise<FaultResult> {
     if (this.#options.faultTasksForTests !== true) return Promise.reject(new Error('fault tasks are off in this pool (faultTasksForTests)'));
-    const message: QueuedTask['message'] = png
-      ? runsFrom(takeBytes(png), (input, keep) => ({ kind: 'fault', mode, armed, png: input, keep }))
-      : () => ({ task: { kind: 'fault', mode, armed }, transferList: [] });
-    return this.#submit<'fault'>('fault', message, undefined);
+    const runs: TaskRuns = png
+      ? runsFrom(takeBytes(png), this.#kept, (input, keep) => ({ kind: 'fault', mode, armed, png: input, keep }))
+      : { message: () => ({ task: { kind: 'fault', mode, armed }, transferList: [] }), release: () => {} };
+    return this.#submit<'fault'>('fault', runs, undefined);
   }
 
   get stats(): PostprocessStats {
@@ -244,7 +254,10 @@ export class PostprocessPool {
   }
 
   async #shutdown(): Promise<void> {
-    for (const queued of this.#queue.splice(0)) this.#settle(queued, { ok: false, error: new PoolClosedError() });
+    for (const queued of this.#queue.splice(0)) {
+      queued.release();
+      this.#settle(queued, { ok: false, error: new PoolClosedError() });
+    }
     if (this.#running > 0) await new Promise<void>((resolve) => this.#onIdle.push(resolve));
     // Every thread is idle now, so closing them terminates no running task.
     for (const thread of this.#threads) this.#retire(thread);
@@ -253,7 +266,7 @@ export class PostprocessPool {
 
   #submit<K extends ImagingTask['kind']>(
     kind: K,
-    message: QueuedTask['message'],
+    { message, release }: TaskRuns,
     signal: AbortSignal | undefined,
   ): Promise<ImagingResult<K>> {
     if (this.#closing !== null) return Promise.reject(new PoolClosedError());
@@ -261,6 +274,7 @@ export class PostprocessPool {
     return new Promise<ImagingResult<K>>((resolve, reject) => {
       const queued: QueuedTask = {
         message,
+        release,
         kind,
         // The thread's handler maps each task kind to its result type (tasks.ts); the value that
         // comes back through Piscina is typed unknown, so this is the one place it is trusted.
@@ -284,7 +298,10 @@ export class PostprocessPool {
   #abort(queued: QueuedTask, reason: unknown): void {
     const index = this.#queue.indexOf(queued);
     // Not started: drop it, it never reaches a thread.
-    if (index !== -1) this.#queue.splice(index, 1);
+    if (index !== -1) {
+      this.#queue.splice(index, 1);
+      queued.release();
+    }
     // Started: reject now and let the thread finish (see the class comment); #finish ignores the
     // result, and the task keeps its thread until it really ends.
     this.#settle(queued, { ok: false, error: new ImagingAbortError(reason) });
@@ -353,6 +370,7 @@ export class PostprocessPool {
       // Closing: no second run here; the job may run again on another worker.
       outcome = { ok: false, error: this.#closing !== null && queued.runs < RUNS_PER_TASK ? new PoolClosedError() : new ImagingThreadDiedError(queued.kind, queued.runs, died, { cause }) };
     }
+    queued.release();
     this.#completed += 1;
     this.#options.onTaskDone?.(queued.kind, (performance.now() - queued.startedAt) / 1000, outcome.ok);
     this.#settle(queued, outcome);
@@ -392,7 +410,7 @@ export class PostprocessPool {
   }
 
   #startThread(slot: number): Thread {
-    const { threadHeapMb, faultTasksForTests } = this.#options;
+    const { threadHeapMb, faultTasksForTests, nice } = this.#options;
     const piscina = new Piscina<ImagingTask, unknown>({
       filename: THREAD_FILE,
       minThreads: 1,
@@ -400,7 +418,7 @@ export class PostprocessPool {
       // One task per thread: concurrency inside a thread would only compete for libuv slots.
       concurrentTasksPerWorker: 1,
       ...(threadHeapMb === undefined ? {} : { resourceLimits: { maxOldGenerationSizeMb: threadHeapMb } }),
-      workerData: { faultTasksForTests: faultTasksForTests === true },
+      workerData: { faultTasksForTests: faultTasksForTests === true, nice: nice ?? 0 },
     });
     // Without a listener, an 'error' event (a thread that dies while idle) would crash the process.
     piscina.on('error', (error: unknown) => this.#reportError(error));
@@ -424,6 +442,7 @@ function validateOptions(options: PostprocessOptions): void {
     ['thumbnailSize', 1, 16_383],
   ];
   if (options.threadHeapMb !== undefined) checks.push(['threadHeapMb', 16, 1_048_576]);
+  if (options.nice !== undefined) checks.push(['nice', 0, 19]);
   for (const [name, min, max] of checks) {
     const value = options[name];
     if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
@@ -432,16 +451,30 @@ function validateOptions(options: PostprocessOptions): void {
   }
 }
 
+type TaskRuns = Pick<QueuedTask, 'message' | 'release'>;
+
 /**
- * The messages of a task whose input moves to the thread on its first run (with an empty buffer the
- * thread copies it into first, see ./keptInput.ts) and comes from that copy on a second run.
+ * The messages of a task whose input moves to the thread on its first run (with a buffer from
+ * `kept` the thread copies it into first, see ./keptInput.ts) and comes from that copy on a second
+ * run. The buffer is taken when the first run starts and given back by `release`.
  */
-function runsFrom(bytes: Uint8Array, build: (input: Uint8Array, keep: SharedArrayBuffer | undefined) => ImagingTask): QueuedTask['message'] {
-  const keep = keepFor(bytes.byteLength);
-  return (run) => {
-    if (run === 1) return { task: build(bytes, keep), transferList: [bytes.buffer as ArrayBuffer] };
-    const kept = keptInput(keep);
-    return kept && { task: build(kept, undefined), transferList: [] };
+function runsFrom(bytes: Uint8Array, kept: KeptInputs, build: (input: Uint8Array, keep: SharedArrayBuffer | undefined) => ImagingTask): TaskRuns {
+  let keep: SharedArrayBuffer | undefined;
+  let released = false;
+  return {
+    message: (run) => {
+      if (run === 1) {
+        keep ??= kept.take(bytes.byteLength);
+        return { task: build(bytes, keep), transferList: [bytes.buffer as ArrayBuffer] };
+      }
+      const input = keep && keptInput(keep);
+      return input ? { task: build(input, undefined), transferList: [] } : null;
+    },
+    release: () => {
+      if (keep === undefined || released) return;
+      released = true;
+      kept.give(keep);
+    },
   };
 }
 

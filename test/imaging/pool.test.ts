@@ -3,6 +3,8 @@
  * closes it; `afterEach` fails the test if a pool still has threads.
  */
 import { createHash } from 'node:crypto';
+import { readFileSync, readdirSync } from 'node:fs';
+import { getPriority } from 'node:os';
 import { isBlurhashValid } from 'blurhash';
 import sharp from 'sharp';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -212,6 +214,31 @@ describe('bad input', () => {
   it('validates its options before starting threads', () => {
     expect(() => PostprocessPool.create({ ...DEFAULTS, threads: 0 })).toThrow(RangeError);
     expect(() => PostprocessPool.create({ ...DEFAULTS, webpQuality: 101 })).toThrow(/webpQuality/);
+    expect(() => PostprocessPool.create({ ...DEFAULTS, nice: 20 })).toThrow(/nice/);
+  });
+});
+
+describe('CPU priority (POSTPROCESS_NICE)', () => {
+  /** This process's threads: id, name, nice value. */
+  const threads = () =>
+    readdirSync('/proc/self/task').map((entry) => {
+      const tid = Number(entry);
+      return { tid, name: readFileSync(`/proc/self/task/${entry}/comm`, 'utf8').trim(), nice: getPriority(tid) };
+    });
+
+  it.runIf(process.platform === 'linux')('runs its thread and libvips\' threads at the nice value given, and leaves the event loop\'s thread alone', async () => {
+    const mainNice = getPriority(process.pid);
+    expect(mainNice).toBeLessThan(7);
+    const pool = createPool({ nice: 7 });
+    const out = await pool.process(a1111Png(512, 512));
+    expect(out.width).toBe(512);
+    // The thread lowers libvips' threads after its task, before the result comes back.
+    const libvips = threads().filter((t) => t.name === 'libvips worker');
+    expect(libvips.length).toBeGreaterThan(0);
+    for (const t of libvips) expect(t.nice).toBeGreaterThanOrEqual(7);
+    // The pool's one thread lowered itself; nothing else in this process is at 7.
+    expect(threads().filter((t) => t.name !== 'libvips worker' && t.nice === 7)).toHaveLength(1);
+    expect(getPriority(process.pid)).toBe(mainNice);
   });
 });
 

@@ -1,0 +1,103 @@
+/**
+ * One side of the post-processing scenario in a process of its own: a PostprocessPool at the nice
+ * value it is given (BENCH_POSTPROCESS_NICE) and the same function on this process's main thread.
+ * libvips' threads belong to the process and a lowered priority cannot be raised again without
+ * privilege, so each nice value needs its own process for its figures to be its own.
+ *
+ * Told over IPC: `{ type: 'measure', way, images }` runs one measurement and answers
+ * `{ type: 'measured', result }`; `{ type: 'idle', seconds }` answers `{ type: 'idle', lateP99Ms }`.
+ * Reports `{ type: 'ready' }` once warmed up; SIGTERM closes the pool.
+ */
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { PostprocessPool } from '../../../src/imaging/pool';
+import { configureSharp, postprocessImage } from '../../../src/imaging/transform';
+import { report } from '../../lib/processes';
+
+export const WEBP_QUALITY = 90;
+export const THUMBNAIL_SIZE = 256;
+/** monitorEventLoopDelay's timer period: each sample is the time between two ticks of it. */
+const RESOLUTION_MS = 1;
+
+export type Way = 'pool' | 'main' | 'main-one';
+
+export interface Measured {
+  imagesPerSecond: number;
+  /** p99 of how late the loop's 1 ms timer fired: the sampled interval minus the period. */
+  lateP99Ms: number;
+  lateMaxMs: number;
+  /** Share of the wall time the event loop was busy running JavaScript (event-loop utilization). */
+  elu: number;
+  seconds: number;
+}
+
+const dir = process.env.BENCH_POSTPROCESS_IMAGES!;
+const nice = Number(process.env.BENCH_POSTPROCESS_NICE ?? '0');
+const threads = Number(process.env.BENCH_POSTPROCESS_THREADS ?? '2');
+const images = readdirSync(dir)
+  .sort()
+  .map((f) => readFileSync(join(dir, f)));
+
+const late = (ns: number) => Math.max(0, ns / 1e6 - RESOLUTION_MS);
+
+/** The lateness p99 (ms) of this process's event loop doing nothing for `seconds`. */
+async function idle(seconds: number): Promise<number> {
+  const eld = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
+  eld.enable();
+  await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+  eld.disable();
+  return late(eld.percentile(99));
+}
+
+/** Runs `work` over every image with `inFlight` at a time, timing it and the event loop. */
+async function measure(list: Buffer[], inFlight: number, work: (png: Buffer) => Promise<unknown>): Promise<Measured> {
+  // A fresh copy of each input (the pool takes ownership of, transfers, the bytes it is given),
+  // made before the clock starts: preparing inputs is the harness's work, not post-processing's.
+  const inputs = list.map((png) => Buffer.from(png));
+  const eld = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
+  const elu = performance.eventLoopUtilization();
+  const started = performance.now();
+  eld.enable();
+  let next = 0;
+  const lane = async () => {
+    while (next < inputs.length) await work(inputs[next++]!);
+  };
+  await Promise.all(Array.from({ length: inFlight }, lane));
+  eld.disable();
+  const seconds = (performance.now() - started) / 1000;
+  return {
+    imagesPerSecond: inputs.length / seconds,
+    lateP99Ms: late(eld.percentile(99)),
+    lateMaxMs: late(eld.max),
+    elu: performance.eventLoopUtilization(elu).utilization,
+    seconds,
+  };
+}
+
+const pool = PostprocessPool.create({ threads, maxTasksPerThread: 1_000_000, webpQuality: WEBP_QUALITY, thumbnailSize: THUMBNAIL_SIZE, nice });
+// The same libvips settings the pool threads use (one libvips thread per operation, no cache).
+configureSharp();
+const onMain = (png: Buffer) => postprocessImage({ kind: 'postprocess', png, webpQuality: WEBP_QUALITY, thumbnailSize: THUMBNAIL_SIZE });
+const ways: Record<Way, { inFlight: number; work: (png: Buffer) => Promise<unknown> }> = {
+  pool: { inFlight: threads, work: (png) => pool.process(png) },
+  main: { inFlight: threads, work: onMain },
+  'main-one': { inFlight: 1, work: onMain },
+};
+
+process.on('SIGTERM', () => {
+  void pool.close().finally(() => process.exit(0));
+});
+process.on('message', (m: { type: 'measure'; way: Way; count: number } | { type: 'idle'; seconds: number }) => {
+  void (async () => {
+    if (m.type === 'idle') report({ type: 'idle', lateP99Ms: await idle(m.seconds) });
+    else report({ type: 'measured', result: await measure(images.slice(0, m.count), ways[m.way].inFlight, ways[m.way].work) });
+  })();
+});
+
+// Warm-up, one pass of each way: thread start-up (tsx in each thread), the JavaScript part's
+// compilation in each thread and on this one, and libvips' threads (which the pool lowers after its
+// first tasks at a nice value) are not what is measured.
+await measure(images, threads, ways.pool.work);
+await measure(images, threads, onMain);
+report({ type: 'ready' });
