@@ -18,6 +18,8 @@
  * - bullmq: a BullMQ Worker with a no-op processor and the same stall interval; the jobs carry
  *   removeOnComplete / removeOnFail.
  * Each child imports only its system's libraries, before it says `up`.
+ * BENCH_CPU_PROFILE_<SYSTEM>=<file> (OWN, BEE, BULLMQ, OWN_BEE) profiles that system's worker from
+ * start to close (bench/lib/profile.ts).
  */
 import { parseArgs } from 'node:util';
 import type { Redis } from 'ioredis';
@@ -60,6 +62,7 @@ const loadBullmqLibs = () => Promise.all([import('bullmq'), import('ioredis')]);
 
 /** Loaded before the child says `up`: module loading is start-up, not part of any measurement. */
 const libs = system === 'bullmq' ? { bullmq: await loadBullmqLibs() } : { beeQueue: await loadBeeQueueLibs() };
+const stopProfile = await (await import('../../lib/profile')).startCpuProfile(process.env[`BENCH_CPU_PROFILE_${system.toUpperCase().replace('-', '_')}`]);
 
 async function setupBeeQueue(p: Prepare): Promise<Running> {
   const [{ createQueue }, { createJobHandler }, { JobOutcomeTracker }, queueStats, { JobConsumer }, { createLogger }, { closeRedis, openRedis }] =
@@ -206,6 +209,7 @@ async function handle(m: ToWorker): Promise<void> {
       return;
     case 'close':
       await running?.close();
+      await stopProfile?.();
       if (process.send) process.send({ type: 'closed' } satisfies FromWorker, () => process.exit(0));
       else process.exit(0);
       return;
