@@ -102,6 +102,8 @@ export interface PostprocessStats {
   retried: number;
   /** Live threads, counting retiring ones until they have closed. */
   threads: number;
+  /** Kept-input buffers waiting for the next tasks (./keptInput.ts). */
+  keptIdle: number;
   /** Tasks waiting for a free thread. */
   queued: number;
 }
@@ -132,8 +134,11 @@ type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 interface QueuedTask {
   /** The message for the next run and the memory it transfers; null when there is nothing to run it again from. */
   readonly message: (run: number) => { task: ImagingTask; transferList: ArrayBuffer[] } | null;
-  /** Gives back the memory its runs were kept in, once it will not run again. Idempotent. */
-  readonly release: () => void;
+  /**
+   * Gives back the memory its runs were kept in, once it will not run again, for reuse; with
+   * `reuse` false it is dropped instead. Idempotent.
+   */
+  readonly release: (reuse?: boolean) => void;
   readonly kind: ImagingTask['kind'];
   readonly resolve: (result: unknown) => void;
   readonly reject: (error: unknown) => void;
@@ -153,7 +158,7 @@ export class PostprocessPool {
   readonly #current: Thread[];
   readonly #threads = new Set<Thread>();
   readonly #queue: QueuedTask[] = [];
-  /** Reused buffers for the tasks' kept inputs: about one per thread in use. */
+  /** Reused buffers for the tasks' kept inputs: at most one idle per thread. */
   readonly #kept: KeptInputs;
   #running = 0;
   #completed = 0;
@@ -175,7 +180,7 @@ export class PostprocessPool {
 
   private constructor(options: PostprocessOptions) {
     this.#options = Object.freeze({ ...options });
-    this.#kept = new KeptInputs(options.threads * 2);
+    this.#kept = new KeptInputs(options.threads);
     this.#current = Array.from({ length: options.threads }, (_, slot) => this.#startThread(slot));
   }
 
@@ -186,7 +191,8 @@ export class PostprocessPool {
    * and `png` is left empty (length 0); a slice of a larger buffer (such as Node's shared pool for
    * small Buffers) is copied first, so other Buffers are never detached. The thread keeps a copy in
    * shared memory until the task is done (./keptInput.ts: one more PNG in memory, copied off the
-   * main thread), for a second run if it dies under the task.
+   * main thread), for a second run if it dies under the task; the pool keeps up to one such buffer
+   * per thread for the next tasks.
    *
    * Abort: before the task starts, it is dropped and the promise rejects at once. Once it runs,
    * the promise still rejects at once with an AbortError, but the thread finishes the task and its
@@ -239,7 +245,7 @@ export class PostprocessPool {
   get stats(): PostprocessStats {
     let threads = 0;
     for (const thread of this.#threads) threads += thread.piscina.threads.length;
-    return { completed: this.#completed, recycled: this.#recycled, died: this.#died, retried: this.#retried, threads, queued: this.#queue.length };
+    return { completed: this.#completed, recycled: this.#recycled, died: this.#died, retried: this.#retried, threads, queued: this.#queue.length, keptIdle: this.#kept.idle.buffers };
   }
 
   /**
@@ -370,7 +376,9 @@ export class PostprocessPool {
       // Closing: no second run here; the job may run again on another worker.
       outcome = { ok: false, error: this.#closing !== null && queued.runs < RUNS_PER_TASK ? new PoolClosedError() : new ImagingThreadDiedError(queued.kind, queued.runs, died, { cause }) };
     }
-    queued.release();
+    // After a death the memory is not reused: a second run reads its input from it in place, and
+    // libvips may still be reading it for the thread that died.
+    queued.release(died === undefined);
     this.#completed += 1;
     this.#options.onTaskDone?.(queued.kind, (performance.now() - queued.startedAt) / 1000, outcome.ok);
     this.#settle(queued, outcome);
@@ -470,10 +478,10 @@ function runsFrom(bytes: Uint8Array, kept: KeptInputs, build: (input: Uint8Array
       const input = keep && keptInput(keep);
       return input ? { task: build(input, undefined), transferList: [] } : null;
     },
-    release: () => {
+    release: (reuse = true) => {
       if (keep === undefined || released) return;
       released = true;
-      kept.give(keep);
+      if (reuse) kept.give(keep);
     },
   };
 }

@@ -23,7 +23,7 @@ const LIBVIPS_THREAD = 'libvips worker';
 
 const supported = process.platform === 'linux';
 
-/** Lowers one thread to `nice` unless it already is at least that low. False if it could not. */
+/** Lowers one thread to `nice` unless it already is at least that low (never raises it). False if it could not. */
 function lower(tid: number, nice: number): boolean {
   try {
     if (getPriority(tid) < nice) setPriority(tid, nice);
@@ -34,11 +34,19 @@ function lower(tid: number, nice: number): boolean {
   }
 }
 
-/** Lowers the calling thread (a worker thread: its own id, not the process's). */
+/**
+ * Lowers the calling thread (a worker thread: its own id, not the process's). Never throws: without
+ * /proc/thread-self (Linux before 3.17, or /proc masked) the thread keeps its priority.
+ */
 export function lowerThisThread(nice: number): void {
   if (!supported || nice <= 0) return;
-  // "<pid>/task/<tid>" of the thread that asks.
-  const tid = Number(readlinkSync('/proc/thread-self').split('/').at(-1));
+  let tid: number;
+  try {
+    // "<pid>/task/<tid>" of the thread that asks.
+    tid = Number(readlinkSync('/proc/thread-self').split('/').at(-1));
+  } catch {
+    return;
+  }
   if (Number.isInteger(tid) && tid > 0) lower(tid, nice);
 }
 
@@ -54,7 +62,7 @@ export class LibvipsThreadPriority {
     this.#nice = nice;
   }
 
-  /** The libvips threads lowered by this call (for tests). */
+  /** The libvips threads this call found for the first time (and lowered, where it could). */
   sweep(): number[] {
     if (!supported || this.#nice <= 0) return [];
     const lowered: number[] = [];
@@ -64,9 +72,12 @@ export class LibvipsThreadPriority {
     } catch {
       return [];
     }
-    for (const entry of tids) {
-      const tid = Number(entry);
+    // Forget threads that have ended: Linux reuses ids, and a new thread with an old id must be looked at.
+    const live = new Set(tids.map(Number));
+    for (const tid of this.#seen) if (!live.has(tid)) this.#seen.delete(tid);
+    for (const tid of live) {
       if (this.#seen.has(tid)) continue;
+      const entry = String(tid);
       let name: string;
       try {
         name = readFileSync(`/proc/self/task/${entry}/comm`, 'utf8').trim();

@@ -88,17 +88,24 @@ describe('a thread that dies under a task', () => {
     const { pool } = createPool();
     const input = png(200);
     const expected = await pool.process(Buffer.from(input));
+    // The first task's kept-input buffer waits for the next task, which takes it.
+    expect(pool.stats.keptIdle).toBe(1);
     const caller = Buffer.from(input);
     const again = await pool.runFaultForTests('crash', armed(1), caller);
     // The caller's bytes moved to the first thread (gone with it); the second run used the copy.
     expect(caller.byteLength).toBe(0);
     expect(pool.stats).toMatchObject({ died: 1, retried: 1 });
     expect(again.image).toEqual({ width: 200, height: 200, sha256: expected.sha256 });
+    // The second run finished normally, so nothing reads its buffer any more: it waits for reuse.
+    expect(pool.stats.keptIdle).toBe(1);
   });
 
   it('fails the task with IMAGING_THREAD_DIED when its second thread dies too: a permanent failure, the job is not retried', async () => {
     const { pool, errors } = createPool({ threads: 1 });
-    const error: unknown = await pool.runFaultForTests('crash', armed(2)).then(
+    // A kept-input buffer from an earlier task, which the failing task takes.
+    await pool.process(png(32));
+    expect(pool.stats.keptIdle).toBe(1);
+    const error: unknown = await pool.runFaultForTests('crash', armed(2), png(48)).then(
       () => new Error('the task succeeded'),
       (rejection: unknown) => rejection,
     );
@@ -108,8 +115,12 @@ describe('a thread that dies under a task', () => {
     expect(toJobFailure(error)).toMatchObject({ code: 'IMAGING_THREAD_DIED', retryable: false });
     expect(pool.stats).toMatchObject({ died: 2, retried: 1 });
     expect(errors).toHaveLength(2);
+    // Its second run read the input in place from that buffer when its thread died, so the buffer
+    // is dropped rather than reused (libvips may still be reading it for the dead thread).
+    expect(pool.stats.keptIdle).toBe(0);
     // And the pool still works.
     expect((await pool.process(png(32))).width).toBe(32);
+    expect(pool.stats.keptIdle).toBe(1);
   });
 
   it('refuses fault tasks in a pool created without faultTasksForTests', async () => {

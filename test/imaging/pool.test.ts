@@ -226,9 +226,9 @@ describe('CPU priority (POSTPROCESS_NICE)', () => {
       return { tid, name: readFileSync(`/proc/self/task/${entry}/comm`, 'utf8').trim(), nice: getPriority(tid) };
     });
 
-  it.runIf(process.platform === 'linux')('runs its thread and libvips\' threads at the nice value given, and leaves the event loop\'s thread alone', async () => {
+  // Skipped where this test process already runs at nice 7 or more: there would be nothing to see.
+  it.runIf(process.platform === 'linux' && getPriority(process.pid) < 7)('runs its thread and libvips\' threads at the nice value given, and leaves the event loop\'s thread alone', async () => {
     const mainNice = getPriority(process.pid);
-    expect(mainNice).toBeLessThan(7);
     const pool = createPool({ nice: 7 });
     const out = await pool.process(a1111Png(512, 512));
     expect(out.width).toBe(512);
