@@ -33,22 +33,23 @@ export default async function runImagingTask(task: ImagingTask): Promise<Imaging
     sharpConfigured = true;
   }
   tasksRun += 1;
+  try {
+    return await run(task);
+  } finally {
+    // libvips starts threads on demand: the ones this task started are lowered before it returns.
+    libvipsPriority.sweep();
+  }
+}
+
+async function run(task: ImagingTask): Promise<ImagingResult | MovedResult> {
   switch (task.kind) {
     case 'postprocess':
       // First a copy the pool can run the task again from, should this thread die under it.
       if (task.keep) keepInput(task.keep, task.png);
-      try {
-        return transferResult(await postprocessImage(task));
-      } finally {
-        libvipsPriority.sweep();
-      }
+      return transferResult(await postprocessImage(task));
     case 'preview':
       if (task.keep) keepInput(task.keep, task.image);
-      try {
-        return await previewImage(task);
-      } finally {
-        libvipsPriority.sweep();
-      }
+      return previewImage(task);
     case 'fault':
       // Registered only when the pool was created for tests (faultTasksForTests).
       if ((workerData as { faultTasksForTests?: unknown } | null)?.faultTasksForTests !== true) throw new Error('Unknown imaging task kind: "fault"');

@@ -11,9 +11,10 @@
  * How: Linux applies setpriority(PRIO_PROCESS, tid) to one thread. A post-processing thread lowers
  * itself once, and after each task it lowers the libvips threads that appeared since (libvips
  * starts them on demand and keeps them; a thread inherits its creator's nice value, and libvips
- * creates them from libuv's thread pool, which stays at the process's priority because the event
- * loop's own file and DNS work uses it). Raising a nice value needs no privilege; lowering it
- * again would, so nothing here ever does. Elsewhere than Linux this does nothing.
+ * creates them from libuv's thread pool). libuv's thread pool is not lowered here: the event
+ * loop's own file and DNS work uses it (in practice its threads start before any post-processing
+ * thread lowers itself, but nothing guarantees that). Raising a nice value needs no privilege;
+ * lowering it again would, so nothing here ever does. Elsewhere than Linux this does nothing.
  */
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
@@ -62,33 +63,29 @@ export class LibvipsThreadPriority {
     this.#nice = nice;
   }
 
-  /** The libvips threads this call found for the first time (and lowered, where it could). */
-  sweep(): number[] {
-    if (!supported || this.#nice <= 0) return [];
-    const lowered: number[] = [];
+  /** Lowers the libvips threads that appeared since the last call. Never throws. */
+  sweep(): void {
+    if (!supported || this.#nice <= 0) return;
     let tids: string[];
     try {
       tids = readdirSync('/proc/self/task');
     } catch {
-      return [];
+      return;
     }
     // Forget threads that have ended: Linux reuses ids, and a new thread with an old id must be looked at.
     const live = new Set(tids.map(Number));
     for (const tid of this.#seen) if (!live.has(tid)) this.#seen.delete(tid);
     for (const tid of live) {
       if (this.#seen.has(tid)) continue;
-      const entry = String(tid);
       let name: string;
       try {
-        name = readFileSync(`/proc/self/task/${entry}/comm`, 'utf8').trim();
+        name = readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim();
       } catch {
         continue; // ended meanwhile
       }
       // Remember every thread, libvips' or not, so that its name is read once. A libvips thread that
       // could not be lowered is tried again next time.
       if (name !== LIBVIPS_THREAD || lower(tid, this.#nice)) this.#seen.add(tid);
-      if (name === LIBVIPS_THREAD) lowered.push(tid);
     }
-    return lowered;
   }
 }
