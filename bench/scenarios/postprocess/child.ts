@@ -10,15 +10,14 @@
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { performance } from 'node:perf_hooks';
 import { PostprocessPool } from '../../../src/imaging/pool';
 import { configureSharp, postprocessImage } from '../../../src/imaging/transform';
 import { report } from '../../lib/processes';
+import { probeLateness, type Lateness } from './lateness';
 
 export const WEBP_QUALITY = 90;
 export const THUMBNAIL_SIZE = 256;
-/** monitorEventLoopDelay's timer period: each sample is the time between two ticks of it. */
-const RESOLUTION_MS = 1;
 
 export type Way = 'pool' | 'main';
 
@@ -40,7 +39,7 @@ export interface Measured {
 interface Pass {
   seconds: number;
   elu: number;
-  eld?: { lateP99Ms: number; lateMaxMs: number };
+  eld?: Lateness;
 }
 
 const dir = process.env.BENCH_POSTPROCESS_IMAGES!;
@@ -50,15 +49,11 @@ const images = readdirSync(dir)
   .sort()
   .map((f) => readFileSync(join(dir, f)));
 
-const late = (ns: number) => Math.max(0, ns / 1e6 - RESOLUTION_MS);
-
 /** The lateness p99 (ms) of this process's event loop doing nothing for `seconds`. */
 async function idle(seconds: number): Promise<number> {
-  const eld = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
-  eld.enable();
+  const stop = probeLateness();
   await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
-  eld.disable();
-  return late(eld.percentile(99));
+  return stop().lateP99Ms;
 }
 
 /** Runs `work` over every image with `inFlight` at a time, timing it and the event loop; `probe`: its lateness too. */
@@ -66,21 +61,16 @@ async function pass(list: Buffer[], inFlight: number, work: (png: Buffer) => Pro
   // A fresh copy of each input (the pool takes ownership of, transfers, the bytes it is given),
   // made before the clock starts: preparing inputs is the harness's work, not post-processing's.
   const inputs = list.map((png) => Buffer.from(png));
-  const eld = probe ? monitorEventLoopDelay({ resolution: RESOLUTION_MS }) : undefined;
   const elu = performance.eventLoopUtilization();
   const started = performance.now();
-  eld?.enable();
+  const stopProbe = probe ? probeLateness() : undefined;
   let next = 0;
   const lane = async () => {
     while (next < inputs.length) await work(inputs[next++]!);
   };
   await Promise.all(Array.from({ length: inFlight }, lane));
-  eld?.disable();
-  return {
-    seconds: (performance.now() - started) / 1000,
-    elu: performance.eventLoopUtilization(elu).utilization,
-    eld: eld && { lateP99Ms: late(eld.percentile(99)), lateMaxMs: late(eld.max) },
-  };
+  const eld = stopProbe?.();
+  return { seconds: (performance.now() - started) / 1000, elu: performance.eventLoopUtilization(elu).utilization, eld };
 }
 
 /** One pass with the delay probe (lateness), one without (throughput and busy time). */
