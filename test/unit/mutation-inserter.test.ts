@@ -59,7 +59,8 @@ describe('creating generations with credits reserved', () => {
   it('gives each user what their requests one by one in arrival order would get', async () => {
     const inserter = new GenerationInserter(tdb.db, { maxInFlight: 1 });
     const [u, v] = await Promise.all([newUser(5), newUser(3)]);
-    // u: 3 goes alone (nothing in flight), then 2 + 1 together exceed the 2 left: one at a time.
+    // One statement: u's 3 + 2 + 1 exceed their 5 and v's 1 + 4 + 2 their 3, so each user's go one
+    // at a time, in arrival order: u gets 3 and 2, not 1; v gets 1, not 4, then 2.
     const rows = await Promise.all([
       inserter.insert(generation(u, 3)),
       inserter.insert(generation(u, 2)),
@@ -72,15 +73,29 @@ describe('creating generations with credits reserved', () => {
     expect([await credits(u), await credits(v)]).toEqual([0, 0]);
   });
 
-  it('puts the requests that arrive while a statement runs into the next one', async () => {
+  it('puts the requests of one event-loop turn into one statement, and those that arrive while it runs into the next', async () => {
     const inserter = new GenerationInserter(tdb.db, { maxInFlight: 1 });
     const users = await Promise.all(Array.from({ length: 10 }, () => newUser(100)));
-    const gens = Array.from({ length: 60 }, (_, i) => generation(users[i % users.length]!));
-    const rows = await Promise.all(gens.map((g) => inserter.insert(g)));
+    const first = Array.from({ length: 30 }, (_, i) => generation(users[i % users.length]!));
+    const later = Array.from({ length: 30 }, (_, i) => generation(users[i % users.length]!));
+    const firstRows = first.map((g) => inserter.insert(g));
+    // The next turn: the first statement has been sent (at the end of the turn above) and is running.
+    await new Promise((resolve) => setImmediate(resolve));
+    const laterRows = later.map((g) => inserter.insert(g));
+    const rows = await Promise.all([...firstRows, ...laterRows]);
     expect(rows.every((r) => r?.status === 'QUEUED')).toBe(true);
-    // The first goes alone; the other 59 wait for it and go together (10 users, up to 6 each).
-    expect(await statementsFor(gens.map((g) => g.id))).toBe(2);
+    expect(await statementsFor(first.map((g) => g.id))).toBe(1);
+    expect(await statementsFor(later.map((g) => g.id))).toBe(1);
+    expect(await statementsFor([...first, ...later].map((g) => g.id))).toBe(2);
     for (const u of users) expect(await credits(u)).toBe(94);
+  });
+
+  it('sends a lone request at the end of its turn, without waiting for more', async () => {
+    const inserter = new GenerationInserter(tdb.db);
+    const u = await newUser(1);
+    // Nothing else arrives: the statement still goes, once the turn has ended.
+    const row = await inserter.insert(generation(u));
+    expect(row?.credits_reserved).toBe(1);
   });
 
   it('never lets credits go negative, however many requests and API processes race', async () => {
