@@ -37,13 +37,13 @@ export interface GenerationInserterOptions {
  *
  * Why: each statement is a transaction whose commit waits for a WAL flush, and its cost in Postgres
  * is mostly per statement (about 330 µs of Postgres CPU for one generation, 80 µs each for ten, on
- * the benchmark machine). Worse, a busy user's reservations serialise on their row lock, held until
+ * the machine of an earlier benchmark run). Worse, a busy user's reservations serialise on their row lock, held until
  * the flush: one user could not get past about 800 a second however many connections tried
  * (bench/scenarios/mutation). So at most `maxInFlight` statements run at once, and the requests that
  * arrive meanwhile go together in the next one. A request that finds a free slot waits only for the
- * end of the event-loop turn it arrived in, so that the requests of one turn share a statement:
- * sent at once, most statements under load of many users carried one generation (Postgres's fixed
- * cost per statement, every time), and now carry about ten.
+ * end of the event-loop turn it arrived in, so that requests arriving together share a statement:
+ * sent at once, most statements under a load of many users carried one generation (Postgres's
+ * fixed cost per statement, every time); now they carry about ten (bench/scenarios/mutation).
  *
  * The outcome for each user is what running their requests one by one in arrival order would give:
  * a user is in at most one statement at a time (so this process never waits on its own row locks

@@ -59,8 +59,9 @@ describe('creating generations with credits reserved', () => {
   it('gives each user what their requests one by one in arrival order would get', async () => {
     const inserter = new GenerationInserter(tdb.db, { maxInFlight: 1 });
     const [u, v] = await Promise.all([newUser(5), newUser(3)]);
-    // One statement: u's 3 + 2 + 1 exceed their 5 and v's 1 + 4 + 2 their 3, so each user's go one
-    // at a time, in arrival order: u gets 3 and 2, not 1; v gets 1, not 4, then 2.
+    // Sent in one turn, they go in one statement first. u's 3 + 2 + 1 exceed their 5 and v's
+    // 1 + 4 + 2 their 3, so it creates none, and each user's are tried one at a time in arrival
+    // order: u gets 3 and 2, not 1; v gets 1, not 4, then 2.
     const rows = await Promise.all([
       inserter.insert(generation(u, 3)),
       inserter.insert(generation(u, 2)),
@@ -90,7 +91,7 @@ describe('creating generations with credits reserved', () => {
     for (const u of users) expect(await credits(u)).toBe(94);
   });
 
-  it('sends a lone request at the end of its turn, without waiting for more', async () => {
+  it('creates a lone request\'s generation with nothing else arriving', async () => {
     const inserter = new GenerationInserter(tdb.db);
     const u = await newUser(1);
     // Nothing else arrives: the statement still goes, once the turn has ended.
@@ -124,17 +125,16 @@ describe('creating generations with credits reserved', () => {
     const [u, v] = await Promise.all([newUser(10), newUser(10)]);
     const taken = generation(u);
     await inserter.insert(taken);
-    const hold = inserter.insert(generation(v));
+    // Sent in one turn, the three go in one statement, which fails on the duplicate id.
     const results = await Promise.allSettled([
       inserter.insert({ ...generation(u), id: taken.id }),
       inserter.insert(generation(u)),
       inserter.insert(generation(v)),
     ]);
-    await hold;
     expect(results[0]).toMatchObject({ status: 'rejected', reason: expect.objectContaining({ code: '23505' }) });
     expect(results.slice(1).map((r) => r.status)).toEqual(['fulfilled', 'fulfilled']);
-    // The failed statement changed nothing; the retries took one credit each.
-    expect([await credits(u), await credits(v)]).toEqual([8, 8]);
+    // The failed statement changed nothing; the retries took one credit each (u: the first insert too).
+    expect([await credits(u), await credits(v)]).toEqual([8, 9]);
   });
 
   it('rejects every request of a statement that cannot run at all', async () => {
