@@ -4,6 +4,7 @@
  */
 import type { Knex } from 'knex';
 import pg from 'pg';
+import { atEndOfTurn } from '../endOfTurn';
 import { insertGenerationReservingCredits, insertGenerationsReservingCredits, type NewGeneration } from '../db/statements';
 import type { GenerationRow } from './repository';
 
@@ -59,7 +60,6 @@ export class GenerationInserter {
   /** Users with a statement in flight: their later requests wait for it. */
   private readonly busyUsers = new Set<string>();
   private inFlight = 0;
-  private pumpScheduled = false;
   private readonly maxInFlight: number;
   private readonly maxBatch: number;
   private readonly maxUnfinished: number;
@@ -81,16 +81,7 @@ export class GenerationInserter {
   }
 
   /** At the end of this event-loop turn, so that the requests of one turn share a statement. */
-  private schedulePump(): void {
-    if (this.pumpScheduled) return;
-    this.pumpScheduled = true;
-    setImmediate(this.pumpNow);
-  }
-
-  private readonly pumpNow = (): void => {
-    this.pumpScheduled = false;
-    this.pump();
-  };
+  private readonly schedulePump = atEndOfTurn(() => this.pump());
 
   private pump(): void {
     while (this.inFlight < this.maxInFlight && this.queue.length > 0) {

@@ -28,6 +28,7 @@
  * a new release must be read against this file before it is let in.
  */
 import type { Redis } from 'ioredis';
+import { atEndOfTurn } from '../endOfTurn';
 import type { Logger } from '../logger';
 import { jobScript } from './luaScripts';
 import type { JobEnvelope } from './registry';
@@ -293,7 +294,6 @@ export class JobConsumer {
   private link: Link = { mode: 'free' };
   /** Failed calls in a row: the backoff grows with them. */
   private failures = 0;
-  private pumpScheduled = false;
   private guardTimer: NodeJS.Timeout | undefined;
   private raiseTimer: NodeJS.Timeout | undefined;
   private raiseAt = Infinity;
@@ -398,16 +398,7 @@ export class JobConsumer {
   }
 
   /** Coalesces everything that happens in one turn of the event loop into one call. */
-  private schedulePump(): void {
-    if (this.pumpScheduled) return;
-    this.pumpScheduled = true;
-    setImmediate(this.pumpNow);
-  }
-
-  private readonly pumpNow = (): void => {
-    this.pumpScheduled = false;
-    this.pump();
-  };
+  private readonly schedulePump = atEndOfTurn(() => this.pump());
 
   /** Sends one finish-and-take call for whatever is pending, unless one is under way. */
   private pump(): void {
